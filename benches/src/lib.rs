@@ -1,0 +1,1 @@
+//! Benchmarks for tower-cache live in `benches/`; this crate has no code.

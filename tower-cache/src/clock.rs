@@ -1,0 +1,45 @@
+//! Wall-clock time as the cache sees it.
+//!
+//! Entries carry absolute timestamps (milliseconds since the Unix epoch) so
+//! that every instance sharing a Redis agrees on when an entry stops being
+//! fresh. The clock advances with `tokio::time`, so tests that pause tokio's
+//! clock (`#[tokio::test(start_paused = true)]`) and call
+//! `tokio::time::advance` move cache time forward too.
+
+use std::sync::OnceLock;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+struct Anchor {
+    wall_ms: u64,
+    instant: std::time::Instant,
+}
+
+static ANCHOR: OnceLock<Anchor> = OnceLock::new();
+
+fn anchor() -> &'static Anchor {
+    ANCHOR.get_or_init(|| Anchor {
+        wall_ms: SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0),
+        instant: std::time::Instant::now(),
+    })
+}
+
+/// Milliseconds since the Unix epoch, advancing with tokio's clock.
+///
+pub fn now_ms() -> u64 {
+    let a = anchor();
+    let now = tokio::time::Instant::now().into_std();
+    match now.checked_duration_since(a.instant) {
+        Some(ahead) => a.wall_ms.saturating_add(ahead.as_millis() as u64),
+        None => a
+            .wall_ms
+            .saturating_sub(a.instant.duration_since(now).as_millis() as u64),
+    }
+}
+
+/// `now_ms() + d`, saturating.
+pub(crate) fn after(d: Duration) -> u64 {
+    now_ms().saturating_add(d.as_millis().min(u64::MAX as u128) as u64)
+}

@@ -1,0 +1,313 @@
+//! The stored entry and its versioned binary envelope.
+//!
+//! An [`Entry`] is what every [`Store`](crate::store::Store) keeps: the
+//! payload as [`Bytes`], three timestamps that drive freshness, and the tags
+//! it can be invalidated by. Stores that leave the process (Redis) write it
+//! as one compact envelope:
+//!
+//! ```text
+//! magic "TC" | version u8 | flags u8 | stored_at u64 | fresh_until u64 | stale_until u64
+//! | tag count u16 | (tag len u16, tag bytes)* | payload len u32 | payload
+//! ```
+//!
+//! All integers are big-endian. Anything that does not decode exactly
+//! (wrong magic, unknown version, truncated, trailing bytes, a tag that is
+//! not UTF-8) is a [`DecodeError`]; stores read it as a miss.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{BufMut, Bytes, BytesMut};
+
+use crate::clock;
+
+const MAGIC: [u8; 2] = *b"TC";
+/// The envelope version this build writes and reads.
+pub const ENVELOPE_VERSION: u8 = 1;
+const HEADER_LEN: usize = 2 + 1 + 1 + 8 * 3 + 2;
+
+/// One cached value with its freshness metadata.
+///
+/// Timestamps are milliseconds since the Unix epoch (see
+/// [`clock::now_ms`](crate::clock::now_ms)).
+///
+/// ```
+/// use std::time::Duration;
+/// use tower_cache::Entry;
+///
+/// let entry = Entry::new("hello")
+///     .with_ttl(Duration::from_secs(60))
+///     .with_stale(Duration::from_secs(30))
+///     .with_tags(["greetings"]);
+/// assert!(entry.is_fresh_at(entry.stored_at));
+/// assert_eq!(entry.stale_until - entry.fresh_until, 30_000);
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Entry {
+    /// The cached bytes, shared and never copied on a hit.
+    pub value: Bytes,
+    /// When the value was read from its origin. Tag invalidations issued at
+    /// or after this instant make the entry invalid.
+    pub stored_at: u64,
+    /// Until when the entry is fresh and served without a reload.
+    pub fresh_until: u64,
+    /// Until when the entry may be served at all (stale-while-revalidate,
+    /// stale-if-error). Stores drop the entry after this instant.
+    pub stale_until: u64,
+    /// Tags the entry can be invalidated by.
+    pub tags: Arc<[String]>,
+}
+
+impl Entry {
+    /// An entry stored now, fresh for one minute, with no stale window and no
+    /// tags.
+    pub fn new(value: impl Into<Bytes>) -> Self {
+        let now = clock::now_ms();
+        Entry {
+            value: value.into(),
+            stored_at: now,
+            fresh_until: now + 60_000,
+            stale_until: now + 60_000,
+            tags: Arc::from(Vec::new()),
+        }
+    }
+
+    /// Fresh for `ttl` after `stored_at`; keeps the current stale window
+    /// length.
+    pub fn with_ttl(mut self, ttl: Duration) -> Self {
+        let stale = self.stale_until.saturating_sub(self.fresh_until);
+        self.fresh_until = self.stored_at.saturating_add(ttl.as_millis() as u64);
+        self.stale_until = self.fresh_until.saturating_add(stale);
+        self
+    }
+
+    /// Servable for `window` after it stops being fresh.
+    pub fn with_stale(mut self, window: Duration) -> Self {
+        self.stale_until = self.fresh_until.saturating_add(window.as_millis() as u64);
+        self
+    }
+
+    /// Sets the tags the entry can be invalidated by.
+    pub fn with_tags<I, T>(mut self, tags: I) -> Self
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<String>,
+    {
+        self.tags = tags.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// Sets when the value was read from its origin.
+    pub fn with_stored_at(mut self, stored_at: u64) -> Self {
+        let ttl = self.fresh_until.saturating_sub(self.stored_at);
+        let stale = self.stale_until.saturating_sub(self.fresh_until);
+        self.stored_at = stored_at;
+        self.fresh_until = stored_at.saturating_add(ttl);
+        self.stale_until = self.fresh_until.saturating_add(stale);
+        self
+    }
+
+    /// Whether the entry is fresh at `now_ms`.
+    pub fn is_fresh_at(&self, now_ms: u64) -> bool {
+        now_ms < self.fresh_until
+    }
+
+    /// Whether the entry may still be served (fresh or stale) at `now_ms`.
+    pub fn is_servable_at(&self, now_ms: u64) -> bool {
+        now_ms < self.stale_until
+    }
+
+    /// Time left until the entry must be dropped, from `now_ms`; `None` when
+    /// it is already past its stale window.
+    pub fn remaining_at(&self, now_ms: u64) -> Option<Duration> {
+        self.stale_until
+            .checked_sub(now_ms)
+            .filter(|ms| *ms > 0)
+            .map(Duration::from_millis)
+    }
+
+    /// Approximate memory footprint in bytes, used to weigh L1 entries.
+    pub fn weight(&self) -> usize {
+        std::mem::size_of::<Self>()
+            + self.value.len()
+            + self.tags.iter().map(|t| t.len() + 24).sum::<usize>()
+    }
+
+    /// Encodes the entry into its versioned binary envelope.
+    pub fn encode(&self) -> Bytes {
+        let tags_len: usize = self.tags.iter().map(|t| 2 + t.len()).sum();
+        let mut buf = BytesMut::with_capacity(HEADER_LEN + tags_len + 4 + self.value.len());
+        buf.put_slice(&MAGIC);
+        buf.put_u8(ENVELOPE_VERSION);
+        buf.put_u8(0);
+        buf.put_u64(self.stored_at);
+        buf.put_u64(self.fresh_until);
+        buf.put_u64(self.stale_until);
+        buf.put_u16(self.tags.len().min(u16::MAX as usize) as u16);
+        for tag in self.tags.iter().take(u16::MAX as usize) {
+            let bytes = &tag.as_bytes()[..tag.len().min(u16::MAX as usize)];
+            buf.put_u16(bytes.len() as u16);
+            buf.put_slice(bytes);
+        }
+        buf.put_u32(self.value.len().min(u32::MAX as usize) as u32);
+        buf.put_slice(&self.value);
+        buf.freeze()
+    }
+
+    /// Decodes an envelope written by [`Entry::encode`].
+    ///
+    /// The payload shares `bytes`' buffer instead of being copied.
+    pub fn decode(bytes: Bytes) -> Result<Entry, DecodeError> {
+        let mut r = Reader {
+            buf: &bytes,
+            pos: 0,
+        };
+        if r.take(2)? != MAGIC {
+            return Err(DecodeError::BadMagic);
+        }
+        let version = r.u8()?;
+        if version != ENVELOPE_VERSION {
+            return Err(DecodeError::UnknownVersion(version));
+        }
+        let _flags = r.u8()?;
+        let stored_at = r.u64()?;
+        let fresh_until = r.u64()?;
+        let stale_until = r.u64()?;
+        if fresh_until < stored_at || stale_until < fresh_until {
+            return Err(DecodeError::BadTimestamps);
+        }
+        let count = r.u16()? as usize;
+        let mut tags = Vec::with_capacity(count.min(64));
+        for _ in 0..count {
+            let len = r.u16()? as usize;
+            let raw = r.take(len)?;
+            let tag = std::str::from_utf8(raw).map_err(|_| DecodeError::BadTag)?;
+            tags.push(tag.to_owned());
+        }
+        let len = r.u32()? as usize;
+        let start = r.pos;
+        r.take(len)?;
+        if r.pos != bytes.len() {
+            return Err(DecodeError::TrailingBytes);
+        }
+        Ok(Entry {
+            value: bytes.slice(start..start + len),
+            stored_at,
+            fresh_until,
+            stale_until,
+            tags: tags.into(),
+        })
+    }
+}
+
+/// Why bytes read from a store are not a valid envelope.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DecodeError {
+    /// The bytes do not start with the envelope's magic.
+    #[error("not a tower-cache entry (bad magic)")]
+    BadMagic,
+    /// The envelope was written by an unknown (newer) version.
+    #[error("unknown entry envelope version {0}")]
+    UnknownVersion(u8),
+    /// The envelope ends before its declared length.
+    #[error("entry envelope is truncated")]
+    Truncated,
+    /// The envelope has bytes after its payload.
+    #[error("entry envelope has trailing bytes")]
+    TrailingBytes,
+    /// The timestamps are out of order.
+    #[error("entry envelope has inconsistent timestamps")]
+    BadTimestamps,
+    /// A tag is not valid UTF-8.
+    #[error("entry envelope has a tag that is not UTF-8")]
+    BadTag,
+}
+
+struct Reader<'a> {
+    buf: &'a [u8],
+    pos: usize,
+}
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> Result<&'a [u8], DecodeError> {
+        let end = self.pos.checked_add(n).ok_or(DecodeError::Truncated)?;
+        let out = self.buf.get(self.pos..end).ok_or(DecodeError::Truncated)?;
+        self.pos = end;
+        Ok(out)
+    }
+    fn u8(&mut self) -> Result<u8, DecodeError> {
+        Ok(self.take(1)?[0])
+    }
+    fn u16(&mut self) -> Result<u16, DecodeError> {
+        let b = self.take(2)?;
+        Ok(u16::from_be_bytes([b[0], b[1]]))
+    }
+    fn u32(&mut self) -> Result<u32, DecodeError> {
+        let b = self.take(4)?;
+        Ok(u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+    }
+    fn u64(&mut self) -> Result<u64, DecodeError> {
+        let b = self.take(8)?;
+        let mut a = [0u8; 8];
+        a.copy_from_slice(b);
+        Ok(u64::from_be_bytes(a))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> Entry {
+        Entry::new(Bytes::from_static(b"payload"))
+            .with_ttl(Duration::from_secs(10))
+            .with_stale(Duration::from_secs(5))
+            .with_tags(["a", "product:1"])
+    }
+
+    #[test]
+    fn envelope_round_trips() {
+        let e = sample();
+        let decoded = Entry::decode(e.encode()).expect("valid envelope");
+        assert_eq!(decoded, e);
+    }
+
+    #[test]
+    fn every_truncation_is_rejected() {
+        let bytes = sample().encode();
+        for len in 0..bytes.len() {
+            assert!(
+                Entry::decode(bytes.slice(..len)).is_err(),
+                "prefix of {len} accepted"
+            );
+        }
+    }
+
+    #[test]
+    fn garbage_unknown_version_and_trailing_bytes_are_rejected() {
+        assert_eq!(
+            Entry::decode(Bytes::from_static(b"hello world, not an entry")),
+            Err(DecodeError::BadMagic)
+        );
+        let mut v = sample().encode().to_vec();
+        v[2] = 99;
+        assert_eq!(
+            Entry::decode(Bytes::from(v)),
+            Err(DecodeError::UnknownVersion(99))
+        );
+        let mut v = sample().encode().to_vec();
+        v.push(0);
+        assert_eq!(
+            Entry::decode(Bytes::from(v)),
+            Err(DecodeError::TrailingBytes)
+        );
+    }
+
+    #[test]
+    fn decoded_payload_shares_the_buffer() {
+        let bytes = sample().encode();
+        let decoded = Entry::decode(bytes.clone()).expect("valid");
+        let range = bytes.as_ptr_range();
+        assert!(range.contains(&decoded.value.as_ptr()));
+    }
+}

@@ -1,0 +1,48 @@
+//! Caching middleware for [tower](https://docs.rs/tower) services.
+//!
+//! tower-cache puts a cache in front of any `tower::Service` (an axum
+//! route, a tonic service, a repository) and lets each route choose its
+//! strategy in code. Underneath is one byte-level [`Store`](store::Store)
+//! trait with an in-process L1 on moka ([`MemoryStore`](store::MemoryStore)),
+//! a shared L2 on Redis ([`RedisStore`](store::RedisStore)) and a
+//! [`TieredStore`](store::TieredStore) that combines them, keeps every
+//! instance's L1 coherent through Redis pub/sub and keeps serving from L1
+//! when Redis goes away.
+//!
+//! # The store in use
+//!
+//! ```
+//! use std::time::Duration;
+//! use tower_cache::store::{MemoryStore, Store};
+//! use tower_cache::Entry;
+//!
+//! # #[tokio::main(flavor = "current_thread")] async fn main() {
+//! let l1 = MemoryStore::new(64 * 1024 * 1024); // bounded in bytes
+//! let entry = Entry::new("{\"id\":1}")
+//!     .with_ttl(Duration::from_secs(30))     // fresh for 30 s
+//!     .with_stale(Duration::from_secs(300))  // then servable stale for 5 min
+//!     .with_tags(["product:1"]);
+//! l1.put("GET /products/1", entry).await.unwrap();
+//! assert!(l1.get("GET /products/1").await.unwrap().is_some());
+//!
+//! l1.remove_tag("product:1").await.unwrap(); // everything tagged is gone
+//! assert!(l1.get("GET /products/1").await.unwrap().is_none());
+//! # }
+//! ```
+//!
+//! With Redis, build a [`TieredStore`](store::TieredStore) from a
+//! `MemoryStore` and a [`RedisStore`](store::RedisStore); it is used the
+//! same way.
+//!
+//! # Feature flags
+//!
+//! - `redis` (default): [`RedisStore`](store::RedisStore) and
+//!   [`TieredStore`](store::TieredStore). Only these two use the redis crate.
+//! - `http` (default): the HTTP adapter.
+
+pub mod clock;
+pub mod entry;
+pub mod store;
+
+pub use entry::{DecodeError, Entry};
+pub use store::{Store, StoreError};

@@ -1,0 +1,352 @@
+//! The in-process L1 store, on moka.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use moka::future::Cache;
+use moka::notification::RemovalCause;
+use moka::policy::{EvictionPolicy, Expiry};
+
+use super::{Store, StoreError};
+use crate::clock;
+use crate::entry::Entry;
+
+/// Default L1 capacity: 64 MiB.
+pub const DEFAULT_MAX_BYTES: u64 = 64 * 1024 * 1024;
+
+#[derive(Clone)]
+struct Slot {
+    entry: Entry,
+    /// When this copy leaves L1; never later than `entry.stale_until`.
+    evict_at: u64,
+}
+
+struct SlotExpiry;
+
+impl SlotExpiry {
+    fn until(slot: &Slot) -> Option<Duration> {
+        Some(Duration::from_millis(
+            slot.evict_at.saturating_sub(clock::now_ms()),
+        ))
+    }
+}
+
+impl Expiry<Arc<str>, Slot> for SlotExpiry {
+    fn expire_after_create(&self, _: &Arc<str>, slot: &Slot, _: Instant) -> Option<Duration> {
+        Self::until(slot)
+    }
+    fn expire_after_update(
+        &self,
+        _: &Arc<str>,
+        slot: &Slot,
+        _: Instant,
+        _: Option<Duration>,
+    ) -> Option<Duration> {
+        Self::until(slot)
+    }
+}
+
+#[derive(Default)]
+struct Counters {
+    evictions: AtomicU64,
+    expirations: AtomicU64,
+}
+
+/// Sizes and counters of a [`MemoryStore`], from [`MemoryStore::stats`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MemoryStats {
+    /// Entries currently held.
+    pub entries: u64,
+    /// Weighted size of the held entries, in bytes.
+    pub bytes: u64,
+    /// The configured capacity, in bytes.
+    pub max_bytes: u64,
+    /// Entries evicted to stay within capacity.
+    pub evictions: u64,
+    /// Entries dropped at the end of their lifetime.
+    pub expirations: u64,
+}
+
+/// The in-process L1 store, on [`moka::future::Cache`].
+///
+/// - **Bounded in bytes**: each entry weighs its key, payload and tags
+///   ([`Entry::weight`]); the total stays within the capacity (default
+///   [`DEFAULT_MAX_BYTES`], 64 MiB).
+/// - **Expiry per entry** at the end of its stale window
+///   ([`Entry::stale_until`]).
+/// - **TinyLFU admission and eviction** by default, LRU as an option.
+/// - **Shared, not copied**: a hit clones the [`bytes::Bytes`] handle, not
+///   the payload.
+/// - **Tag invalidation** without a tag index: moka applies the predicate
+///   to reads at once and removes matching entries in the background.
+///
+/// Cloning a `MemoryStore` is cheap and gives a handle to the same cache.
+///
+/// ```
+/// use tower_cache::store::{MemoryStore, Store};
+/// use tower_cache::Entry;
+///
+/// # #[tokio::main(flavor = "current_thread")] async fn main() {
+/// let l1 = MemoryStore::builder().max_bytes(16 * 1024 * 1024).lru().build();
+/// l1.put("k", Entry::new("v").with_tags(["t"])).await.unwrap();
+/// l1.remove_tag("t").await.unwrap();
+/// assert!(l1.get("k").await.unwrap().is_none());
+/// # }
+/// ```
+#[derive(Clone)]
+pub struct MemoryStore {
+    cache: Cache<Arc<str>, Slot>,
+    counters: Arc<Counters>,
+    max_bytes: u64,
+}
+
+impl std::fmt::Debug for MemoryStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MemoryStore")
+            .field("max_bytes", &self.max_bytes)
+            .field("entries", &self.cache.entry_count())
+            .finish()
+    }
+}
+
+/// Builds a [`MemoryStore`].
+#[derive(Debug, Clone)]
+pub struct MemoryStoreBuilder {
+    max_bytes: u64,
+    lru: bool,
+    name: Option<String>,
+}
+
+impl MemoryStoreBuilder {
+    /// Capacity in bytes. Default: [`DEFAULT_MAX_BYTES`] (64 MiB).
+    pub fn max_bytes(mut self, max_bytes: u64) -> Self {
+        self.max_bytes = max_bytes;
+        self
+    }
+
+    /// Evict the least recently used entry first, admitting every new
+    /// entry. Default: TinyLFU, which admits a new entry only when it is
+    /// likely to be read more often than the one it would evict.
+    pub fn lru(mut self) -> Self {
+        self.lru = true;
+        self
+    }
+
+    /// A name for the underlying moka cache, shown in its debug output.
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.name = Some(name.into());
+        self
+    }
+
+    /// Builds the store.
+    pub fn build(self) -> MemoryStore {
+        let counters = Arc::new(Counters::default());
+        let listener_counters = counters.clone();
+        let mut builder = Cache::builder()
+            .max_capacity(self.max_bytes)
+            .weigher(|key: &Arc<str>, slot: &Slot| {
+                (key.len() + slot.entry.weight()).min(u32::MAX as usize) as u32
+            })
+            .expire_after(SlotExpiry)
+            .support_invalidation_closures()
+            .eviction_listener(move |_key, _slot, cause| match cause {
+                RemovalCause::Size => {
+                    listener_counters.evictions.fetch_add(1, Ordering::Relaxed);
+                }
+                RemovalCause::Expired => {
+                    listener_counters
+                        .expirations
+                        .fetch_add(1, Ordering::Relaxed);
+                }
+                RemovalCause::Explicit | RemovalCause::Replaced => {}
+            })
+            .eviction_policy(if self.lru {
+                EvictionPolicy::lru()
+            } else {
+                EvictionPolicy::tiny_lfu()
+            });
+        if let Some(name) = &self.name {
+            builder = builder.name(name);
+        }
+        MemoryStore {
+            cache: builder.build(),
+            counters,
+            max_bytes: self.max_bytes,
+        }
+    }
+}
+
+impl Default for MemoryStore {
+    /// A store of [`DEFAULT_MAX_BYTES`] (64 MiB) with TinyLFU.
+    fn default() -> Self {
+        MemoryStore::builder().build()
+    }
+}
+
+impl MemoryStore {
+    /// A store holding at most `max_bytes`, with TinyLFU eviction.
+    pub fn new(max_bytes: u64) -> Self {
+        MemoryStore::builder().max_bytes(max_bytes).build()
+    }
+
+    /// A builder with the defaults: 64 MiB, TinyLFU.
+    pub fn builder() -> MemoryStoreBuilder {
+        MemoryStoreBuilder {
+            max_bytes: DEFAULT_MAX_BYTES,
+            lru: false,
+            name: None,
+        }
+    }
+
+    /// Stores `entry` but keeps this copy at most `cap` (it still never
+    /// outlives `entry.stale_until`). Used by the tiered store so that an
+    /// L1 copy is re-read from L2 regularly.
+    pub(crate) async fn put_capped(&self, key: &str, entry: Entry, cap: Option<Duration>) {
+        let mut evict_at = entry.stale_until;
+        if let Some(cap) = cap {
+            evict_at = evict_at.min(clock::after(cap));
+        }
+        if evict_at <= clock::now_ms() {
+            self.cache.invalidate(key).await;
+            return;
+        }
+        self.cache
+            .insert(Arc::from(key), Slot { entry, evict_at })
+            .await;
+    }
+
+    /// Drops every entry.
+    pub fn clear(&self) {
+        self.cache.invalidate_all();
+    }
+
+    /// Current sizes and counters. Runs moka's pending maintenance first, so
+    /// the sizes are exact at the time of the call.
+    pub async fn stats(&self) -> MemoryStats {
+        self.cache.run_pending_tasks().await;
+        MemoryStats {
+            entries: self.cache.entry_count(),
+            bytes: self.cache.weighted_size(),
+            max_bytes: self.max_bytes,
+            evictions: self.counters.evictions.load(Ordering::Relaxed),
+            expirations: self.counters.expirations.load(Ordering::Relaxed),
+        }
+    }
+}
+
+impl Store for MemoryStore {
+    async fn get(&self, key: &str) -> Result<Option<Entry>, StoreError> {
+        let Some(slot) = self.cache.get(key).await else {
+            return Ok(None);
+        };
+        if clock::now_ms() >= slot.evict_at {
+            self.cache.invalidate(key).await;
+            return Ok(None);
+        }
+        Ok(Some(slot.entry))
+    }
+
+    async fn put(&self, key: &str, entry: Entry) -> Result<(), StoreError> {
+        self.put_capped(key, entry, None).await;
+        Ok(())
+    }
+
+    async fn remove(&self, key: &str) -> Result<(), StoreError> {
+        self.cache.invalidate(key).await;
+        Ok(())
+    }
+
+    fn remove_tag<'a>(
+        &'a self,
+        tag: &'a str,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send + 'a {
+        let tag = tag.to_owned();
+        async move {
+            self.cache
+                .invalidate_entries_if(move |_, slot| slot.entry.tags.contains(&tag))
+                .map_err(|e| StoreError::Backend(e.to_string()))?;
+            Ok(())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+
+    fn entry(v: &'static [u8], ttl_ms: u64) -> Entry {
+        Entry::new(Bytes::from_static(v)).with_ttl(Duration::from_millis(ttl_ms))
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn entry_is_dropped_at_end_of_stale_window() {
+        let store = MemoryStore::new(1 << 20);
+        store
+            .put("k", entry(b"v", 1_000).with_stale(Duration::from_secs(1)))
+            .await
+            .unwrap();
+        tokio::time::advance(Duration::from_millis(1_500)).await;
+        let stale = store.get("k").await.unwrap().expect("still servable");
+        assert!(!stale.is_fresh_at(clock::now_ms()));
+        tokio::time::advance(Duration::from_millis(600)).await;
+        assert!(store.get("k").await.unwrap().is_none());
+    }
+
+    #[tokio::test]
+    async fn hit_shares_the_payload() {
+        let store = MemoryStore::new(1 << 20);
+        let value = Bytes::from(vec![7u8; 4096]);
+        store.put("k", Entry::new(value.clone())).await.unwrap();
+        let a = store.get("k").await.unwrap().unwrap();
+        let b = store.get("k").await.unwrap().unwrap();
+        assert_eq!(a.value.as_ptr(), value.as_ptr());
+        assert_eq!(b.value.as_ptr(), value.as_ptr());
+    }
+
+    #[tokio::test]
+    async fn capacity_is_in_bytes_and_evictions_are_counted() {
+        let store = MemoryStore::builder().max_bytes(100 * 1024).lru().build();
+        for i in 0..1_000 {
+            let e = Entry::new(Bytes::from(vec![0u8; 1024]));
+            store.put(&format!("k{i}"), e).await.unwrap();
+        }
+        let stats = store.stats().await;
+        assert!(stats.bytes <= 100 * 1024, "{stats:?}");
+        assert!(stats.entries < 100, "{stats:?}");
+        assert!(stats.evictions >= 900, "{stats:?}");
+    }
+
+    #[tokio::test]
+    async fn tag_invalidation_spares_later_entries() {
+        let store = MemoryStore::new(1 << 20);
+        store
+            .put("a", entry(b"1", 60_000).with_tags(["p"]))
+            .await
+            .unwrap();
+        store
+            .put("b", entry(b"2", 60_000).with_tags(["q"]))
+            .await
+            .unwrap();
+        store.remove_tag("p").await.unwrap();
+        assert!(store.get("a").await.unwrap().is_none());
+        assert!(store.get("b").await.unwrap().is_some());
+        store
+            .put("a", entry(b"3", 60_000).with_tags(["p"]))
+            .await
+            .unwrap();
+        assert_eq!(&store.get("a").await.unwrap().unwrap().value[..], b"3");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn capped_copy_leaves_before_the_entry_expires() {
+        let store = MemoryStore::new(1 << 20);
+        store
+            .put_capped("k", entry(b"v", 60_000), Some(Duration::from_secs(5)))
+            .await;
+        tokio::time::advance(Duration::from_secs(6)).await;
+        assert!(store.get("k").await.unwrap().is_none());
+    }
+}

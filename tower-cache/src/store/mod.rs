@@ -1,0 +1,185 @@
+//! Where entries live: the [`Store`] trait and its implementations.
+//!
+//! - [`MemoryStore`]: the in-process L1, on moka, bounded in bytes.
+//! - [`RedisStore`]: the shared L2 (feature `redis`).
+//! - [`TieredStore`]: L1 in front of L2, with cross-instance L1 invalidation
+//!   through Redis pub/sub and fail-open when Redis is away (feature `redis`).
+//!
+//! A store is byte-level: it keeps [`Entry`] values under string keys and
+//! knows nothing of HTTP or serde. It can be used as a generic parameter
+//! (static dispatch, no allocation per call) or behind [`SharedStore`]
+//! (`Arc<dyn DynStore>`) when the concrete type is chosen at run time.
+//!
+//! ```
+//! use std::sync::Arc;
+//! use tower_cache::store::{DynStore, MemoryStore, SharedStore, Store};
+//! use tower_cache::Entry;
+//!
+//! # #[tokio::main(flavor = "current_thread")] async fn main() {
+//! let store: SharedStore = Arc::new(MemoryStore::new(64 * 1024 * 1024));
+//! store.put("greeting", Entry::new("hello")).await.unwrap();
+//! let hit = store.get("greeting").await.unwrap().expect("hit");
+//! assert_eq!(&hit.value[..], b"hello");
+//! # }
+//! ```
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use crate::entry::Entry;
+
+mod memory;
+#[cfg(feature = "redis")]
+mod redis;
+#[cfg(feature = "redis")]
+mod tiered;
+
+pub use memory::{MemoryStore, MemoryStoreBuilder};
+#[cfg(feature = "redis")]
+pub use redis::{RedisStore, RedisStoreBuilder};
+#[cfg(feature = "redis")]
+pub use tiered::{TieredStats, TieredStore, TieredStoreBuilder};
+
+/// What a store can fail with. The engine treats every error as "the cache
+/// is unavailable" and goes to the origin: a store error never reaches the
+/// caller of a cached service.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The backend did not answer within the configured timeout.
+    #[error("cache store timed out")]
+    Timeout,
+    /// The backend is known to be unavailable (circuit breaker open).
+    #[error("cache store unavailable")]
+    Unavailable,
+    /// The backend returned an error.
+    #[error("cache store backend error: {0}")]
+    Backend(String),
+}
+
+/// A byte-level, asynchronous key-value store of [`Entry`] values.
+///
+/// Implementations must:
+/// - never return an entry whose stale window has ended
+///   ([`Entry::stale_until`]), nor one invalidated by a tag;
+/// - read whatever they cannot decode as a miss (and drop it);
+/// - be safe to call from many tasks at once.
+pub trait Store: Send + Sync + 'static {
+    /// Reads the entry stored under `key`.
+    fn get<'a>(
+        &'a self,
+        key: &'a str,
+    ) -> impl Future<Output = Result<Option<Entry>, StoreError>> + Send + 'a;
+
+    /// Stores `entry` under `key`, replacing what was there. The store keeps
+    /// it at most until [`Entry::stale_until`].
+    fn put<'a>(
+        &'a self,
+        key: &'a str,
+        entry: Entry,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send + 'a;
+
+    /// Removes the entry under `key`, if any.
+    fn remove<'a>(
+        &'a self,
+        key: &'a str,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send + 'a;
+
+    /// Invalidates every entry carrying `tag` that was stored before this
+    /// call. Entries stored afterwards are unaffected.
+    fn remove_tag<'a>(
+        &'a self,
+        tag: &'a str,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send + 'a;
+}
+
+/// A boxed future returned by [`DynStore`].
+pub type BoxStoreFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, StoreError>> + Send + 'a>>;
+
+/// The object-safe twin of [`Store`], implemented for every `Store`.
+///
+/// Use it through [`SharedStore`]; `SharedStore` itself implements `Store`.
+pub trait DynStore: Send + Sync + 'static {
+    /// See [`Store::get`].
+    fn get_dyn<'a>(&'a self, key: &'a str) -> BoxStoreFuture<'a, Option<Entry>>;
+    /// See [`Store::put`].
+    fn put_dyn<'a>(&'a self, key: &'a str, entry: Entry) -> BoxStoreFuture<'a, ()>;
+    /// See [`Store::remove`].
+    fn remove_dyn<'a>(&'a self, key: &'a str) -> BoxStoreFuture<'a, ()>;
+    /// See [`Store::remove_tag`].
+    fn remove_tag_dyn<'a>(&'a self, tag: &'a str) -> BoxStoreFuture<'a, ()>;
+}
+
+impl<S: Store> DynStore for S {
+    fn get_dyn<'a>(&'a self, key: &'a str) -> BoxStoreFuture<'a, Option<Entry>> {
+        Box::pin(self.get(key))
+    }
+    fn put_dyn<'a>(&'a self, key: &'a str, entry: Entry) -> BoxStoreFuture<'a, ()> {
+        Box::pin(self.put(key, entry))
+    }
+    fn remove_dyn<'a>(&'a self, key: &'a str) -> BoxStoreFuture<'a, ()> {
+        Box::pin(self.remove(key))
+    }
+    fn remove_tag_dyn<'a>(&'a self, tag: &'a str) -> BoxStoreFuture<'a, ()> {
+        Box::pin(self.remove_tag(tag))
+    }
+}
+
+/// A store chosen at run time: `Arc<dyn DynStore>`.
+pub type SharedStore = Arc<dyn DynStore>;
+
+impl Store for SharedStore {
+    fn get<'a>(
+        &'a self,
+        key: &'a str,
+    ) -> impl Future<Output = Result<Option<Entry>, StoreError>> + Send + 'a {
+        (**self).get_dyn(key)
+    }
+    fn put<'a>(
+        &'a self,
+        key: &'a str,
+        entry: Entry,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send + 'a {
+        (**self).put_dyn(key, entry)
+    }
+    fn remove<'a>(
+        &'a self,
+        key: &'a str,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send + 'a {
+        (**self).remove_dyn(key)
+    }
+    fn remove_tag<'a>(
+        &'a self,
+        tag: &'a str,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send + 'a {
+        (**self).remove_tag_dyn(tag)
+    }
+}
+
+impl<S: Store> Store for Arc<S> {
+    fn get<'a>(
+        &'a self,
+        key: &'a str,
+    ) -> impl Future<Output = Result<Option<Entry>, StoreError>> + Send + 'a {
+        (**self).get(key)
+    }
+    fn put<'a>(
+        &'a self,
+        key: &'a str,
+        entry: Entry,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send + 'a {
+        (**self).put(key, entry)
+    }
+    fn remove<'a>(
+        &'a self,
+        key: &'a str,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send + 'a {
+        (**self).remove(key)
+    }
+    fn remove_tag<'a>(
+        &'a self,
+        tag: &'a str,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send + 'a {
+        (**self).remove_tag(tag)
+    }
+}
