@@ -6,7 +6,7 @@
 //! as one compact envelope:
 //!
 //! ```text
-//! magic "TC" | version u8 | flags u8 | stored_at u64 | fresh_until u64 | stale_until u64
+//! magic "TC" | version u8 | flags u8 | stored_at u64 | fresh_until u64 | stale_until u64 | load_ms u32
 //! | tag count u16 | (tag len u16, tag bytes)* | payload len u32 | payload
 //! ```
 //!
@@ -24,7 +24,7 @@ use crate::clock;
 const MAGIC: [u8; 2] = *b"TC";
 /// The envelope version this build writes and reads.
 pub const ENVELOPE_VERSION: u8 = 1;
-const HEADER_LEN: usize = 2 + 1 + 1 + 8 * 3 + 2;
+const HEADER_LEN: usize = 2 + 1 + 1 + 8 * 3 + 4 + 2;
 
 /// One cached value with its freshness metadata.
 ///
@@ -56,6 +56,9 @@ pub struct Entry {
     pub stale_until: u64,
     /// Tags the entry can be invalidated by.
     pub tags: Arc<[String]>,
+    /// How long the load that produced the value took, in milliseconds
+    /// (drives probabilistic early refresh).
+    pub load_ms: u32,
 }
 
 impl Entry {
@@ -69,6 +72,7 @@ impl Entry {
             fresh_until: now + 60_000,
             stale_until: now + 60_000,
             tags: Arc::from(Vec::new()),
+            load_ms: 0,
         }
     }
 
@@ -104,6 +108,12 @@ impl Entry {
         self.stored_at = stored_at;
         self.fresh_until = stored_at.saturating_add(ttl);
         self.stale_until = self.fresh_until.saturating_add(stale);
+        self
+    }
+
+    /// Sets how long the load that produced the value took.
+    pub fn with_load_ms(mut self, load_ms: u32) -> Self {
+        self.load_ms = load_ms;
         self
     }
 
@@ -143,6 +153,7 @@ impl Entry {
         buf.put_u64(self.stored_at);
         buf.put_u64(self.fresh_until);
         buf.put_u64(self.stale_until);
+        buf.put_u32(self.load_ms);
         buf.put_u16(self.tags.len().min(u16::MAX as usize) as u16);
         for tag in self.tags.iter().take(u16::MAX as usize) {
             let bytes = &tag.as_bytes()[..tag.len().min(u16::MAX as usize)];
@@ -173,6 +184,7 @@ impl Entry {
         let stored_at = r.u64()?;
         let fresh_until = r.u64()?;
         let stale_until = r.u64()?;
+        let load_ms = r.u32()?;
         if fresh_until < stored_at || stale_until < fresh_until {
             return Err(DecodeError::BadTimestamps);
         }
@@ -196,6 +208,7 @@ impl Entry {
             fresh_until,
             stale_until,
             tags: tags.into(),
+            load_ms,
         })
     }
 }

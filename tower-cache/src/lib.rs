@@ -41,8 +41,14 @@
 //! - `http` (default): the HTTP adapter.
 
 pub mod clock;
+pub mod codec;
+pub mod engine;
 pub mod entry;
 pub mod store;
 
+pub use engine::{
+    Cache, CacheBuilder, Fetched, Fill, JoinedError, LoadError, Loaded, Policy, Profile,
+    ProfileStats,
+};
 pub use entry::{DecodeError, Entry};
 pub use store::{Store, StoreError};
