@@ -315,13 +315,40 @@ impl<S: Store> Cache<S> {
         T: Send + 'static,
         E: fmt::Display + Send + 'static,
     {
-        let cached = match self.inner.store.get(key).await {
+        self.fetch_checked(key, profile, |_| true, load).await
+    }
+
+    /// [`Cache::fetch`], with `check` run on a stored entry before it is
+    /// served. An entry `check` rejects (a payload the layer cannot decode)
+    /// is removed and treated as a miss. `check` may keep what it decoded,
+    /// so that a hit is decoded once.
+    pub async fn fetch_checked<T, E, F, Fut>(
+        &self,
+        key: &str,
+        profile: &Profile,
+        mut check: impl FnMut(&Entry) -> bool + Send,
+        load: F,
+    ) -> Result<Fetched<T>, LoadError<E>>
+    where
+        F: FnOnce() -> Fut + Send + 'static,
+        Fut: Future<Output = Result<Loaded<T>, E>> + Send + 'static,
+        T: Send + 'static,
+        E: fmt::Display + Send + 'static,
+    {
+        let mut cached = match self.inner.store.get(key).await {
             Ok(found) => found,
             Err(error) => {
                 tracing::debug!(cache = %profile.name(), key, %error, "store read failed; treating as a miss");
                 None
             }
         };
+        if cached.as_ref().is_some_and(|entry| !check(entry)) {
+            tracing::warn!(cache = %profile.name(), key, "dropping a cached value that does not decode");
+            metrics::counter!("tower_cache_undecodable_total", "cache" => profile.name().to_owned())
+                .increment(1);
+            self.remove(key).await;
+            cached = None;
+        }
         if let Some(entry) = cached {
             match profile.policy().classify(&entry, clock::now_ms()) {
                 Freshness::Fresh { refresh } => {
@@ -596,3 +623,6 @@ fn make_entry(policy: &Policy, fill: Fill, stored_at: u64, load_ms: u32) -> Entr
         .with_tags(fill.tags)
         .with_load_ms(load_ms)
 }
+
+#[cfg(test)]
+mod tests;

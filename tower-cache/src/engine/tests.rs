@@ -1,0 +1,394 @@
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+
+use super::*;
+use crate::store::MemoryStore;
+
+type Err = std::io::Error;
+
+fn cache() -> Cache<MemoryStore> {
+    Cache::new(MemoryStore::new(16 << 20))
+}
+
+fn profile(policy: Policy) -> Profile {
+    Profile::new("test", policy.jitter(0.0))
+}
+
+/// A loader counting its calls, answering `value` after `delay`.
+fn loader(
+    calls: &Arc<AtomicUsize>,
+    value: &'static str,
+    delay: Duration,
+) -> impl FnOnce() -> futures_util::future::BoxFuture<'static, Result<Loaded<()>, Err>> + Send + 'static
+{
+    let calls = calls.clone();
+    move || {
+        Box::pin(async move {
+            calls.fetch_add(1, Ordering::SeqCst);
+            tokio::time::sleep(delay).await;
+            Ok(Loaded::Store(Fill::new(value)))
+        })
+    }
+}
+
+fn failing(
+    calls: &Arc<AtomicUsize>,
+) -> impl FnOnce() -> futures_util::future::BoxFuture<'static, Result<Loaded<()>, Err>> + Send + 'static
+{
+    let calls = calls.clone();
+    move || {
+        Box::pin(async move {
+            calls.fetch_add(1, Ordering::SeqCst);
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            Err(Err::other("origin down"))
+        })
+    }
+}
+
+fn value<T>(f: &Fetched<T>) -> &[u8] {
+    &f.entry().expect("an entry").value
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_misses_load_once() {
+    let cache = cache();
+    let profile = profile(Policy::ttl(Duration::from_secs(60)));
+    let calls = Arc::new(AtomicUsize::new(0));
+    let tasks: Vec<_> = (0..1_000)
+        .map(|_| {
+            let (cache, profile, calls) = (cache.clone(), profile.clone(), calls.clone());
+            tokio::spawn(async move {
+                let got = cache
+                    .fetch(
+                        "k",
+                        &profile,
+                        loader(&calls, "v", Duration::from_millis(50)),
+                    )
+                    .await
+                    .expect("loaded");
+                value(&got).to_vec()
+            })
+        })
+        .collect();
+    for t in tasks {
+        assert_eq!(t.await.unwrap(), b"v");
+    }
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+    assert_eq!(profile.stats().loads, 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn failed_load_reaches_every_waiter_and_is_not_cached() {
+    let cache = cache();
+    let profile = profile(Policy::default());
+    let calls = Arc::new(AtomicUsize::new(0));
+    let tasks: Vec<_> = (0..100)
+        .map(|_| {
+            let (cache, profile, calls) = (cache.clone(), profile.clone(), calls.clone());
+            tokio::spawn(async move { cache.fetch("k", &profile, failing(&calls)).await })
+        })
+        .collect();
+    for t in tasks {
+        match t.await.unwrap() {
+            Err(LoadError::Origin(e)) => assert_eq!(e.to_string(), "origin down"),
+            Err(LoadError::Joined(e)) => assert!(e.message.contains("origin down")),
+            other => panic!("expected the load's error, got {other:?}"),
+        }
+    }
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+    assert!(cache.store().get("k").await.unwrap().is_none());
+    let got = cache
+        .fetch("k", &profile, loader(&calls, "v", Duration::ZERO))
+        .await
+        .unwrap();
+    assert_eq!(value(&got), b"v");
+}
+
+#[tokio::test(start_paused = true)]
+async fn dropped_leader_does_not_cancel_the_load() {
+    let cache = cache();
+    let profile = profile(Policy::default());
+    let calls = Arc::new(AtomicUsize::new(0));
+    let leader = {
+        let (cache, profile, calls) = (cache.clone(), profile.clone(), calls.clone());
+        tokio::spawn(async move {
+            cache
+                .fetch("k", &profile, loader(&calls, "v", Duration::from_secs(1)))
+                .await
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    let waiter = {
+        let (cache, profile, calls) = (cache.clone(), profile.clone(), calls.clone());
+        tokio::spawn(async move {
+            cache
+                .fetch("k", &profile, loader(&calls, "other", Duration::ZERO))
+                .await
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    leader.abort();
+    let got = waiter.await.unwrap().unwrap();
+    assert_eq!(value(&got), b"v");
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+    assert!(cache.store().get("k").await.unwrap().is_some());
+}
+
+#[tokio::test(start_paused = true)]
+async fn panicking_load_frees_its_key() {
+    let cache = cache();
+    let profile = profile(Policy::default());
+    let got = cache
+        .fetch::<(), Err, _, _>("k", &profile, || async { panic!("loader bug") })
+        .await;
+    assert!(matches!(got, Err(LoadError::Aborted)), "{got:?}");
+    let calls = Arc::new(AtomicUsize::new(0));
+    let got = cache
+        .fetch("k", &profile, loader(&calls, "v", Duration::ZERO))
+        .await
+        .unwrap();
+    assert_eq!(value(&got), b"v");
+}
+
+#[tokio::test(start_paused = true)]
+async fn hanging_load_times_out_and_frees_its_key() {
+    let cache = cache();
+    let profile = profile(Policy::default().load_timeout(Duration::from_secs(2)));
+    let calls = Arc::new(AtomicUsize::new(0));
+    let got = cache
+        .fetch(
+            "k",
+            &profile,
+            loader(&calls, "never", Duration::from_secs(3_600)),
+        )
+        .await;
+    assert!(matches!(got, Err(LoadError::Timeout)), "{got:?}");
+    let got = cache
+        .fetch("k", &profile, loader(&calls, "v", Duration::ZERO))
+        .await
+        .unwrap();
+    assert_eq!(value(&got), b"v");
+}
+
+#[tokio::test(start_paused = true)]
+async fn stale_while_revalidate_serves_stale_and_reloads_once() {
+    let cache = cache();
+    let profile = profile(
+        Policy::ttl(Duration::from_secs(10)).stale_while_revalidate(Duration::from_secs(30)),
+    );
+    let calls = Arc::new(AtomicUsize::new(0));
+    cache
+        .fetch("k", &profile, loader(&calls, "old", Duration::ZERO))
+        .await
+        .unwrap();
+    tokio::time::advance(Duration::from_secs(15)).await;
+
+    let reads: Vec<_> = (0..50)
+        .map(|_| {
+            let (cache, profile, calls) = (cache.clone(), profile.clone(), calls.clone());
+            tokio::spawn(async move {
+                cache
+                    .fetch(
+                        "k",
+                        &profile,
+                        loader(&calls, "new", Duration::from_millis(100)),
+                    )
+                    .await
+            })
+        })
+        .collect();
+    for r in reads {
+        let got = r.await.unwrap().unwrap();
+        assert!(matches!(got, Fetched::Stale(_)));
+        assert_eq!(value(&got), b"old");
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(calls.load(Ordering::SeqCst), 2, "one background reload");
+    let got = cache
+        .fetch("k", &profile, loader(&calls, "x", Duration::ZERO))
+        .await
+        .unwrap();
+    assert!(matches!(got, Fetched::Hit(_)));
+    assert_eq!(value(&got), b"new");
+    assert_eq!(profile.stats().stale, 50);
+}
+
+#[tokio::test(start_paused = true)]
+async fn stale_if_error_serves_stale_when_reload_fails() {
+    let cache = cache();
+    let profile =
+        profile(Policy::ttl(Duration::from_secs(10)).stale_if_error(Duration::from_secs(60)));
+    let calls = Arc::new(AtomicUsize::new(0));
+    cache
+        .fetch("k", &profile, loader(&calls, "old", Duration::ZERO))
+        .await
+        .unwrap();
+    tokio::time::advance(Duration::from_secs(20)).await;
+    let got = cache.fetch("k", &profile, failing(&calls)).await.unwrap();
+    assert!(matches!(got, Fetched::Stale(_)));
+    assert_eq!(value(&got), b"old");
+    let got = cache
+        .fetch("k", &profile, loader(&calls, "new", Duration::ZERO))
+        .await
+        .unwrap();
+    assert!(matches!(got, Fetched::Miss(_)));
+    assert_eq!(value(&got), b"new");
+    // Past the window the error reaches the caller.
+    tokio::time::advance(Duration::from_secs(100)).await;
+    assert!(cache.fetch("k", &profile, failing(&calls)).await.is_err());
+}
+
+#[tokio::test(start_paused = true)]
+async fn negative_results_use_their_own_ttl() {
+    let cache = cache();
+    let profile =
+        profile(Policy::ttl(Duration::from_secs(60)).negative_ttl(Duration::from_secs(2)));
+    let calls = Arc::new(AtomicUsize::new(0));
+    let not_found = |calls: &Arc<AtomicUsize>| {
+        let calls = calls.clone();
+        move || async move {
+            calls.fetch_add(1, Ordering::SeqCst);
+            Ok::<_, Err>(Loaded::<()>::Store(Fill::new("null").negative()))
+        }
+    };
+    cache.fetch("k", &profile, not_found(&calls)).await.unwrap();
+    tokio::time::advance(Duration::from_secs(1)).await;
+    let got = cache.fetch("k", &profile, not_found(&calls)).await.unwrap();
+    assert!(matches!(got, Fetched::Hit(_)));
+    tokio::time::advance(Duration::from_secs(2)).await;
+    let got = cache.fetch("k", &profile, not_found(&calls)).await.unwrap();
+    assert!(matches!(got, Fetched::Miss(_)));
+    assert_eq!(calls.load(Ordering::SeqCst), 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn jitter_spreads_expiries_of_entries_written_together() {
+    let cache = cache();
+    let profile = Profile::new("jitter", Policy::ttl(Duration::from_secs(100)));
+    let calls = Arc::new(AtomicUsize::new(0));
+    let mut expiries = std::collections::HashSet::new();
+    for i in 0..200 {
+        let got = cache
+            .fetch(
+                &format!("k{i}"),
+                &profile,
+                loader(&calls, "v", Duration::ZERO),
+            )
+            .await
+            .unwrap();
+        let e = got.entry().unwrap();
+        let ttl = e.fresh_until - e.stored_at;
+        assert!((90_000..=110_000).contains(&ttl), "{ttl}");
+        expiries.insert(e.fresh_until / 1_000);
+    }
+    assert!(
+        expiries.len() > 15,
+        "expiries spread over {} seconds",
+        expiries.len()
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn refresh_ahead_keeps_a_regularly_read_key_warm() {
+    let cache = cache();
+    let profile = profile(Policy::ttl(Duration::from_secs(10)).refresh_ahead_at(0.8));
+    let calls = Arc::new(AtomicUsize::new(0));
+    cache
+        .fetch(
+            "k",
+            &profile,
+            loader(&calls, "v", Duration::from_millis(50)),
+        )
+        .await
+        .unwrap();
+    for _ in 0..60 {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let got = cache
+            .fetch(
+                "k",
+                &profile,
+                loader(&calls, "v", Duration::from_millis(50)),
+            )
+            .await
+            .unwrap();
+        assert!(matches!(got, Fetched::Hit(_)), "read was {got:?}");
+    }
+    let stats = profile.stats();
+    assert_eq!(stats.misses, 1, "{stats:?}");
+    assert!(stats.refreshes >= 5, "{stats:?}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn background_refreshes_are_bounded() {
+    let cache = Cache::builder(MemoryStore::new(1 << 20))
+        .max_refreshes(2)
+        .build();
+    let profile = profile(
+        Policy::ttl(Duration::from_secs(1)).stale_while_revalidate(Duration::from_secs(60)),
+    );
+    let calls = Arc::new(AtomicUsize::new(0));
+    for i in 0..10 {
+        cache
+            .fetch(
+                &format!("k{i}"),
+                &profile,
+                loader(&calls, "v", Duration::ZERO),
+            )
+            .await
+            .unwrap();
+    }
+    tokio::time::advance(Duration::from_secs(2)).await;
+    for i in 0..10 {
+        let got = cache
+            .fetch(
+                &format!("k{i}"),
+                &profile,
+                loader(&calls, "v", Duration::from_secs(5)),
+            )
+            .await
+            .unwrap();
+        assert!(matches!(got, Fetched::Stale(_)));
+    }
+    let stats = profile.stats();
+    assert_eq!(stats.refreshes, 2, "{stats:?}");
+    assert_eq!(stats.refreshes_skipped, 8, "{stats:?}");
+    cache.shutdown().await;
+}
+
+#[tokio::test]
+async fn undecodable_entry_is_removed_and_reloaded() {
+    let cache = cache();
+    let profile = profile(Policy::default());
+    cache
+        .store()
+        .put("k", Entry::new(Bytes::from_static(b"\xffgarbage")))
+        .await
+        .unwrap();
+    let calls = Arc::new(AtomicUsize::new(0));
+    let got = cache
+        .fetch_checked(
+            "k",
+            &profile,
+            |e| std::str::from_utf8(&e.value).is_ok(),
+            loader(&calls, "good", Duration::ZERO),
+        )
+        .await
+        .unwrap();
+    assert!(matches!(got, Fetched::Miss(_)));
+    assert_eq!(value(&got), b"good");
+}
+
+#[tokio::test]
+async fn passed_results_are_not_stored() {
+    let cache = cache();
+    let profile = profile(Policy::default());
+    let got = cache
+        .fetch::<u32, Err, _, _>("k", &profile, || async { Ok(Loaded::Pass(7)) })
+        .await
+        .unwrap();
+    assert!(matches!(got, Fetched::Passed(7)));
+    assert!(cache.store().get("k").await.unwrap().is_none());
+}
