@@ -44,6 +44,7 @@ pub mod clock;
 pub mod codec;
 pub mod engine;
 pub mod entry;
+pub mod layer;
 pub mod store;
 
 pub use engine::{
@@ -51,4 +52,5 @@ pub use engine::{
     ProfileStats,
 };
 pub use entry::{DecodeError, Entry};
+pub use layer::read_through::{ReadThrough, ReadThroughLayer};
 pub use store::{Store, StoreError};

@@ -1,0 +1,3 @@
+//! The layers, one folder per strategy.
+
+pub mod read_through;

@@ -1,0 +1,133 @@
+//! Read-through caching for typed loader services.
+//!
+//! [`ReadThroughLayer`] wraps any `Service<K, Response = V>` (a repository
+//! that reads a database, a client of another API) and is itself a
+//! `Service<K, Response = V>`: the application asks the cache, and the
+//! cache asks the loader when it has to. `V` is stored through a
+//! [`Codec`](crate::codec::Codec) (JSON by default), under the key
+//! `namespace + key`.
+//!
+//! Every [`Policy`](crate::Policy) option applies: concurrent misses on one
+//! key make one loader call, stale entries can be served while a reload
+//! runs, and a value the store cannot decode is reloaded. A `V` the layer
+//! considers "not found" (by default: one that encodes to JSON `null`,
+//! such as `Option::None`) is cached for the policy's negative TTL.
+//!
+//! ```
+//! use std::time::Duration;
+//! use tower::{ServiceBuilder, ServiceExt, service_fn};
+//! use tower_cache::{Cache, Policy, ReadThroughLayer};
+//! use tower_cache::store::MemoryStore;
+//!
+//! # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), tower::BoxError> {
+//! let cache = Cache::new(MemoryStore::default());
+//! let users = ServiceBuilder::new()
+//!     .layer(
+//!         ReadThroughLayer::new(cache, "users", Policy::ttl(Duration::from_secs(30)))
+//!             .namespace("user:"),
+//!     )
+//!     .service(service_fn(|id: u64| async move {
+//!         // a database query in a real application
+//!         Ok::<_, std::io::Error>(Some(format!("User {id}")))
+//!     }));
+//! let name = users.oneshot(7).await?;
+//! assert_eq!(name.as_deref(), Some("User 7"));
+//! # Ok(()) }
+//! ```
+
+mod future;
+mod layer;
+mod service;
+
+pub use future::ResponseFuture;
+pub use layer::ReadThroughLayer;
+pub use service::ReadThrough;
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::time::Duration;
+
+    use tower::{Service, ServiceExt, service_fn};
+
+    use crate::store::{MemoryStore, Store};
+    use crate::{Cache, Entry, Policy, ReadThroughLayer};
+    use tower_layer::Layer;
+
+    fn counting_repo(
+        calls: Arc<AtomicUsize>,
+    ) -> impl Service<u64, Response = Option<String>, Error = std::io::Error, Future = impl Send>
+    + Clone
+    + Send
+    + 'static {
+        service_fn(move |id: u64| {
+            let calls = calls.clone();
+            async move {
+                calls.fetch_add(1, Ordering::SeqCst);
+                Ok::<_, std::io::Error>((id <= 10).then(|| format!("User {id}")))
+            }
+        })
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn second_read_is_served_from_cache() {
+        let calls = Arc::new(AtomicUsize::new(0));
+        let cache = Cache::new(MemoryStore::default());
+        let layer = ReadThroughLayer::new(cache, "users", Policy::default()).namespace("user:");
+        let svc = layer.layer(counting_repo(calls.clone()));
+        assert_eq!(
+            svc.clone().oneshot(1).await.unwrap().as_deref(),
+            Some("User 1")
+        );
+        assert_eq!(
+            svc.clone().oneshot(1).await.unwrap().as_deref(),
+            Some("User 1")
+        );
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+        assert_eq!(layer.profile().stats().hits, 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn not_found_is_cached_for_the_negative_ttl() {
+        let calls = Arc::new(AtomicUsize::new(0));
+        let cache = Cache::new(MemoryStore::default());
+        let policy = Policy::ttl(Duration::from_secs(60)).negative_ttl(Duration::from_secs(1));
+        let svc = ReadThroughLayer::new(cache, "users", policy).layer(counting_repo(calls.clone()));
+        assert_eq!(svc.clone().oneshot(99).await.unwrap(), None);
+        assert_eq!(svc.clone().oneshot(99).await.unwrap(), None);
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+        tokio::time::advance(Duration::from_secs(2)).await;
+        assert_eq!(svc.clone().oneshot(99).await.unwrap(), None);
+        assert_eq!(calls.load(Ordering::SeqCst), 2);
+        // A found value keeps the long TTL.
+        svc.clone().oneshot(1).await.unwrap();
+        tokio::time::advance(Duration::from_secs(2)).await;
+        svc.clone().oneshot(1).await.unwrap();
+        assert_eq!(calls.load(Ordering::SeqCst), 3);
+    }
+
+    #[tokio::test]
+    async fn undecodable_value_is_reloaded() {
+        let calls = Arc::new(AtomicUsize::new(0));
+        let store = MemoryStore::default();
+        let cache = Cache::new(store.clone());
+        store.put("user:1", Entry::new("{not json")).await.unwrap();
+        let svc = ReadThroughLayer::new(cache, "users", Policy::default())
+            .namespace("user:")
+            .layer(counting_repo(calls.clone()));
+        assert_eq!(svc.oneshot(1).await.unwrap().as_deref(), Some("User 1"));
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn loader_error_reaches_the_caller_and_is_not_cached() {
+        let cache = Cache::new(MemoryStore::default());
+        let failing =
+            service_fn(|_: u64| async { Err::<String, _>(std::io::Error::other("db down")) });
+        let svc = ReadThroughLayer::new(cache.clone(), "users", Policy::default()).layer(failing);
+        let err = svc.oneshot(1).await.unwrap_err();
+        assert_eq!(err.to_string(), "db down");
+        assert!(cache.store().get("1").await.unwrap().is_none());
+    }
+}
