@@ -44,6 +44,8 @@ pub mod clock;
 pub mod codec;
 pub mod engine;
 pub mod entry;
+#[cfg(feature = "http")]
+pub mod http;
 pub mod layer;
 pub mod store;
 
@@ -52,5 +54,7 @@ pub use engine::{
     ProfileStats,
 };
 pub use entry::{DecodeError, Entry};
+#[cfg(feature = "http")]
+pub use layer::cache_aside::{CacheAside, CacheAsideLayer};
 pub use layer::read_through::{ReadThrough, ReadThroughLayer};
 pub use store::{Store, StoreError};

@@ -372,6 +372,23 @@ impl<S: Store> Cache<S> {
         self.load(key, profile, load, None).await
     }
 
+    /// Loads `key` without reading the stored entry (an HTTP request's
+    /// `Cache-Control: no-cache`), still sharing a load already in flight.
+    pub async fn reload<T, E, F, Fut>(
+        &self,
+        key: &str,
+        profile: &Profile,
+        load: F,
+    ) -> Result<Fetched<T>, LoadError<E>>
+    where
+        F: FnOnce() -> Fut + Send + 'static,
+        Fut: Future<Output = Result<Loaded<T>, E>> + Send + 'static,
+        T: Send + 'static,
+        E: fmt::Display + Send + 'static,
+    {
+        self.load(key, profile, load, None).await
+    }
+
     /// Stores `fill` under `key` as a fresh entry loaded now, under
     /// `profile`'s policy (write-through).
     pub async fn put(&self, key: &str, profile: &Profile, fill: Fill) {

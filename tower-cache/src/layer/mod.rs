@@ -1,3 +1,5 @@
 //! The layers, one folder per strategy.
 
+#[cfg(feature = "http")]
+pub mod cache_aside;
 pub mod read_through;

@@ -1,0 +1,82 @@
+//! The `Cache-Control` directives the cache acts on.
+
+use std::time::Duration;
+
+use http::HeaderMap;
+use http::header::{CACHE_CONTROL, PRAGMA};
+
+/// Directives read from `Cache-Control` (and `Pragma: no-cache`).
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub(crate) struct CacheControl {
+    pub no_store: bool,
+    pub no_cache: bool,
+    pub private: bool,
+    pub max_age: Option<Duration>,
+    pub s_maxage: Option<Duration>,
+}
+
+impl CacheControl {
+    pub(crate) fn parse(headers: &HeaderMap) -> CacheControl {
+        let mut cc = CacheControl::default();
+        for value in headers.get_all(CACHE_CONTROL) {
+            let Ok(value) = value.to_str() else { continue };
+            for directive in value.split(',') {
+                let directive = directive.trim();
+                let (name, arg) = match directive.split_once('=') {
+                    Some((n, a)) => (n.trim(), Some(a.trim().trim_matches('"'))),
+                    None => (directive, None),
+                };
+                let seconds = || {
+                    arg.and_then(|a| a.parse::<u64>().ok())
+                        .map(Duration::from_secs)
+                };
+                match name.to_ascii_lowercase().as_str() {
+                    "no-store" => cc.no_store = true,
+                    "no-cache" => cc.no_cache = true,
+                    "private" => cc.private = true,
+                    "max-age" => cc.max_age = seconds(),
+                    "s-maxage" => cc.s_maxage = seconds(),
+                    _ => {}
+                }
+            }
+        }
+        if headers
+            .get_all(PRAGMA)
+            .iter()
+            .any(|v| v.as_bytes().eq_ignore_ascii_case(b"no-cache"))
+        {
+            cc.no_cache = true;
+        }
+        cc
+    }
+
+    /// The freshness lifetime a shared cache uses: `s-maxage`, else
+    /// `max-age`.
+    pub(crate) fn shared_max_age(&self) -> Option<Duration> {
+        self.s_maxage.or(self.max_age)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::HeaderValue;
+
+    fn cc(v: &'static str) -> CacheControl {
+        let mut h = HeaderMap::new();
+        h.insert(CACHE_CONTROL, HeaderValue::from_static(v));
+        CacheControl::parse(&h)
+    }
+
+    #[test]
+    fn parses_the_directives_that_matter() {
+        let c = cc("public, max-age=60, s-maxage=\"30\"");
+        assert_eq!(c.shared_max_age(), Some(Duration::from_secs(30)));
+        assert!(!c.private && !c.no_store && !c.no_cache);
+        assert!(cc("Private").private);
+        assert!(cc("no-store").no_store);
+        assert!(cc("no-cache, max-age=0").no_cache);
+        assert_eq!(cc("max-age=0").max_age, Some(Duration::ZERO));
+        assert_eq!(cc("max-age=junk").max_age, None);
+    }
+}

@@ -1,0 +1,194 @@
+use std::any::Any;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::request::Parts;
+use http::{HeaderName, StatusCode};
+use tower_layer::Layer;
+
+use super::CacheAside;
+use crate::http::{HttpRules, KeyScheme};
+use crate::store::SharedStore;
+use crate::{Cache, Policy, Profile};
+
+/// Applies [`CacheAside`] to an HTTP service. See the
+/// [module docs](crate::layer::cache_aside).
+pub struct CacheAsideLayer<St = SharedStore> {
+    pub(super) cache: Cache<St>,
+    pub(super) profile: Profile,
+    pub(super) rules: Arc<HttpRules>,
+    pub(super) double_delete: Option<Duration>,
+    /// `Arc<dyn Fn(Bytes) -> ReqB>` for the service's request body, type-erased.
+    pub(super) grpc_body: Option<Arc<dyn Any + Send + Sync>>,
+}
+
+impl<St> Clone for CacheAsideLayer<St> {
+    fn clone(&self) -> Self {
+        CacheAsideLayer {
+            cache: self.cache.clone(),
+            profile: self.profile.clone(),
+            rules: self.rules.clone(),
+            double_delete: self.double_delete,
+            grpc_body: self.grpc_body.clone(),
+        }
+    }
+}
+
+impl<St> std::fmt::Debug for CacheAsideLayer<St> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CacheAsideLayer")
+            .field("profile", &self.profile)
+            .field("double_delete", &self.double_delete)
+            .finish()
+    }
+}
+
+impl<St> CacheAsideLayer<St> {
+    /// A layer over `cache`, named `name` (the metrics label; for axum,
+    /// the route), with `policy` and the default HTTP rules.
+    pub fn new(cache: Cache<St>, name: impl Into<String>, policy: Policy) -> Self {
+        CacheAsideLayer {
+            cache,
+            profile: Profile::new(name, policy),
+            rules: Arc::new(HttpRules::default()),
+            double_delete: None,
+            grpc_body: None,
+        }
+    }
+
+    fn rules(mut self, f: impl FnOnce(&mut HttpRules)) -> Self {
+        f(Arc::make_mut(&mut self.rules));
+        self
+    }
+
+    /// Prefix of every key. Default: `"http:"`.
+    pub fn namespace(self, namespace: impl Into<String>) -> Self {
+        let namespace = namespace.into();
+        self.rules(|r| r.key.namespace = namespace)
+    }
+
+    /// A version in every key; bump it to drop every entry of the route at
+    /// once (after a change in the response format). Default: 1.
+    pub fn key_version(self, version: u32) -> Self {
+        self.rules(|r| r.key.version = version)
+    }
+
+    /// Request headers that are part of the key, so that each value has an
+    /// entry of its own (for example `accept-language`). Default: none.
+    pub fn vary_on<I>(self, headers: I) -> Self
+    where
+        I: IntoIterator<Item = HeaderName>,
+    {
+        let headers: Vec<_> = headers.into_iter().collect();
+        self.rules(|r| r.key.headers = headers)
+    }
+
+    /// Replaces method, host, path and query in the key with what `key`
+    /// returns; `None` bypasses the cache. Named headers, the user and the
+    /// namespace are still added. Default: none.
+    pub fn key_fn(self, key: impl Fn(&Parts) -> Option<String> + Send + Sync + 'static) -> Self {
+        let key: crate::http::KeyFn = Arc::new(key);
+        self.rules(|r| {
+            r.key = KeyScheme {
+                custom: Some(key),
+                ..r.key.clone()
+            }
+        })
+    }
+
+    /// Caches requests that carry credentials (`Authorization`, `Cookie`)
+    /// per user: `user` names the user, and the entry is keyed by that
+    /// name, so it is never served to anyone else. Requests with
+    /// credentials for which `user` returns `None` bypass the cache.
+    /// Responses marked `Cache-Control: private` are stored under such
+    /// keys. Default: off, and every request with credentials bypasses.
+    pub fn per_user(self, user: impl Fn(&Parts) -> Option<String> + Send + Sync + 'static) -> Self {
+        let user: crate::http::UserFn = Arc::new(user);
+        self.rules(|r| r.per_user = Some(user))
+    }
+
+    /// Extra tags for stored reads, besides `path:{path}`, which every
+    /// entry carries. Default: none.
+    pub fn tags(self, tags: impl Fn(&Parts) -> Vec<String> + Send + Sync + 'static) -> Self {
+        let tags: crate::http::TagsFn = Arc::new(tags);
+        self.rules(|r| r.tags = Some(tags))
+    }
+
+    /// Extra tags a successful write (POST, PUT, PATCH, DELETE) invalidates,
+    /// besides `path:{path}` of the written path. Default: none.
+    pub fn invalidates(self, tags: impl Fn(&Parts) -> Vec<String> + Send + Sync + 'static) -> Self {
+        let tags: crate::http::TagsFn = Arc::new(tags);
+        self.rules(|r| r.invalidates = Some(tags))
+    }
+
+    /// Deletes again `delay` after a write's invalidation, for the race in
+    /// which a read that started before the write stores the old value
+    /// after the first delete. Default: off.
+    pub fn double_delete(mut self, delay: Duration) -> Self {
+        self.double_delete = Some(delay);
+        self
+    }
+
+    /// The statuses stored. Default: 200, 203, 204, 300, 301, 404, 410
+    /// (404 and 410 for the negative TTL). 5xx is never stored.
+    pub fn store_statuses<I: IntoIterator<Item = StatusCode>>(self, statuses: I) -> Self {
+        let statuses: Vec<_> = statuses
+            .into_iter()
+            .filter(|s| !s.is_server_error())
+            .collect();
+        self.rules(|r| r.statuses = statuses)
+    }
+
+    /// Largest body stored; a larger one streams through uncached and
+    /// intact. Default: [`DEFAULT_MAX_BODY_BYTES`](crate::http::DEFAULT_MAX_BODY_BYTES) (1 MiB).
+    pub fn max_body_bytes(self, max: usize) -> Self {
+        self.rules(|r| r.max_body_bytes = max)
+    }
+
+    /// Whether the origin's `s-maxage`/`max-age` sets the TTL of what it
+    /// returns. Default: `true`.
+    pub fn respect_origin_ttl(self, respect: bool) -> Self {
+        self.rules(|r| r.respect_origin_ttl = respect)
+    }
+
+    /// Caches the unary gRPC method at `path` (for example
+    /// `"/catalog.Catalog/GetProduct"`), keyed by the request message
+    /// bytes. `make_body` rebuilds the request body the inner service
+    /// expects from those bytes (for tonic:
+    /// `|b| tonic::body::Body::new(http_body_util::Full::new(b))`). A
+    /// response is stored only when its `grpc-status` is 0 (OK).
+    pub fn grpc_method<B: 'static>(
+        mut self,
+        path: impl Into<String>,
+        make_body: impl Fn(Bytes) -> B + Send + Sync + 'static,
+    ) -> Self {
+        let f: Arc<dyn Fn(Bytes) -> B + Send + Sync> = Arc::new(make_body);
+        self.grpc_body = Some(Arc::new(f));
+        let path = path.into();
+        self.rules(|r| r.grpc_methods.push(path))
+    }
+
+    /// Reloads entries in the background once past `fraction` of their
+    /// TTL (see [`Policy::refresh_ahead_at`]).
+    pub fn refresh_ahead_at(mut self, fraction: f64) -> Self {
+        self.profile = self.profile.map_policy(|p| p.refresh_ahead_at(fraction));
+        self
+    }
+
+    /// The profile: name, policy and counters.
+    pub fn profile(&self) -> &Profile {
+        &self.profile
+    }
+}
+
+impl<S, St> Layer<S> for CacheAsideLayer<St> {
+    type Service = CacheAside<S, St>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        CacheAside {
+            inner,
+            layer: self.clone(),
+        }
+    }
+}

@@ -1,0 +1,58 @@
+//! Cache-aside for HTTP services: reads answered from the cache, writes
+//! passed through and followed by invalidation.
+//!
+//! [`CacheAsideLayer`] wraps a service of `http::Request` to
+//! `http::Response` (an axum route, a tonic service, a hyper client):
+//!
+//! - **Reads** (`GET`, `HEAD`, and the gRPC methods named with
+//!   [`grpc_method`](CacheAsideLayer::grpc_method)) are answered from the
+//!   cache; a miss goes to the inner service and its response is stored
+//!   under the rules of the [`http`](crate::http) module (never 5xx, never
+//!   `Set-Cookie` or `private` in the shared cache, bodies up to
+//!   [`max_body_bytes`](CacheAsideLayer::max_body_bytes)). Concurrent
+//!   misses on one key make one inner call.
+//! - **Writes** (`POST`, `PUT`, `PATCH`, `DELETE`) go through untouched;
+//!   when they succeed (2xx) the entries of the written path (tag
+//!   `path:{path}`) and the tags named with
+//!   [`invalidates`](CacheAsideLayer::invalidates) are deleted, so the
+//!   next read loads the new value. [`double_delete`](CacheAsideLayer::double_delete)
+//!   deletes once more after a delay.
+//! - Responses carry `X-Cache: HIT | MISS | STALE | BYPASS` and `Age`.
+//!
+//! The error type is the inner service's: a cache problem never becomes an
+//! error. When a caller waited for another caller's load that failed or
+//! timed out, it gets a `502` or `504` response.
+//!
+//! ```
+//! use std::time::Duration;
+//! use axum::{Router, routing::get};
+//! use tower_cache::store::MemoryStore;
+//! use tower_cache::{Cache, CacheAsideLayer, Policy};
+//!
+//! let cache = Cache::new(MemoryStore::default());
+//! let app: Router = Router::new().route(
+//!     "/products/{id}",
+//!     get(|| async { r#"{"id":1}"# })
+//!         .put(|| async { "saved" })
+//!         .layer(
+//!             CacheAsideLayer::new(
+//!                 cache,
+//!                 "/products/{id}",
+//!                 Policy::ttl(Duration::from_secs(30))
+//!                     .stale_while_revalidate(Duration::from_secs(60)),
+//!             )
+//!             .max_body_bytes(256 * 1024),
+//!         ),
+//! );
+//! ```
+
+mod future;
+mod layer;
+mod service;
+
+pub use future::ResponseFuture;
+pub use layer::CacheAsideLayer;
+pub use service::CacheAside;
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,391 @@
+use std::fmt;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http::request::Parts;
+use http::{Request, Response, StatusCode};
+use http_body::Body;
+use tower_service::Service;
+
+use super::{CacheAsideLayer, ResponseFuture};
+use crate::http::{
+    CacheBody, CacheStatus, Collected, Decision, Storability, StoredResponse, collect_limited, mark,
+};
+use crate::store::{SharedStore, Store};
+use crate::{Entry, Fetched, Fill, LoadError, Loaded, clock};
+
+/// An HTTP service behind a cache-aside cache. Built by
+/// [`CacheAsideLayer`].
+pub struct CacheAside<S, St = SharedStore> {
+    pub(super) inner: S,
+    pub(super) layer: CacheAsideLayer<St>,
+}
+
+impl<S: Clone, St> Clone for CacheAside<S, St> {
+    fn clone(&self) -> Self {
+        CacheAside {
+            inner: self.inner.clone(),
+            layer: self.layer.clone(),
+        }
+    }
+}
+
+impl<S: fmt::Debug, St> fmt::Debug for CacheAside<S, St> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CacheAside")
+            .field("inner", &self.inner)
+            .field("layer", &self.layer)
+            .finish()
+    }
+}
+
+impl<S, St> CacheAside<S, St> {
+    /// The wrapped service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+}
+
+impl<S, ReqB, ResB, St> Service<Request<ReqB>> for CacheAside<S, St>
+where
+    S: Service<Request<ReqB>, Response = Response<ResB>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: fmt::Display + Send + 'static,
+    ReqB: Body<Data = Bytes> + Send + Unpin + 'static,
+    ResB: Body<Data = Bytes> + Send + Unpin + 'static,
+    ResB::Error: Send,
+    St: Store,
+{
+    type Response = Response<CacheBody<ResB>>;
+    type Error = S::Error;
+    type Future = ResponseFuture<ResB, S::Error>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request<ReqB>) -> Self::Future {
+        // The ready service goes to this call; a clone takes its place.
+        let clone = self.inner.clone();
+        let inner = std::mem::replace(&mut self.inner, clone);
+        let layer = self.layer.clone();
+        let (parts, body) = req.into_parts();
+        let decision = layer.rules.decide(&parts);
+        ResponseFuture {
+            inner: Box::pin(async move {
+                match decision {
+                    Decision::Pass => pass(inner, parts, body).await,
+                    Decision::Bypass => {
+                        layer.profile.record_bypass();
+                        Ok(mark(pass(inner, parts, body).await?, CacheStatus::Bypass))
+                    }
+                    Decision::Write { tags } => write(layer, inner, parts, body, tags).await,
+                    Decision::Read {
+                        key,
+                        head,
+                        reload,
+                        per_user,
+                    } => {
+                        let read = Read {
+                            key,
+                            head,
+                            reload,
+                            per_user,
+                            grpc: false,
+                        };
+                        read.run(layer, inner, parts, body).await
+                    }
+                    Decision::GrpcRead { per_user } => {
+                        grpc_read(layer, inner, parts, body, per_user).await
+                    }
+                }
+            }),
+        }
+    }
+}
+
+async fn pass<S, ReqB, ResB>(
+    mut inner: S,
+    parts: Parts,
+    body: ReqB,
+) -> Result<Response<CacheBody<ResB>>, S::Error>
+where
+    S: Service<Request<ReqB>, Response = Response<ResB>>,
+    ResB: Body,
+{
+    let res = inner.call(Request::from_parts(parts, body)).await?;
+    Ok(res.map(CacheBody::stream))
+}
+
+async fn write<S, ReqB, ResB, St>(
+    layer: CacheAsideLayer<St>,
+    inner: S,
+    parts: Parts,
+    body: ReqB,
+    tags: Vec<String>,
+) -> Result<Response<CacheBody<ResB>>, S::Error>
+where
+    S: Service<Request<ReqB>, Response = Response<ResB>>,
+    ResB: Body,
+    St: Store,
+{
+    let res = pass(inner, parts, body).await?;
+    if res.status().is_success() {
+        for tag in &tags {
+            layer.cache.remove_tag(tag).await;
+        }
+        tracing::debug!(cache = %layer.profile.name(), ?tags, "write succeeded; invalidated");
+        if let Some(delay) = layer.double_delete {
+            let cache = layer.cache.clone();
+            layer.cache.spawn("double_delete", async move {
+                tokio::time::sleep(delay).await;
+                for tag in &tags {
+                    cache.remove_tag(tag).await;
+                }
+            });
+        }
+    }
+    Ok(res)
+}
+
+/// A gRPC unary call: the request message is part of the key, so the body
+/// is read first and rebuilt for the inner service.
+async fn grpc_read<S, ReqB, ResB, St>(
+    layer: CacheAsideLayer<St>,
+    inner: S,
+    parts: Parts,
+    body: ReqB,
+    per_user: Option<String>,
+) -> Result<Response<CacheBody<ResB>>, S::Error>
+where
+    S: Service<Request<ReqB>, Response = Response<ResB>> + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: fmt::Display + Send + 'static,
+    ReqB: Body<Data = Bytes> + Send + Unpin + 'static,
+    ResB: Body<Data = Bytes> + Send + Unpin + 'static,
+    ResB::Error: Send,
+    St: Store,
+{
+    let make_body = layer
+        .grpc_body
+        .as_ref()
+        .and_then(|f| f.downcast_ref::<Arc<dyn Fn(Bytes) -> ReqB + Send + Sync>>())
+        .cloned();
+    let Some(make_body) = make_body else {
+        tracing::warn!(cache = %layer.profile.name(), "gRPC method configured for another body type; not cached");
+        layer.profile.record_bypass();
+        return Ok(mark(pass(inner, parts, body).await?, CacheStatus::Bypass));
+    };
+    let message = match collect_limited(body, layer.rules.max_body_bytes).await {
+        Collected::Complete { data, .. } => data,
+        Collected::TooLarge(_) | Collected::Failed(_) => {
+            // The request cannot be replayed: answer as the server would to
+            // a request it could not read.
+            let mut res = Response::new(CacheBody::empty());
+            *res.status_mut() = StatusCode::PAYLOAD_TOO_LARGE;
+            return Ok(mark(res, CacheStatus::Bypass));
+        }
+    };
+    let Some(key) = layer
+        .rules
+        .key
+        .key(&parts, per_user.as_deref(), Some(&message))
+    else {
+        layer.profile.record_bypass();
+        return Ok(mark(
+            pass(inner, parts, make_body(message)).await?,
+            CacheStatus::Bypass,
+        ));
+    };
+    let read = Read {
+        key,
+        head: false,
+        reload: false,
+        per_user: per_user.is_some(),
+        grpc: true,
+    };
+    read.run(layer, inner, parts, make_body(message)).await
+}
+
+/// What a read needs besides the request.
+struct Read {
+    key: String,
+    head: bool,
+    reload: bool,
+    per_user: bool,
+    grpc: bool,
+}
+
+/// The request head, shared between the read and its loader, and the
+/// service and body, which the loader takes when it runs. Whatever the
+/// loader did not take stays here for the read to use.
+struct Pending<S, B> {
+    parts: Parts,
+    unsent: Mutex<Option<(S, B)>>,
+}
+
+impl<S, B> Pending<S, B> {
+    fn take(&self) -> Option<(S, B)> {
+        self.unsent
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .take()
+    }
+}
+
+fn error_response<B: Body>(status: StatusCode) -> Response<CacheBody<B>> {
+    let mut res = Response::new(CacheBody::empty());
+    *res.status_mut() = status;
+    mark(res, CacheStatus::Miss)
+}
+
+impl Read {
+    async fn run<S, ReqB, ResB, St>(
+        self,
+        layer: CacheAsideLayer<St>,
+        inner: S,
+        parts: Parts,
+        body: ReqB,
+    ) -> Result<Response<CacheBody<ResB>>, S::Error>
+    where
+        S: Service<Request<ReqB>, Response = Response<ResB>> + Send + 'static,
+        S::Future: Send + 'static,
+        S::Error: fmt::Display + Send + 'static,
+        ReqB: Send + 'static,
+        ResB: Body<Data = Bytes> + Send + Unpin + 'static,
+        ResB::Error: Send,
+        St: Store,
+    {
+        let pending = Arc::new(Pending {
+            parts,
+            unsent: Mutex::new(Some((inner, body))),
+        });
+        let load = {
+            let pending = pending.clone();
+            let rules = layer.rules.clone();
+            let tags = rules.read_tags(&pending.parts);
+            let (head, per_user, grpc) = (self.head, self.per_user, self.grpc);
+            move || async move {
+                let Some((mut inner, body)) = pending.take() else {
+                    // Unreachable: a loader runs once and the read only
+                    // takes the request back after the load is over.
+                    return Ok(Loaded::Pass(error_response(
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                    )));
+                };
+                let res = inner
+                    .call(Request::from_parts(pending.parts.clone(), body))
+                    .await?;
+                let (res_parts, res_body) = res.into_parts();
+                if head {
+                    // A HEAD response has no body to store.
+                    return Ok(Loaded::Pass(Response::from_parts(
+                        res_parts,
+                        CacheBody::stream(res_body),
+                    )));
+                }
+                let storability = rules.storability(&res_parts, per_user, grpc);
+                if storability == Storability::Pass {
+                    return Ok(Loaded::Pass(Response::from_parts(
+                        res_parts,
+                        CacheBody::stream(res_body),
+                    )));
+                }
+                let (data, trailers) = match collect_limited(res_body, rules.max_body_bytes).await {
+                    Collected::Complete { data, trailers } => (data, trailers),
+                    Collected::TooLarge(body) | Collected::Failed(body) => {
+                        let res = Response::from_parts(res_parts, body);
+                        return Ok(match storability {
+                            Storability::Failed => Loaded::Failed(res, None),
+                            _ => Loaded::Pass(res),
+                        });
+                    }
+                };
+                let grpc_failed = grpc
+                    && trailers
+                        .as_ref()
+                        .and_then(|t| t.get("grpc-status"))
+                        .is_none_or(|s| s != "0");
+                let stored = rules.to_stored(res_parts, data, trailers, &pending.parts.headers);
+                Ok(match storability {
+                    Storability::Store { .. } if grpc_failed => Loaded::Pass(stored.respond(
+                        CacheStatus::Miss,
+                        0,
+                        false,
+                        &http::HeaderMap::new(),
+                    )),
+                    Storability::Store { negative, ttl } => {
+                        let mut fill = Fill::new(stored.encode()).with_tags(tags);
+                        fill.negative = negative;
+                        fill.ttl = ttl;
+                        Loaded::Store(fill)
+                    }
+                    _ => {
+                        let payload = stored.encode();
+                        Loaded::Failed(
+                            stored.respond(CacheStatus::Miss, 0, false, &http::HeaderMap::new()),
+                            Some(payload),
+                        )
+                    }
+                })
+            }
+        };
+
+        let headers = &pending.parts.headers;
+        let mut decoded: Option<StoredResponse> = None;
+        let check = |entry: &Entry| match StoredResponse::decode(&entry.value) {
+            Ok(stored) if stored.vary_matches(headers) => {
+                decoded = Some(stored);
+                true
+            }
+            _ => false,
+        };
+        let cache = &layer.cache;
+        let profile = &layer.profile;
+        let fetched = if self.reload {
+            cache.reload(&self.key, profile, load).await
+        } else {
+            cache.fetch_checked(&self.key, profile, check, load).await
+        };
+        let (entry, status) = match fetched {
+            Ok(Fetched::Hit(entry)) => (entry, CacheStatus::Hit),
+            Ok(Fetched::Stale(entry)) => (entry, CacheStatus::Stale),
+            Ok(Fetched::Miss(entry)) => (entry, CacheStatus::Miss),
+            Ok(Fetched::Passed(res)) => return Ok(mark(res, CacheStatus::Miss)),
+            Err(LoadError::Origin(error)) => return Err(error),
+            Err(LoadError::Joined(joined)) => {
+                return Ok(
+                    match joined
+                        .payload
+                        .as_ref()
+                        .and_then(|p| StoredResponse::decode(p).ok())
+                    {
+                        Some(stored) => stored.respond(CacheStatus::Miss, 0, self.head, headers),
+                        None => error_response(StatusCode::BAD_GATEWAY),
+                    },
+                );
+            }
+            Err(LoadError::Timeout) => return Ok(error_response(StatusCode::GATEWAY_TIMEOUT)),
+            Err(LoadError::Aborted) => return Ok(error_response(StatusCode::BAD_GATEWAY)),
+        };
+        let stored = match decoded {
+            Some(stored) => stored,
+            None => match StoredResponse::decode(&entry.value) {
+                Ok(stored) => stored,
+                Err(_) => return Ok(error_response(StatusCode::BAD_GATEWAY)),
+            },
+        };
+        if !stored.vary_matches(headers) {
+            // Another caller's variant: ask the origin for ours, unstored.
+            if let Some((mut inner, body)) = pending.take() {
+                let res = inner
+                    .call(Request::from_parts(pending.parts.clone(), body))
+                    .await?;
+                return Ok(mark(res.map(CacheBody::stream), CacheStatus::Miss));
+            }
+        }
+        let age = clock::now_ms().saturating_sub(entry.stored_at) / 1_000;
+        Ok(stored.respond(status, age, self.head, headers))
+    }
+}
