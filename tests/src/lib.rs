@@ -165,3 +165,5 @@ where
     }
     None
 }
+
+pub mod origin;

@@ -1,5 +1,7 @@
 //! The stores against a real redis-server.
 
+#![allow(clippy::unwrap_used)] // a failed setup step should fail the test loudly
+
 use std::time::Duration;
 
 use bytes::Bytes;

@@ -57,4 +57,5 @@ pub use entry::{DecodeError, Entry};
 #[cfg(feature = "http")]
 pub use layer::cache_aside::{CacheAside, CacheAsideLayer};
 pub use layer::read_through::{ReadThrough, ReadThroughLayer};
+pub use layer::refresh_ahead::{RefreshAhead, RefreshAheadLayer};
 pub use store::{Store, StoreError};

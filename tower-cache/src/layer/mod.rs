@@ -3,3 +3,4 @@
 #[cfg(feature = "http")]
 pub mod cache_aside;
 pub mod read_through;
+pub mod refresh_ahead;
