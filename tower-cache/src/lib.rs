@@ -50,8 +50,8 @@ pub mod layer;
 pub mod store;
 
 pub use engine::{
-    Cache, CacheBuilder, Fetched, Fill, JoinedError, LoadError, Loaded, Policy, Profile,
-    ProfileStats,
+    Cache, CacheBuilder, CacheStatus, Fetched, Fill, JoinedError, LoadError, Loaded, Policy,
+    Profile, ProfileStats,
 };
 pub use entry::{DecodeError, Entry};
 #[cfg(feature = "http")]

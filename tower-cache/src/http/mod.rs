@@ -44,30 +44,9 @@ use http::HeaderName;
 /// The response header telling how the cache answered.
 pub static X_CACHE: HeaderName = HeaderName::from_static("x-cache");
 
-/// How the cache answered a request, as sent in [`X_CACHE`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CacheStatus {
-    /// A fresh entry.
-    Hit,
-    /// Loaded from the origin.
-    Miss,
-    /// A stale entry (stale-while-revalidate or stale-if-error).
-    Stale,
-    /// The cache was not used (private request, `no-store`).
-    Bypass,
-}
+pub use crate::engine::CacheStatus;
 
 impl CacheStatus {
-    /// The header value: `HIT`, `MISS`, `STALE` or `BYPASS`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            CacheStatus::Hit => "HIT",
-            CacheStatus::Miss => "MISS",
-            CacheStatus::Stale => "STALE",
-            CacheStatus::Bypass => "BYPASS",
-        }
-    }
-
     pub(crate) fn header_value(self) -> http::HeaderValue {
         http::HeaderValue::from_static(self.as_str())
     }

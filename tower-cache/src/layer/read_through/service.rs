@@ -7,7 +7,7 @@ use super::{ReadThroughLayer, ResponseFuture};
 use crate::codec::JsonCodec;
 use crate::codec::{CacheKey, Codec, key_in};
 use crate::store::{SharedStore, Store};
-use crate::{Fetched, Fill, Loaded};
+use crate::{CacheStatus, Fetched, Fill, Loaded};
 
 /// A loader service behind a read-through cache. Built by
 /// [`ReadThroughLayer`].
@@ -66,53 +66,94 @@ where
     }
 
     fn call(&mut self, key: K) -> Self::Future {
+        let lookup = self.start(key);
+        ResponseFuture {
+            inner: Box::pin(async move { lookup.await.map(|(value, _)| value) }),
+        }
+    }
+}
+
+impl<S, St, C> ReadThrough<S, St, C> {
+    /// Reads `key` like [`Service::call`], and also tells how the cache
+    /// answered (for an `X-Cache` header). Waits for the loader to be
+    /// ready first.
+    pub async fn lookup<K>(&mut self, key: K) -> Result<(S::Response, CacheStatus), tower::BoxError>
+    where
+        S: Service<K> + Clone + Send + 'static,
+        S::Response: Send + 'static,
+        S::Error: Into<tower::BoxError>,
+        S::Future: Send + 'static,
+        K: CacheKey + Send + 'static,
+        St: Store + Clone,
+        C: Codec<S::Response>,
+    {
+        std::future::poll_fn(|cx| self.inner.poll_ready(cx))
+            .await
+            .map_err(Into::into)?;
+        self.start(key).await
+    }
+
+    fn start<K>(
+        &mut self,
+        key: K,
+    ) -> impl std::future::Future<Output = Result<(S::Response, CacheStatus), tower::BoxError>>
+    + Send
+    + 'static
+    where
+        S: Service<K> + Clone + Send + 'static,
+        S::Response: Send + 'static,
+        S::Error: Into<tower::BoxError>,
+        S::Future: Send + 'static,
+        K: CacheKey + Send + 'static,
+        St: Store + Clone,
+        C: Codec<S::Response>,
+    {
         // The ready service goes to this call; a clone takes its place.
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
         let layer = self.layer.clone();
-        ResponseFuture {
-            inner: Box::pin(async move {
-                let cache_key = key_in(&layer.namespace, &key);
-                let codec = layer.codec.clone();
-                let negative = layer.negative.clone();
-                let load = move || async move {
-                    let value = inner.call(key).await.map_err(Into::into)?;
-                    Ok::<_, tower::BoxError>(match codec.encode(&value) {
-                        Ok(bytes) => {
-                            let mut fill = Fill::new(bytes);
-                            fill.negative = is_not_found(&negative, &value, &fill.value);
-                            Loaded::Store(fill)
-                        }
-                        Err(error) => {
-                            tracing::warn!(%error, "value not cached: it does not encode");
-                            Loaded::Pass(value)
-                        }
-                    })
-                };
-                let mut decoded = None;
-                let codec = &layer.codec;
-                let check = |entry: &crate::Entry| match codec.decode(&entry.value) {
-                    Ok(v) => {
-                        decoded = Some(v);
-                        true
+        async move {
+            let cache_key = key_in(&layer.namespace, &key);
+            let codec = layer.codec.clone();
+            let negative = layer.negative.clone();
+            let load = move || async move {
+                let value = inner.call(key).await.map_err(Into::into)?;
+                Ok::<_, tower::BoxError>(match codec.encode(&value) {
+                    Ok(bytes) => {
+                        let mut fill = Fill::new(bytes);
+                        fill.negative = is_not_found(&negative, &value, &fill.value);
+                        Loaded::Store(fill)
                     }
-                    Err(_) => false,
-                };
-                let fetched = layer
-                    .cache
-                    .fetch_checked(&cache_key, &layer.profile, check, load)
-                    .await
-                    .map_err(|e| e.into_box_error())?;
-                match fetched {
-                    Fetched::Passed(value) => Ok(value),
-                    Fetched::Hit(entry) | Fetched::Stale(entry) | Fetched::Miss(entry) => {
-                        match decoded {
-                            Some(value) => Ok(value),
-                            None => codec.decode(&entry.value).map_err(Into::into),
-                        }
+                    Err(error) => {
+                        tracing::warn!(%error, "value not cached: it does not encode");
+                        Loaded::Pass(value)
                     }
+                })
+            };
+            let mut decoded = None;
+            let codec = &layer.codec;
+            let check = |entry: &crate::Entry| match codec.decode(&entry.value) {
+                Ok(v) => {
+                    decoded = Some(v);
+                    true
                 }
-            }),
+                Err(_) => false,
+            };
+            let fetched = layer
+                .cache
+                .fetch_checked(&cache_key, &layer.profile, check, load)
+                .await
+                .map_err(|e| e.into_box_error())?;
+            let status = fetched.status();
+            let value = match fetched {
+                Fetched::Passed(value) => value,
+                Fetched::Hit(entry) | Fetched::Stale(entry) | Fetched::Miss(entry) => match decoded
+                {
+                    Some(value) => value,
+                    None => codec.decode(&entry.value)?,
+                },
+            };
+            Ok((value, status))
         }
     }
 }
