@@ -1,19 +1,97 @@
-//! A product-catalog web app that shows every tower-cache strategy on its
-//! own route.
+//! A product-catalog web app on SQLite that shows every tower-cache
+//! strategy on its own route.
+//!
+//! Environment: `BIND` (default `127.0.0.1:3000`), `DATABASE_URL` (default
+//! a private in-memory SQLite; `sqlite://file.db?mode=rwc` for a file that
+//! several instances share), `REDIS_URL` (when set: Redis as L2, with
+//! cross-instance invalidation), `ORIGIN_DELAY_MS` (default 0: a delay
+//! added to every database query), `RUST_LOG`.
 
-use axum::{Router, routing::get};
+mod app;
+mod db;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use metrics_exporter_prometheus::PrometheusBuilder;
+use tower_cache::Cache;
+use tower_cache::store::{MemoryStore, RedisStore, SharedStore, TieredStore};
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info,tower_cache=info".into()),
         )
         .init();
+    // Installed before the layers are built: they take their metric
+    // handles when created.
+    let metrics = PrometheusBuilder::new().install_recorder()?;
+
     let bind = std::env::var("BIND").unwrap_or_else(|_| "127.0.0.1:3000".to_owned());
-    let app = Router::new().route("/health", get(|| async { "ok" }));
+    let delay = std::env::var("ORIGIN_DELAY_MS")
+        .ok()
+        .map(|v| v.parse::<u64>())
+        .transpose()
+        .map_err(|e| format!("ORIGIN_DELAY_MS: {e}"))?
+        .unwrap_or(0);
+    let database_url = std::env::var("DATABASE_URL").ok().filter(|u| !u.is_empty());
+    let db = db::Db::open(database_url.as_deref(), Duration::from_millis(delay))?;
+
+    let l1 = MemoryStore::builder().max_bytes(64 * 1024 * 1024).build();
+    let store: SharedStore = match std::env::var("REDIS_URL").ok().filter(|u| !u.is_empty()) {
+        Some(url) => {
+            let l2 = RedisStore::builder(url).prefix("catalog:").build()?;
+            let tiered = TieredStore::new(l1, l2);
+            // Fail-open: start serving even when Redis is not up yet.
+            if tokio::time::timeout(Duration::from_secs(2), tiered.ready())
+                .await
+                .is_err()
+            {
+                tracing::warn!("Redis is not answering; serving from L1 until it does");
+            }
+            tracing::info!("cache: L1 (moka) + L2 (Redis)");
+            Arc::new(tiered)
+        }
+        None => {
+            tracing::info!("cache: L1 (moka) only; set REDIS_URL for an L2");
+            Arc::new(l1)
+        }
+    };
+    let cache = Cache::new(store);
+    let router = app::router(db, cache.clone(), metrics);
+
     let listener = tokio::net::TcpListener::bind(&bind).await?;
     tracing::info!(address = %listener.local_addr()?, "listening");
-    axum::serve(listener, app).await?;
+    axum::serve(listener, router)
+        .with_graceful_shutdown(signal())
+        .await?;
+    tracing::info!("stopped taking requests");
+    cache.shutdown().await;
+    tracing::info!("shut down cleanly");
     Ok(())
+}
+
+/// SIGINT or SIGTERM.
+async fn signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = term => {}
+    }
+    tracing::info!("shutdown signal received");
 }

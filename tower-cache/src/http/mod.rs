@@ -35,7 +35,7 @@ pub(crate) use body::{Collected, collect_limited};
 pub(crate) use cache_control::CacheControl;
 pub(crate) use key::KeyScheme;
 pub use key::{KeyFn, MAX_PLAIN_KEY_LEN};
-pub use rules::DEFAULT_MAX_BODY_BYTES;
+pub use rules::{DEFAULT_MAX_BODY_BYTES, path_tag};
 pub(crate) use rules::{Decision, HttpRules, Storability, TagsFn, UserFn, mark};
 pub(crate) use stored::StoredResponse;
 

@@ -90,9 +90,11 @@ pub(crate) enum Storability {
     Pass,
 }
 
-/// The tag every stored read carries and every write to the path
-/// invalidates.
-pub(crate) fn path_tag(path: &str) -> String {
+/// The tag every entry stored for `path` carries, and every successful
+/// write to `path` invalidates: `path:{path}`. Name it in
+/// [`CacheAsideLayer::invalidates`](crate::CacheAsideLayer::invalidates) to
+/// invalidate another path's entries.
+pub fn path_tag(path: &str) -> String {
     format!("path:{path}")
 }
 

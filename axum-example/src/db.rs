@@ -1,0 +1,186 @@
+//! The origin: an embedded SQLite database, seeded with deterministic data.
+//!
+//! Every query is counted in `origin_queries_total{route}` and delayed by
+//! `ORIGIN_DELAY_MS`, so the effect of the cache is visible.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
+use serde::Serialize;
+
+/// Products seeded at start-up: ids 1..=PRODUCTS.
+pub const PRODUCTS: u64 = 10_000;
+/// Users seeded at start-up: ids 1..=USERS.
+pub const USERS: u64 = 1_000;
+
+/// A database error.
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    /// SQLite failed.
+    #[error("database error: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    /// The query task failed.
+    #[error("database task failed")]
+    Task,
+    /// The `DATABASE_URL` is not one this app understands.
+    #[error("unsupported DATABASE_URL {0:?}: use sqlite://path?mode=rwc")]
+    Url(String),
+}
+
+/// A product.
+#[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq)]
+pub struct Product {
+    /// Its id.
+    pub id: u64,
+    /// Its name.
+    pub name: String,
+    /// Its price in cents.
+    pub price_cents: i64,
+}
+
+/// A user.
+#[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq)]
+pub struct User {
+    /// Its id.
+    pub id: u64,
+    /// Its name.
+    pub name: String,
+}
+
+/// A line of the top-products report.
+#[derive(Debug, Clone, Serialize)]
+pub struct TopProduct {
+    /// The product id.
+    pub id: u64,
+    /// The product name.
+    pub name: String,
+    /// Its view count.
+    pub views: i64,
+}
+
+/// The database handle: one connection, used from blocking tasks.
+#[derive(Clone)]
+pub struct Db {
+    conn: Arc<Mutex<Connection>>,
+    delay: Duration,
+}
+
+impl Db {
+    /// Opens `url` (`None`: a private in-memory database), creates the
+    /// schema and seeds it without duplicating rows.
+    pub fn open(url: Option<&str>, delay: Duration) -> Result<Db, DbError> {
+        let conn = match url {
+            None => Connection::open_in_memory()?,
+            Some(url) => {
+                let path = url
+                    .strip_prefix("sqlite://")
+                    .or_else(|| url.strip_prefix("sqlite:"))
+                    .ok_or_else(|| DbError::Url(url.to_owned()))?;
+                let path = path.split('?').next().unwrap_or(path);
+                if path.is_empty() || path == ":memory:" {
+                    Connection::open_in_memory()?
+                } else {
+                    Connection::open_with_flags(
+                        path,
+                        OpenFlags::SQLITE_OPEN_READ_WRITE
+                            | OpenFlags::SQLITE_OPEN_CREATE
+                            | OpenFlags::SQLITE_OPEN_FULL_MUTEX,
+                    )?
+                }
+            }
+        };
+        conn.busy_timeout(Duration::from_secs(10))?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.execute_batch(
+            "CREATE TABLE IF NOT EXISTS products (
+                 id INTEGER PRIMARY KEY, name TEXT NOT NULL,
+                 price_cents INTEGER NOT NULL, views INTEGER NOT NULL DEFAULT 0);
+             CREATE TABLE IF NOT EXISTS users (id INTEGER PRIMARY KEY, name TEXT NOT NULL);",
+        )?;
+        seed(&conn)?;
+        Ok(Db {
+            conn: Arc::new(Mutex::new(conn)),
+            delay,
+        })
+    }
+
+    /// Runs `f` on the connection for `route`: counted, delayed, off the
+    /// async threads.
+    pub async fn run<T, F>(&self, route: &'static str, f: F) -> Result<T, DbError>
+    where
+        F: FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
+        T: Send + 'static,
+    {
+        metrics::counter!("origin_queries_total", "route" => route).increment(1);
+        if !self.delay.is_zero() {
+            tokio::time::sleep(self.delay).await;
+        }
+        let conn = self.conn.clone();
+        tokio::task::spawn_blocking(move || {
+            let conn = conn.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            f(&conn)
+        })
+        .await
+        .map_err(|_| DbError::Task)?
+        .map_err(DbError::from)
+    }
+
+    /// The product `id`.
+    pub async fn product(&self, route: &'static str, id: u64) -> Result<Option<Product>, DbError> {
+        self.run(route, move |c| {
+            c.query_row(
+                "SELECT id, name, price_cents FROM products WHERE id = ?1",
+                [id as i64],
+                |r| {
+                    Ok(Product {
+                        id: r.get::<_, i64>(0)? as u64,
+                        name: r.get(1)?,
+                        price_cents: r.get(2)?,
+                    })
+                },
+            )
+            .optional()
+        })
+        .await
+    }
+
+    /// The user `id`.
+    pub async fn user(&self, route: &'static str, id: u64) -> Result<Option<User>, DbError> {
+        self.run(route, move |c| {
+            c.query_row(
+                "SELECT id, name FROM users WHERE id = ?1",
+                [id as i64],
+                |r| {
+                    Ok(User {
+                        id: r.get::<_, i64>(0)? as u64,
+                        name: r.get(1)?,
+                    })
+                },
+            )
+            .optional()
+        })
+        .await
+    }
+}
+
+fn seed(conn: &Connection) -> rusqlite::Result<()> {
+    let seeded: i64 = conn.query_row("SELECT COUNT(*) FROM products", [], |r| r.get(0))?;
+    if seeded as u64 >= PRODUCTS {
+        return Ok(());
+    }
+    conn.execute_batch("BEGIN IMMEDIATE")?;
+    {
+        let mut product = conn.prepare(
+            "INSERT OR IGNORE INTO products (id, name, price_cents, views) VALUES (?1, ?2, ?3, 0)",
+        )?;
+        for id in 1..=PRODUCTS as i64 {
+            product.execute(params![id, format!("Product {id}"), id * 100])?;
+        }
+        let mut user = conn.prepare("INSERT OR IGNORE INTO users (id, name) VALUES (?1, ?2)")?;
+        for id in 1..=USERS as i64 {
+            user.execute(params![id, format!("User {id}")])?;
+        }
+    }
+    conn.execute_batch("COMMIT")
+}
