@@ -107,6 +107,8 @@ pub fn router(db: Db, cache: Cache<SharedStore>, metrics: PrometheusHandle) -> R
         "/products/{id}",
         Policy::ttl(Duration::from_secs(60)).stale_while_revalidate(Duration::from_secs(30)),
     )
+    // One site: instances behind a balancer share entries whatever Host they see.
+    .key_host(false)
     // A write to a product also changes its price.
     .invalidates(|parts| vec![path_tag(&format!("{}/price", parts.uri.path()))]);
     let users_layer = ReadThroughLayer::new(
@@ -116,6 +118,7 @@ pub fn router(db: Db, cache: Cache<SharedStore>, metrics: PrometheusHandle) -> R
     )
     .namespace("user:");
     let me = CacheAsideLayer::new(cache.clone(), "/me", Policy::ttl(Duration::from_secs(60)))
+        .key_host(false)
         .per_user(|parts| user_id(&parts.headers).map(|id| format!("user-{id}")));
     let top = RefreshAheadLayer::new(
         CacheAsideLayer::new(

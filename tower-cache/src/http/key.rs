@@ -20,6 +20,7 @@ pub(crate) struct KeyScheme {
     pub version: u32,
     pub headers: Vec<HeaderName>,
     pub custom: Option<KeyFn>,
+    pub host: bool,
 }
 
 impl Default for KeyScheme {
@@ -29,6 +30,7 @@ impl Default for KeyScheme {
             version: 1,
             headers: Vec::new(),
             custom: None,
+            host: true,
         }
     }
 }
@@ -56,18 +58,20 @@ impl KeyScheme {
                 key.push_str(parts.method.as_str());
             }
             key.push(' ');
-            let host = parts
-                .uri
-                .authority()
-                .map(|a| a.as_str())
-                .or_else(|| {
-                    parts
-                        .headers
-                        .get(http::header::HOST)
-                        .and_then(|h| h.to_str().ok())
-                })
-                .unwrap_or("");
-            key.push_str(&host.to_ascii_lowercase());
+            if self.host {
+                let host = parts
+                    .uri
+                    .authority()
+                    .map(|a| a.as_str())
+                    .or_else(|| {
+                        parts
+                            .headers
+                            .get(http::header::HOST)
+                            .and_then(|h| h.to_str().ok())
+                    })
+                    .unwrap_or("");
+                key.push_str(&host.to_ascii_lowercase());
+            }
             key.push_str(parts.uri.path());
             if let Some(query) = parts.uri.query() {
                 key.push('?');
@@ -185,6 +189,18 @@ mod tests {
             "{a}"
         );
         assert_ne!(a, b);
+    }
+
+    #[test]
+    fn host_can_be_left_out() {
+        let s = KeyScheme {
+            host: false,
+            ..KeyScheme::default()
+        };
+        let a = s.key(&parts("/p", &[("host", "a:1")]), None, None);
+        let b = s.key(&parts("/p", &[("host", "b:2")]), None, None);
+        assert_eq!(a, b);
+        assert_eq!(a.as_deref(), Some("http:v1:GET /p"));
     }
 
     #[test]

@@ -74,6 +74,13 @@ impl<St> CacheAsideLayer<St> {
         self.rules(|r| r.key.version = version)
     }
 
+    /// Whether the request's host is part of the key. Turn it off when
+    /// the service answers for one site and instances see different
+    /// `Host` values (ports, internal names). Default: `true`.
+    pub fn key_host(self, include: bool) -> Self {
+        self.rules(|r| r.key.host = include)
+    }
+
     /// Request headers that are part of the key, so that each value has an
     /// entry of its own (for example `accept-language`). Default: none.
     pub fn vary_on<I>(self, headers: I) -> Self

@@ -1,0 +1,343 @@
+//! The example app, started as a real process on a real TCP port.
+
+#![allow(clippy::unwrap_used)] // a failed setup step should fail the test loudly
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use reqwest::{Client, StatusCode};
+use serde_json::{Value, json};
+use tower_cache_tests::RedisServer;
+
+/// A running `axum-example` process.
+struct App {
+    child: Option<Child>,
+    port: u16,
+    env: Vec<(String, String)>,
+    client: Client,
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+impl App {
+    async fn start(env: &[(&str, &str)]) -> App {
+        let mut app = App {
+            child: None,
+            port: free_port(),
+            env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            client: Client::builder()
+                .pool_max_idle_per_host(256)
+                .build()
+                .unwrap(),
+        };
+        app.spawn().await;
+        app
+    }
+
+    async fn spawn(&mut self) {
+        let child = Command::new(env!("CARGO_BIN_EXE_axum-example"))
+            .env("BIND", format!("127.0.0.1:{}", self.port))
+            .env("RUST_LOG", "warn")
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if let Ok(r) = self.client.get(self.url("/health")).send().await
+                && r.status().is_success()
+            {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("the app did not come up on port {}", self.port);
+    }
+
+    /// SIGTERM, and wait for a clean exit.
+    async fn stop_gracefully(&mut self) {
+        let mut child = self.child.take().unwrap();
+        let status = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let exit = tokio::task::spawn_blocking(move || child.wait().unwrap())
+            .await
+            .unwrap();
+        assert!(exit.success(), "clean exit: {exit:?}");
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{}", self.port, path)
+    }
+
+    async fn get(&self, path: &str) -> (StatusCode, String, Value) {
+        self.send(self.client.get(self.url(path))).await
+    }
+
+    async fn send(&self, req: reqwest::RequestBuilder) -> (StatusCode, String, Value) {
+        send(req).await
+    }
+
+    /// `origin_queries_total` for `route` from `/metrics`.
+    async fn origin_queries(&self, route: &str) -> u64 {
+        let text = self
+            .client
+            .get(self.url("/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        let prefix = format!("origin_queries_total{{route=\"{route}\"}} ");
+        text.lines()
+            .find_map(|l| l.strip_prefix(&prefix))
+            .map(|n| n.trim().parse().unwrap())
+            .unwrap_or(0)
+    }
+}
+
+impl Drop for App {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+async fn stampede(app: &App, path: &str, n: usize) -> Vec<(StatusCode, String, Value)> {
+    let tasks: Vec<_> = (0..n)
+        .map(|_| tokio::spawn(send(app.client.get(app.url(path)))))
+        .collect();
+    let mut out = Vec::with_capacity(n);
+    for t in tasks {
+        out.push(t.await.unwrap());
+    }
+    out
+}
+
+async fn send(req: reqwest::RequestBuilder) -> (StatusCode, String, Value) {
+    let res = req.send().await.unwrap();
+    let status = res.status();
+    let x_cache = res
+        .headers()
+        .get("x-cache")
+        .map(|v| v.to_str().unwrap().to_owned())
+        .unwrap_or_default();
+    (status, x_cache, res.json().await.unwrap_or(Value::Null))
+}
+
+async fn assert_cold_stampede_makes_one_query(app: &App) {
+    let replies = stampede(app, "/products/42", 200).await;
+    for (status, _, body) in &replies {
+        assert_eq!(*status, StatusCode::OK);
+        assert_eq!(
+            *body,
+            json!({"id": 42, "name": "Product 42", "price_cents": 4200})
+        );
+    }
+    assert_eq!(app.origin_queries("/products/{id}").await, 1);
+    assert_eq!(app.get("/products/42").await.1, "HIT");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cold_stampede_makes_one_query() {
+    let app = App::start(&[("ORIGIN_DELAY_MS", "300")]).await;
+    assert_cold_stampede_makes_one_query(&app).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cold_stampede_makes_one_query_with_redis() {
+    let redis = RedisServer::start();
+    let app = App::start(&[("ORIGIN_DELAY_MS", "300"), ("REDIS_URL", &redis.url())]).await;
+    assert_cold_stampede_makes_one_query(&app).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_read_strategy_is_observable_over_http() {
+    let app = App::start(&[]).await;
+
+    // cache-aside, invalidated by writes
+    assert_eq!(app.get("/products/1").await.1, "MISS");
+    assert_eq!(app.get("/products/1").await.1, "HIT");
+    let put = app
+        .client
+        .put(app.url("/products/1"))
+        .json(&json!({"name": "Renamed", "price_cents": 123}));
+    assert_eq!(app.send(put).await.0, StatusCode::OK);
+    let (_, x, body) = app.get("/products/1").await;
+    assert_eq!((x.as_str(), &body["name"]), ("MISS", &json!("Renamed")));
+    let delete = app.client.delete(app.url("/products/2"));
+    assert_eq!(app.send(delete).await.0, StatusCode::NO_CONTENT);
+    assert_eq!(app.get("/products/2").await.0, StatusCode::NOT_FOUND);
+    assert_eq!(app.origin_queries("/products/{id}").await, 5);
+
+    // read-through
+    let (status, x, body) = app.get("/users/3").await;
+    assert_eq!((status, x.as_str()), (StatusCode::OK, "MISS"));
+    assert_eq!(body, json!({"id": 3, "name": "User 3"}));
+    assert_eq!(app.get("/users/3").await.1, "HIT");
+    assert_eq!(app.get("/users/5000").await.0, StatusCode::NOT_FOUND);
+    assert_eq!(
+        app.get("/users/5000").await.1,
+        "HIT",
+        "not found is cached too"
+    );
+    assert_eq!(app.origin_queries("/users/{id}").await, 2);
+
+    // per-user: never shared, 401 without credentials
+    for user in [7, 8, 7, 8] {
+        let req = app
+            .client
+            .get(app.url("/me"))
+            .header("authorization", format!("Bearer user-{user}"));
+        let (status, _, body) = app.send(req).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(body["name"], json!(format!("User {user}")));
+    }
+    assert_eq!(app.origin_queries("/me").await, 2);
+    assert_eq!(app.get("/me").await.0, StatusCode::UNAUTHORIZED);
+
+    // a public route with credentials bypasses, and stores nothing
+    let req = app
+        .client
+        .get(app.url("/products/9"))
+        .header("authorization", "Bearer user-1");
+    assert_eq!(app.send(req).await.1, "BYPASS");
+    assert_eq!(app.get("/products/9").await.1, "MISS");
+
+    // refresh-ahead: TTL 5 s, reloaded in the background past 4 s
+    assert_eq!(app.get("/reports/top").await.1, "MISS");
+    tokio::time::sleep(Duration::from_millis(4_300)).await;
+    assert_eq!(app.get("/reports/top").await.1, "HIT");
+    tokio::time::sleep(Duration::from_millis(1_200)).await;
+    let (_, x, body) = app.get("/reports/top").await;
+    assert_eq!(x, "HIT", "refreshed ahead, never expired into a miss");
+    assert_eq!(body["top"].as_array().unwrap().len(), 10);
+    assert_eq!(app.origin_queries("/reports/top").await, 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_gets_400_json_and_unknown_ids_404() {
+    let app = App::start(&[]).await;
+    let (status, _, body) = app.get("/products/abc").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(body["error"].is_string());
+    let bad_json = app
+        .client
+        .put(app.url("/products/1"))
+        .header("content-type", "application/json")
+        .body("{not json");
+    let (status, _, body) = app.send(bad_json).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(body["error"].is_string());
+    let negative = app
+        .client
+        .put(app.url("/products/1"))
+        .json(&json!({"name": "x", "price_cents": -1}));
+    assert_eq!(app.send(negative).await.0, StatusCode::BAD_REQUEST);
+    let (status, _, body) = app.get("/products/10001").await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert!(body["error"].is_string());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_instances_share_redis_and_sqlite() {
+    let redis = RedisServer::start();
+    let dir = std::env::temp_dir().join(format!("tower-cache-app-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let db = format!("sqlite://{}?mode=rwc", dir.join("shared.db").display());
+    let env = [("REDIS_URL", redis.url()), ("DATABASE_URL", db)];
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let a = App::start(&env).await;
+    let b = App::start(&env).await;
+
+    assert_eq!(a.get("/products/77").await.1, "MISS");
+    assert_eq!(b.get("/products/77").await.1, "HIT", "through L2");
+    let put = a
+        .client
+        .put(a.url("/products/77"))
+        .json(&json!({"name": "Seen everywhere", "price_cents": 1}));
+    assert_eq!(a.send(put).await.0, StatusCode::OK);
+    let start = Instant::now();
+    loop {
+        let (_, _, body) = b.get("/products/77").await;
+        if body["name"] == json!("Seen everywhere") {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_millis(200),
+            "B saw the write within 200 ms"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_dying_fails_no_request_and_is_used_again_when_back() {
+    let mut redis = RedisServer::start();
+    let app = App::start(&[("REDIS_URL", &redis.url())]).await;
+    assert_eq!(app.get("/products/5").await.0, StatusCode::OK);
+
+    redis.stop();
+    let start = Instant::now();
+    let mut id = 100;
+    while start.elapsed() < Duration::from_secs(2) {
+        for path in [
+            "/products/5".to_owned(),
+            format!("/products/{id}"),
+            format!("/users/{id}"),
+        ] {
+            let (status, _, _) = app.get(&path).await;
+            assert_eq!(status, StatusCode::OK, "{path} while Redis is down");
+        }
+        id += 1;
+    }
+
+    redis.restart();
+    let back = Instant::now();
+    loop {
+        app.get("/products/6").await;
+        let in_redis: bool = {
+            use redis::Commands;
+            redis
+                .connection()
+                .exists("catalog:e:http:v1:GET /products/6")
+                .unwrap_or(false)
+        };
+        if in_redis {
+            break;
+        }
+        assert!(
+            back.elapsed() < Duration::from_secs(10),
+            "Redis used again after it returned"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_lets_in_flight_requests_finish() {
+    let mut app = App::start(&[("ORIGIN_DELAY_MS", "500")]).await;
+    let in_flight = tokio::spawn(send(app.client.get(app.url("/products/3"))));
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    app.stop_gracefully().await;
+    let (status, _, body) = in_flight.await.unwrap();
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body["id"], json!(3));
+}
