@@ -155,15 +155,40 @@ pub fn router(db: Db, cache: Cache<SharedStore>, metrics: PrometheusHandle) -> R
         .route("/users/{id}", get(get_user))
         .route("/me", get(get_me).layer(me))
         .route("/reports/top", get(top_products).layer(top))
+        // Baselines for the load comparison: no cache at all, and a
+        // prebuilt in-memory response (the upper bound for any route).
+        .route("/uncached/products/{id}", get(get_product_uncached))
+        .route("/static/product", get(static_product))
         .with_state(state)
+}
+
+/// The bytes `/products/42` answers with, prebuilt.
+async fn static_product() -> Response {
+    const BODY: &str = r#"{"id":42,"name":"Product 42","price_cents":4200}"#;
+    ([(header::CONTENT_TYPE, "application/json")], BODY).into_response()
 }
 
 async fn get_product(
     State(s): State<AppState>,
     id: Result<Path<u64>, PathRejection>,
 ) -> Result<Response, ApiError> {
+    product_json(&s.db, "/products/{id}", id).await
+}
+
+async fn get_product_uncached(
+    State(s): State<AppState>,
+    id: Result<Path<u64>, PathRejection>,
+) -> Result<Response, ApiError> {
+    product_json(&s.db, "/uncached/products/{id}", id).await
+}
+
+async fn product_json(
+    db: &Db,
+    route: &'static str,
+    id: Result<Path<u64>, PathRejection>,
+) -> Result<Response, ApiError> {
     let Path(id) = id?;
-    let product = s.db.product("/products/{id}", id).await?;
+    let product = db.product(route, id).await?;
     let product = product.ok_or_else(|| not_found("product", id))?;
     Ok(Json(product).into_response())
 }
@@ -334,4 +359,5 @@ const ROUTES: &str = "<h2>Routes</h2><ul>\
 <li><code>PUT /products/{id}/price</code>, <code>GET /products/{id}/price</code>: write-through</li>\
 <li><code>POST /products/{id}/views</code>, <code>GET /products/{id}/views</code>: write-behind</li>\
 <li><code>GET /reports/top</code>: refresh-ahead</li>\
-<li><code>GET /metrics</code>: Prometheus</li></ul>";
+<li><code>GET /metrics</code>: Prometheus</li>\
+<li><code>GET /uncached/products/{id}</code>, <code>GET /static/product</code>: baselines for the load comparison</li></ul>";

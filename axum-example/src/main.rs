@@ -5,7 +5,8 @@
 //! a private in-memory SQLite; `sqlite://file.db?mode=rwc` for a file that
 //! several instances share), `REDIS_URL` (when set: Redis as L2, with
 //! cross-instance invalidation), `ORIGIN_DELAY_MS` (default 0: a delay
-//! added to every database query), `RUST_LOG`.
+//! added to every database query), `CACHE_L1` (`off` keeps Redis as the
+//! only store, to measure L2 hits), `RUST_LOG`.
 
 mod app;
 mod db;
@@ -43,16 +44,22 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let store: SharedStore = match std::env::var("REDIS_URL").ok().filter(|u| !u.is_empty()) {
         Some(url) => {
             let l2 = RedisStore::builder(url).prefix("catalog:").build()?;
-            let tiered = TieredStore::new(l1, l2);
-            // Fail-open: start serving even when Redis is not up yet.
-            if tokio::time::timeout(Duration::from_secs(2), tiered.ready())
-                .await
-                .is_err()
-            {
-                tracing::warn!("Redis is not answering; serving from L1 until it does");
+            if std::env::var("CACHE_L1").is_ok_and(|v| v == "off") {
+                tracing::info!("cache: L2 (Redis) only");
+                let store: SharedStore = Arc::new(l2);
+                store
+            } else {
+                let tiered = TieredStore::new(l1, l2);
+                // Fail-open: start serving even when Redis is not up yet.
+                if tokio::time::timeout(Duration::from_secs(2), tiered.ready())
+                    .await
+                    .is_err()
+                {
+                    tracing::warn!("Redis is not answering; serving from L1 until it does");
+                }
+                tracing::info!("cache: L1 (moka) + L2 (Redis)");
+                Arc::new(tiered)
             }
-            tracing::info!("cache: L1 (moka) + L2 (Redis)");
-            Arc::new(tiered)
         }
         None => {
             tracing::info!("cache: L1 (moka) only; set REDIS_URL for an L2");

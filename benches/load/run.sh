@@ -1,0 +1,95 @@
+#!/usr/bin/env bash
+# Load comparison: tower-cache against what users would use instead, on
+# this machine, in one run, with the same wrk settings, alternating the
+# targets round by round. Writes results.json, chart.svg and results.md
+# beside this script.
+#
+#   bash benches/load/run.sh            # 3 rounds of 8 s per target
+#   ROUNDS=5 DURATION=10s bash benches/load/run.sh
+set -euo pipefail
+here="$(cd "$(dirname "$0")" && pwd)"
+root="$(cd "$here/../.." && pwd)"
+cd "$root"
+
+ROUNDS="${ROUNDS:-3}"
+DURATION="${DURATION:-8s}"
+CONNECTIONS="${CONNECTIONS:-32}"
+THREADS="${THREADS:-1}"
+
+as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
+need=()
+command -v wrk >/dev/null || need+=(wrk)
+command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || need+=(nginx-light)
+command -v redis-server >/dev/null || need+=(redis-server)
+if [ ${#need[@]} -gt 0 ]; then
+  as_root apt-get update -q
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${need[@]}"
+fi
+NGINX="$(command -v nginx || echo /usr/sbin/nginx)"
+
+cargo build --release -q -p axum-example -p tower-cache-benches --bin handwritten --bin l1_memory
+bin="$root/target/release"
+
+work="$(mktemp -d)"
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }
+trap cleanup EXIT
+
+port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'; }
+wait_http() { for _ in $(seq 1 200); do curl -fs -o /dev/null "$1" && return 0; sleep 0.05; done; echo "no answer from $1" >&2; exit 1; }
+
+REDIS_PORT=$(port)
+redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save "" --appendonly no --daemonize no >/dev/null &
+pids+=($!)
+for _ in $(seq 1 100); do redis-cli -p "$REDIS_PORT" ping >/dev/null 2>&1 && break; sleep 0.05; done
+REDIS_URL="redis://127.0.0.1:$REDIS_PORT"
+
+start_app() { # port, env...
+  local p=$1; shift
+  env BIND="127.0.0.1:$p" RUST_LOG=warn "$@" "$bin/axum-example" >/dev/null 2>&1 &
+  pids+=($!)
+  wait_http "http://127.0.0.1:$p/health"
+}
+L1=$(port); L2=$(port); SLOW=$(port); HAND=$(port); NGX=$(port)
+start_app "$L1"
+start_app "$L2" REDIS_URL="$REDIS_URL" CACHE_L1=off
+start_app "$SLOW" ORIGIN_DELAY_MS=2
+env BIND="127.0.0.1:$HAND" REDIS_URL="$REDIS_URL" "$bin/handwritten" >/dev/null 2>&1 &
+pids+=($!)
+wait_http "http://127.0.0.1:$HAND/moka/products/42"
+
+sed -e "s|@PORT@|$NGX|" -e "s|@UPSTREAM@|127.0.0.1:$L1|" -e "s|@DIR@|$work|g" "$here/nginx.conf.in" > "$work/nginx.conf"
+mkdir -p "$work/cache"
+"$NGINX" -c "$work/nginx.conf" -p "$work" &
+pids+=($!)
+wait_http "http://127.0.0.1:$NGX/uncached/products/42"
+
+# name | url | extra wrk header
+targets=(
+  "tower-cache L1 hit|http://127.0.0.1:$L1/products/42|"
+  "hand-written moka|http://127.0.0.1:$HAND/moka/products/42|"
+  "static in-memory route|http://127.0.0.1:$L1/static/product|"
+  "nginx proxy_cache hit|http://127.0.0.1:$NGX/uncached/products/42|"
+  "tower-cache L2 hit|http://127.0.0.1:$L2/products/42|"
+  "hand-written redis-rs|http://127.0.0.1:$HAND/redis/products/42|"
+  "tower-cache miss path, 2 ms origin|http://127.0.0.1:$SLOW/products/42|Cache-Control: no-cache"
+  "uncached route, 2 ms origin|http://127.0.0.1:$SLOW/uncached/products/42|"
+)
+for t in "${targets[@]}"; do IFS='|' read -r _ url _ <<<"$t"; curl -fs -o /dev/null "$url"; curl -fs -o /dev/null "$url"; done
+
+out="$work/raw.txt"
+: > "$out"
+for round in $(seq 1 "$ROUNDS"); do
+  for t in "${targets[@]}"; do
+    IFS='|' read -r name url header <<<"$t"
+    args=(-t"$THREADS" -c"$CONNECTIONS" -d"$DURATION" --latency)
+    [ -n "$header" ] && args+=(-H "$header")
+    echo "round $round: $name" >&2
+    { echo "=== $round|$name"; wrk "${args[@]}" "$url"; } >> "$out"
+  done
+done
+
+"$bin/l1_memory" > "$work/memory.txt"
+cat "$work/memory.txt" >&2
+python3 "$here/report.py" "$out" "$work/memory.txt" "$here" \
+  "rounds=$ROUNDS duration=$DURATION connections=$CONNECTIONS threads=$THREADS"
