@@ -58,4 +58,6 @@ pub use entry::{DecodeError, Entry};
 pub use layer::cache_aside::{CacheAside, CacheAsideLayer};
 pub use layer::read_through::{ReadThrough, ReadThroughLayer};
 pub use layer::refresh_ahead::{RefreshAhead, RefreshAheadLayer};
+pub use layer::write::Write;
+pub use layer::write_through::{WriteThrough, WriteThroughLayer};
 pub use store::{Store, StoreError};

@@ -19,6 +19,7 @@ pub struct CacheAsideLayer<St = SharedStore> {
     pub(super) profile: Profile,
     pub(super) rules: Arc<HttpRules>,
     pub(super) double_delete: Option<Duration>,
+    pub(super) write_through: bool,
     /// `Arc<dyn Fn(Bytes) -> ReqB>` for the service's request body, type-erased.
     pub(super) grpc_body: Option<Arc<dyn Any + Send + Sync>>,
 }
@@ -30,6 +31,7 @@ impl<St> Clone for CacheAsideLayer<St> {
             profile: self.profile.clone(),
             rules: self.rules.clone(),
             double_delete: self.double_delete,
+            write_through: self.write_through,
             grpc_body: self.grpc_body.clone(),
         }
     }
@@ -53,6 +55,7 @@ impl<St> CacheAsideLayer<St> {
             profile: Profile::new(name, policy),
             rules: Arc::new(HttpRules::default()),
             double_delete: None,
+            write_through: false,
             grpc_body: None,
         }
     }
@@ -134,6 +137,16 @@ impl<St> CacheAsideLayer<St> {
     /// after the first delete. Default: off.
     pub fn double_delete(mut self, delay: Duration) -> Self {
         self.double_delete = Some(delay);
+        self
+    }
+
+    /// Write-through for HTTP: a successful `PUT` or `PATCH` whose response
+    /// carries the new representation (a storable status such as 200) has
+    /// that response stored as the entry a `GET` of the same URI reads,
+    /// after the usual invalidation; the next read is a hit with the new
+    /// value. Default: off (writes only invalidate).
+    pub fn write_through(mut self, enabled: bool) -> Self {
+        self.write_through = enabled;
         self
     }
 

@@ -509,3 +509,20 @@ async fn corrupt_entry_is_reloaded() {
     assert_eq!((r.status, r.x_cache()), (StatusCode::OK, "MISS"));
     assert_eq!(r.text(), "/products/1 #1");
 }
+
+#[tokio::test(start_paused = true)]
+async fn http_write_through_stores_the_written_representation() {
+    let origin = Origin::default();
+    let svc = layer(Policy::default())
+        .write_through(true)
+        .layer(origin.service());
+    assert_eq!(
+        get(&svc, "http://h/products/1").await.text(),
+        "/products/1 #1"
+    );
+    let put = send(&svc, Method::PUT, "http://h/products/1", &[]).await;
+    assert_eq!(put.text(), "saved");
+    let read = get(&svc, "http://h/products/1").await;
+    assert_eq!((read.x_cache(), read.text()), ("HIT", "saved".to_owned()));
+    assert_eq!(origin.calls(), 2);
+}
