@@ -59,5 +59,6 @@ pub use layer::cache_aside::{CacheAside, CacheAsideLayer};
 pub use layer::read_through::{ReadThrough, ReadThroughLayer};
 pub use layer::refresh_ahead::{RefreshAhead, RefreshAheadLayer};
 pub use layer::write::Write;
+pub use layer::write_behind::{WriteBehind, WriteBehindHandle, WriteBehindLayer};
 pub use layer::write_through::{WriteThrough, WriteThroughLayer};
 pub use store::{Store, StoreError};

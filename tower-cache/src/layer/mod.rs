@@ -5,4 +5,5 @@ pub mod cache_aside;
 pub mod read_through;
 pub mod refresh_ahead;
 pub mod write;
+pub mod write_behind;
 pub mod write_through;

@@ -1,0 +1,102 @@
+//! Write-behind: acknowledge writes at once, deliver them in batches.
+//!
+//! [`WriteBehindLayer`] wraps a batch writer, a
+//! `Service<Vec<Write<K, V>>>` (one call per batch, so a database can apply
+//! it in one transaction), and gives a `Service<Write<K, V>>` that answers
+//! as soon as the write is queued. A worker task delivers the queue:
+//!
+//! - **Batching**: a batch goes out when it holds
+//!   [`max_batch`](WriteBehindLayer::max_batch) keys or
+//!   [`max_delay`](WriteBehindLayer::max_delay) after its first write,
+//!   whichever comes first.
+//! - **Coalescing**: writes to one key inside a batch collapse to the last
+//!   one, or, with [`merge`](WriteBehindLayer::merge), to their merge (1,000
+//!   increments become one write of the sum). Writes to one key reach the
+//!   writer in the order they were acknowledged.
+//! - **Backpressure**: the queue is bounded
+//!   ([`queue_capacity`](WriteBehindLayer::queue_capacity)); when it is
+//!   full, `poll_ready` is pending until the writer catches up. Memory does
+//!   not grow and no write is dropped.
+//! - **Failures**: a failed batch is retried with exponential backoff and
+//!   jitter, up to [`max_retries`](WriteBehindLayer::max_retries); what
+//!   still fails goes to the [`dead_letter`](WriteBehindLayer::dead_letter)
+//!   handler (by default an error log line with the keys) and is counted.
+//! - **The cache**: without a merge function a write also sets the cache
+//!   before it is acknowledged, so a read after it is a hit with the new
+//!   value; with one, the cache keeps the writer's value and
+//!   [`WriteBehindHandle::pending`] gives what is not delivered yet.
+//!
+//! # What survives what
+//!
+//! - **Graceful shutdown** ([`WriteBehindHandle::shutdown`], or dropping
+//!   every service and handle): every acknowledged write reaches the writer
+//!   (or, after its retries, the dead-letter handler).
+//! - **A crash of the process**: the writes already delivered survive; those
+//!   still queued in memory are lost. Call [`WriteBehindHandle::flush`]
+//!   where a write must be durable before you go on.
+//! - **A Redis outage**: nothing is lost; the queue is in process memory
+//!   and the writer does not go through Redis. Only the cached copy may
+//!   live in L1 alone until Redis returns.
+//!
+//! ```
+//! use std::time::Duration;
+//! use tower::{Service, ServiceExt, service_fn};
+//! use tower_cache::store::MemoryStore;
+//! use tower_cache::{Cache, Policy, Write, WriteBehindLayer};
+//! use tower_layer::Layer;
+//!
+//! # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), tower::BoxError> {
+//! let cache = Cache::new(MemoryStore::default());
+//! let views = WriteBehindLayer::<u64, i64>::new(cache, "views", Policy::default())
+//!     .namespace("views:")
+//!     .max_batch(500)
+//!     .max_delay(Duration::from_millis(250))
+//!     .merge(|a, b| a + b)
+//!     .layer(service_fn(|batch: Vec<Write<u64, i64>>| async move {
+//!         // UPDATE products SET views = views + ? WHERE id = ?, in one transaction
+//!         Ok::<_, std::io::Error>(())
+//!     }));
+//! let handle = views.handle();
+//! for _ in 0..3 {
+//!     views.clone().oneshot(Write::new(7, 1)).await?; // acknowledged at once
+//! }
+//! assert_eq!(handle.pending(&7), Some(3));
+//! handle.shutdown().await; // everything delivered
+//! assert_eq!(handle.pending(&7), None);
+//! # Ok(()) }
+//! ```
+
+mod future;
+mod handle;
+mod layer;
+mod service;
+mod worker;
+
+pub use future::ResponseFuture;
+pub use handle::{WriteBehindHandle, WriteBehindStats};
+pub use layer::{
+    DEFAULT_BACKOFF, DEFAULT_MAX_BATCH, DEFAULT_MAX_DELAY, DEFAULT_MAX_RETRIES,
+    DEFAULT_QUEUE_CAPACITY, WriteBehindLayer,
+};
+pub use service::WriteBehind;
+
+use crate::layer::write::Write;
+
+/// The writes of a batch that failed after every retry.
+#[derive(Debug)]
+pub struct DeadLetter<K, V> {
+    /// The coalesced writes, as the writer was given them.
+    pub writes: Vec<Write<K, V>>,
+    /// The writer's last error.
+    pub error: String,
+    /// How many times the batch was tried.
+    pub attempts: u32,
+}
+
+/// The write-behind queue was shut down; the write was not taken.
+#[derive(Debug, Clone, Copy, thiserror::Error)]
+#[error("the write-behind queue is shut down; the write was not taken")]
+pub struct WriteBehindClosed;
+
+#[cfg(test)]
+mod tests;

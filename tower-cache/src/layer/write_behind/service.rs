@@ -1,0 +1,195 @@
+use std::hash::{Hash, Hasher};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use tokio::sync::mpsc;
+use tokio_util::sync::PollSender;
+use tower_service::Service;
+
+use super::worker::{Item, Shared};
+use super::{ResponseFuture, WriteBehindClosed, WriteBehindHandle};
+use crate::codec::{CacheKey, key_in};
+use crate::layer::write::Write;
+use crate::store::{SharedStore, Store};
+use crate::{Cache, Fill, Profile};
+
+/// A write-behind front for a batch writer: each write is acknowledged as
+/// soon as it is queued (and, without a merge function, cached). Built by
+/// [`WriteBehindLayer`](super::WriteBehindLayer).
+pub struct WriteBehind<K, V, St = SharedStore> {
+    sender: PollSender<Item<K, V>>,
+    tx: mpsc::Sender<Item<K, V>>,
+    shared: Arc<Shared<V>>,
+    cache: Cache<St>,
+    profile: Profile,
+}
+
+impl<K, V, St> Clone for WriteBehind<K, V, St> {
+    fn clone(&self) -> Self {
+        WriteBehind {
+            sender: self.sender.clone(),
+            tx: self.tx.clone(),
+            shared: self.shared.clone(),
+            cache: self.cache.clone(),
+            profile: self.profile.clone(),
+        }
+    }
+}
+
+impl<K, V, St> std::fmt::Debug for WriteBehind<K, V, St> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WriteBehind")
+            .field("name", &self.shared.name)
+            .field("stats", &self.shared.stats())
+            .finish()
+    }
+}
+
+impl<K, V, St> WriteBehind<K, V, St> {
+    pub(super) fn new(
+        tx: mpsc::Sender<Item<K, V>>,
+        shared: Arc<Shared<V>>,
+        cache: Cache<St>,
+        profile: Profile,
+    ) -> Self
+    where
+        K: Send + 'static,
+        V: Send + 'static,
+    {
+        WriteBehind {
+            sender: PollSender::new(tx.clone()),
+            tx,
+            shared,
+            cache,
+            profile,
+        }
+    }
+
+    /// A handle to flush, shut down and observe the queue.
+    pub fn handle(&self) -> WriteBehindHandle<K, V> {
+        WriteBehindHandle::new(self.tx.clone(), self.shared.clone())
+    }
+}
+
+fn stripe_of(key: &str, stripes: usize) -> usize {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    key.hash(&mut h);
+    (h.finish() as usize) % stripes
+}
+
+impl<K, V, St> Service<Write<K, V>> for WriteBehind<K, V, St>
+where
+    K: CacheKey + Send + 'static,
+    V: serde::Serialize + Clone + Send + Sync + 'static,
+    St: Store,
+{
+    type Response = ();
+    type Error = tower::BoxError;
+    type Future = ResponseFuture;
+
+    /// Ready when the queue has room for one more write; pending while it
+    /// is full, so callers wait for the writer instead of memory growing.
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        if self.shared.closed.load(std::sync::atomic::Ordering::SeqCst) {
+            return Poll::Ready(Err(WriteBehindClosed.into()));
+        }
+        self.sender
+            .poll_reserve(cx)
+            .map_err(|_| WriteBehindClosed.into())
+    }
+
+    fn call(&mut self, write: Write<K, V>) -> Self::Future {
+        let key = key_in(&self.shared.namespace, &write.key);
+        let shared = &self.shared;
+        if shared.merge.is_some() {
+            // Queue order and pending order are the same: both under the lock.
+            let mut pending = shared
+                .pending
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            let value = write.value.clone();
+            if self
+                .sender
+                .send_item(Item::Write {
+                    key: key.clone(),
+                    write,
+                })
+                .is_err()
+            {
+                return ResponseFuture::ready(Err(WriteBehindClosed.into()));
+            }
+            pending.entry(key).or_default().push_back(value);
+            drop(pending);
+            self.acknowledged();
+            return ResponseFuture::ready(Ok(()));
+        }
+
+        let encoded = serde_json::to_vec(&write.value);
+        let seq = shared
+            .seq
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            + 1;
+        shared
+            .latest
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .insert(key.clone(), seq);
+        if self
+            .sender
+            .send_item(Item::Write {
+                key: key.clone(),
+                write,
+            })
+            .is_err()
+        {
+            return ResponseFuture::ready(Err(WriteBehindClosed.into()));
+        }
+        self.acknowledged();
+        let (shared, cache, profile) = (
+            self.shared.clone(),
+            self.cache.clone(),
+            self.profile.clone(),
+        );
+        ResponseFuture::boxed(Box::pin(async move {
+            // Writes to one key set the cache one at a time, and only the
+            // latest acknowledged one lands.
+            let stripe = &shared.stripes[stripe_of(&key, shared.stripes.len())];
+            let _turn = stripe.lock().await;
+            let latest = |shared: &Shared<V>| {
+                shared
+                    .latest
+                    .lock()
+                    .unwrap_or_else(|poisoned| poisoned.into_inner())
+                    .get(&key)
+                    .copied()
+            };
+            if latest(&shared) == Some(seq) {
+                match encoded {
+                    Ok(bytes) => cache.put(&key, &profile, Fill::new(bytes)).await,
+                    Err(error) => {
+                        tracing::warn!(key, %error, "written value does not encode; removing the cached one");
+                        cache.remove(&key).await;
+                    }
+                }
+                let mut map = shared
+                    .latest
+                    .lock()
+                    .unwrap_or_else(|poisoned| poisoned.into_inner());
+                if map.get(&key) == Some(&seq) {
+                    map.remove(&key);
+                }
+            }
+            Ok(())
+        }))
+    }
+}
+
+impl<K, V, St> WriteBehind<K, V, St> {
+    fn acknowledged(&self) {
+        self.shared
+            .counters
+            .acknowledged
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.shared.queue_depth_changed(1);
+    }
+}

@@ -1,0 +1,364 @@
+//! The background worker: batches, coalesces, delivers with retries.
+
+use std::collections::{HashMap, VecDeque};
+use std::fmt;
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
+use tower::ServiceExt;
+use tower_service::Service;
+use tracing::Instrument;
+
+use super::layer::{DeadLetterFn, Limits, MergeFn, WriteBehindLayer};
+use super::{DeadLetter, WriteBehind, WriteBehindStats};
+use crate::Cache;
+use crate::codec::CacheKey;
+use crate::layer::write::Write;
+use crate::store::Store;
+
+/// What travels through the queue.
+pub(super) enum Item<K, V> {
+    Write { key: String, write: Write<K, V> },
+    Flush(oneshot::Sender<()>),
+    Shutdown(oneshot::Sender<()>),
+}
+
+#[derive(Default)]
+pub(super) struct Counters {
+    pub queued: AtomicI64,
+    pub acknowledged: AtomicU64,
+    pub delivered: AtomicU64,
+    pub batches: AtomicU64,
+    pub coalesced: AtomicU64,
+    pub retries: AtomicU64,
+    pub dead_letters: AtomicU64,
+}
+
+/// State shared by the services, the handles and the worker.
+pub(super) struct Shared<V> {
+    pub name: Arc<str>,
+    pub namespace: Arc<str>,
+    pub merge: Option<MergeFn<V>>,
+    /// Merge mode: per key, the writes acknowledged and not yet delivered.
+    pub pending: Mutex<HashMap<String, VecDeque<V>>>,
+    /// Set mode: per key, the sequence number of the latest write, so that
+    /// an older write never overwrites a newer one in the cache.
+    pub latest: Mutex<HashMap<String, u64>>,
+    pub seq: AtomicU64,
+    pub stripes: Vec<tokio::sync::Mutex<()>>,
+    pub closed: AtomicBool,
+    pub counters: Counters,
+}
+
+impl<V> Shared<V> {
+    pub(super) fn stats(&self) -> WriteBehindStats {
+        let c = &self.counters;
+        WriteBehindStats {
+            queued: c.queued.load(Ordering::Relaxed).max(0) as u64,
+            acknowledged: c.acknowledged.load(Ordering::Relaxed),
+            delivered: c.delivered.load(Ordering::Relaxed),
+            batches: c.batches.load(Ordering::Relaxed),
+            coalesced: c.coalesced.load(Ordering::Relaxed),
+            retries: c.retries.load(Ordering::Relaxed),
+            dead_letters: c.dead_letters.load(Ordering::Relaxed),
+        }
+    }
+
+    pub(super) fn queue_depth_changed(&self, delta: i64) {
+        let depth = self.counters.queued.fetch_add(delta, Ordering::Relaxed) + delta;
+        metrics::gauge!("tower_cache_write_behind_queue_depth", "cache" => self.name.to_string())
+            .set(depth.max(0) as f64);
+    }
+}
+
+/// One batch: the writes of each key coalesced, keys in order of first
+/// appearance.
+struct Batch<K, V> {
+    index: HashMap<String, usize>,
+    writes: Vec<(String, Write<K, V>, usize)>,
+    items: usize,
+    deadline: Option<Instant>,
+}
+
+impl<K, V> Batch<K, V> {
+    fn new() -> Self {
+        Batch {
+            index: HashMap::new(),
+            writes: Vec::new(),
+            items: 0,
+            deadline: None,
+        }
+    }
+
+    fn add(
+        &mut self,
+        key: String,
+        write: Write<K, V>,
+        merge: Option<&MergeFn<V>>,
+        delay: Duration,
+    ) {
+        self.items += 1;
+        if self.deadline.is_none() {
+            self.deadline = Some(Instant::now() + delay);
+        }
+        match self.index.get(&key) {
+            Some(&i) => {
+                let (_, existing, count) = &mut self.writes[i];
+                existing.value = match merge {
+                    Some(merge) => merge(&existing.value, &write.value),
+                    None => write.value,
+                };
+                existing.key = write.key;
+                *count += 1;
+            }
+            None => {
+                self.index.insert(key.clone(), self.writes.len());
+                self.writes.push((key, write, 1));
+            }
+        }
+    }
+}
+
+struct Worker<S, K, V, St> {
+    rx: mpsc::Receiver<Item<K, V>>,
+    writer: S,
+    shared: Arc<Shared<V>>,
+    cache: Cache<St>,
+    limits: Limits,
+    dead_letter: Option<DeadLetterFn<K, V>>,
+    batch: Batch<K, V>,
+}
+
+/// Starts the worker for `layer` over `writer` and returns the first
+/// service.
+pub(super) fn start<S, K, V, St>(
+    layer: WriteBehindLayer<K, V, St>,
+    writer: S,
+) -> WriteBehind<K, V, St>
+where
+    S: Service<Vec<Write<K, V>>> + Send + 'static,
+    S::Future: Send,
+    S::Error: fmt::Display,
+    K: CacheKey + Clone + Send + Sync + 'static,
+    V: serde::Serialize + Clone + Send + Sync + 'static,
+    St: Store,
+{
+    let (tx, rx) = mpsc::channel(layer.limits.queue_capacity);
+    let shared = Arc::new(Shared {
+        name: Arc::from(layer.profile.name()),
+        namespace: layer.namespace.clone(),
+        merge: layer.merge.clone(),
+        pending: Mutex::new(HashMap::new()),
+        latest: Mutex::new(HashMap::new()),
+        seq: AtomicU64::new(0),
+        stripes: (0..64).map(|_| tokio::sync::Mutex::new(())).collect(),
+        closed: AtomicBool::new(false),
+        counters: Counters::default(),
+    });
+    let worker = Worker {
+        rx,
+        writer,
+        shared: shared.clone(),
+        cache: layer.cache.clone(),
+        limits: layer.limits,
+        dead_letter: layer.dead_letter.clone(),
+        batch: Batch::new(),
+    };
+    let span = tracing::info_span!("tower_cache.write_behind", name = %layer.profile.name());
+    tokio::spawn(worker.run().instrument(span));
+    WriteBehind::new(tx, shared, layer.cache, layer.profile)
+}
+
+impl<S, K, V, St> Worker<S, K, V, St>
+where
+    S: Service<Vec<Write<K, V>>> + Send + 'static,
+    S::Future: Send,
+    S::Error: fmt::Display,
+    K: Clone + Send + 'static,
+    V: Clone + Send + Sync + 'static,
+    St: Store,
+{
+    async fn run(mut self) {
+        loop {
+            let deadline = self.batch.deadline;
+            let item = tokio::select! {
+                item = self.rx.recv() => item,
+                _ = sleep_until(deadline) => {
+                    self.deliver().await;
+                    continue;
+                }
+            };
+            match item {
+                Some(Item::Write { key, write }) => self.accept(key, write).await,
+                Some(Item::Flush(done)) => {
+                    self.deliver().await;
+                    let _ = done.send(());
+                }
+                Some(Item::Shutdown(done)) => {
+                    self.drain().await;
+                    tracing::info!(
+                        "write-behind shut down; every acknowledged write was handed to the writer"
+                    );
+                    let _ = done.send(());
+                    return;
+                }
+                None => {
+                    self.deliver().await;
+                    tracing::info!("write-behind drained after its last handle was dropped");
+                    return;
+                }
+            }
+        }
+    }
+
+    async fn accept(&mut self, key: String, write: Write<K, V>) {
+        self.shared.queue_depth_changed(-1);
+        let delay = self.limits.max_delay;
+        self.batch
+            .add(key, write, self.shared.merge.as_ref(), delay);
+        if self.batch.writes.len() >= self.limits.max_batch {
+            self.deliver().await;
+        }
+    }
+
+    /// Stops taking writes and delivers everything queued.
+    async fn drain(&mut self) {
+        self.shared.closed.store(true, Ordering::SeqCst);
+        self.rx.close();
+        let mut waiting = Vec::new();
+        while let Some(item) = self.rx.recv().await {
+            match item {
+                Item::Write { key, write } => self.accept(key, write).await,
+                Item::Flush(done) | Item::Shutdown(done) => waiting.push(done),
+            }
+        }
+        self.deliver().await;
+        for done in waiting {
+            let _ = done.send(());
+        }
+    }
+
+    /// Hands the current batch to the writer, retrying with backoff; what
+    /// still fails goes to the dead-letter handler.
+    async fn deliver(&mut self) {
+        let batch = std::mem::replace(&mut self.batch, Batch::new());
+        if batch.writes.is_empty() {
+            return;
+        }
+        let c = &self.shared.counters;
+        let coalesced = (batch.items - batch.writes.len()) as u64;
+        c.coalesced.fetch_add(coalesced, Ordering::Relaxed);
+        let name = self.shared.name.to_string();
+        metrics::counter!("tower_cache_write_behind_coalesced_total", "cache" => name.clone())
+            .increment(coalesced);
+        let writes: Vec<Write<K, V>> = batch.writes.iter().map(|(_, w, _)| w.clone()).collect();
+        let started = std::time::Instant::now();
+        let mut attempt = 0u32;
+        let outcome = loop {
+            let ready = self
+                .writer
+                .ready()
+                .await
+                .map(drop)
+                .map_err(|e| e.to_string());
+            let result = match ready {
+                Ok(()) => self
+                    .writer
+                    .call(writes.clone())
+                    .await
+                    .map(drop)
+                    .map_err(|e| e.to_string()),
+                Err(e) => Err(e),
+            };
+            match result {
+                Ok(()) => break Ok(()),
+                Err(error) if attempt >= self.limits.max_retries => break Err(error),
+                Err(error) => {
+                    attempt += 1;
+                    c.retries.fetch_add(1, Ordering::Relaxed);
+                    metrics::counter!("tower_cache_write_behind_retries_total", "cache" => name.clone())
+                        .increment(1);
+                    let wait = self.backoff(attempt);
+                    tracing::warn!(%error, attempt, ?wait, writes = writes.len(), "write-behind batch failed; retrying");
+                    tokio::time::sleep(wait).await;
+                }
+            }
+        };
+        let merge_mode = self.shared.merge.is_some();
+        match outcome {
+            Ok(()) => {
+                c.batches.fetch_add(1, Ordering::Relaxed);
+                c.delivered
+                    .fetch_add(writes.len() as u64, Ordering::Relaxed);
+                metrics::counter!("tower_cache_write_behind_batches_total", "cache" => name.clone())
+                    .increment(1);
+                metrics::histogram!("tower_cache_write_behind_flush_seconds", "cache" => name)
+                    .record(started.elapsed().as_secs_f64());
+                if merge_mode {
+                    // The writer's value changed: reload it, then stop
+                    // counting what it now includes.
+                    for (key, _, _) in &batch.writes {
+                        self.cache.remove(key).await;
+                    }
+                }
+            }
+            Err(error) => {
+                c.dead_letters
+                    .fetch_add(writes.len() as u64, Ordering::Relaxed);
+                metrics::counter!("tower_cache_write_behind_dead_letters_total", "cache" => name)
+                    .increment(writes.len() as u64);
+                let keys: Vec<&str> = batch.writes.iter().map(|(k, _, _)| k.as_str()).collect();
+                match &self.dead_letter {
+                    Some(handler) => {
+                        tracing::warn!(%error, ?keys, "write-behind batch given to the dead-letter handler");
+                        handler(DeadLetter {
+                            writes,
+                            error,
+                            attempts: attempt + 1,
+                        });
+                    }
+                    None => tracing::error!(
+                        %error,
+                        ?keys,
+                        attempts = attempt + 1,
+                        "write-behind batch failed after every retry; these writes did not reach the writer"
+                    ),
+                }
+            }
+        }
+        if merge_mode {
+            let mut pending = self
+                .shared
+                .pending
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            for (key, _, count) in &batch.writes {
+                if let Some(queue) = pending.get_mut(key) {
+                    queue.drain(..(*count).min(queue.len()));
+                    if queue.is_empty() {
+                        pending.remove(key);
+                    }
+                }
+            }
+        }
+    }
+
+    fn backoff(&self, attempt: u32) -> Duration {
+        let base = self
+            .limits
+            .backoff
+            .saturating_mul(1u32 << (attempt - 1).min(16))
+            .min(self.limits.max_backoff);
+        base.mul_f64(0.5 + rand::random::<f64>())
+    }
+}
+
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
