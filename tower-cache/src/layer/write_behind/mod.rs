@@ -47,7 +47,7 @@
 //!
 //! # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), tower::BoxError> {
 //! let cache = Cache::new(MemoryStore::default());
-//! let views = WriteBehindLayer::<u64, i64>::new(cache, "views", Policy::default())
+//! let views = WriteBehindLayer::<u64, i64, _>::new(cache, "views", Policy::default())
 //!     .namespace("views:")
 //!     .max_batch(500)
 //!     .max_delay(Duration::from_millis(250))

@@ -11,11 +11,13 @@ use super::*;
 use crate::store::MemoryStore;
 use crate::{Cache, CacheStatus, Policy, ReadThroughLayer};
 
+type Batch = Vec<Write<u64, i64>>;
+
 /// A writer that records what it was given.
 #[derive(Clone, Default)]
 struct Recorder {
     calls: Arc<AtomicUsize>,
-    batches: Arc<Mutex<Vec<Vec<Write<u64, i64>>>>>,
+    batches: Arc<Mutex<Vec<Batch>>>,
 }
 
 impl Recorder {
