@@ -33,11 +33,15 @@ mod memory;
 #[cfg(feature = "redis")]
 mod redis;
 #[cfg(feature = "redis")]
+mod redis_queue;
+#[cfg(feature = "redis")]
 mod tiered;
 
 pub use memory::{MemoryStore, MemoryStoreBuilder};
 #[cfg(feature = "redis")]
 pub use redis::{RedisStore, RedisStoreBuilder};
+#[cfg(feature = "redis")]
+pub use redis_queue::RedisQueue;
 #[cfg(feature = "redis")]
 pub use tiered::{TieredStats, TieredStore, TieredStoreBuilder};
 

@@ -24,6 +24,30 @@ pub const DEFAULT_MAX_RETRIES: u32 = 5;
 pub const DEFAULT_BACKOFF: Duration = Duration::from_millis(100);
 
 pub(super) type MergeFn<V> = Arc<dyn Fn(&V, &V) -> V + Send + Sync>;
+
+#[cfg(feature = "redis")]
+pub(super) type EncodeFn<K, V> = fn(&Write<K, V>) -> Result<Vec<u8>, String>;
+#[cfg(feature = "redis")]
+pub(super) type DecodeFn<K, V> = fn(&[u8]) -> Result<Write<K, V>, String>;
+
+/// The durable log and how writes are written to it and read back.
+#[cfg(feature = "redis")]
+pub(super) struct Durable<K, V> {
+    pub queue: crate::store::RedisQueue,
+    pub encode: EncodeFn<K, V>,
+    pub decode: DecodeFn<K, V>,
+}
+
+#[cfg(feature = "redis")]
+impl<K, V> Clone for Durable<K, V> {
+    fn clone(&self) -> Self {
+        Durable {
+            queue: self.queue.clone(),
+            encode: self.encode,
+            decode: self.decode,
+        }
+    }
+}
 pub(super) type DeadLetterFn<K, V> = Arc<dyn Fn(DeadLetter<K, V>) + Send + Sync>;
 
 #[derive(Debug, Clone, Copy)]
@@ -45,6 +69,8 @@ pub struct WriteBehindLayer<K, V, St = SharedStore> {
     pub(super) limits: Limits,
     pub(super) merge: Option<MergeFn<V>>,
     pub(super) dead_letter: Option<DeadLetterFn<K, V>>,
+    #[cfg(feature = "redis")]
+    pub(super) durable: Option<Durable<K, V>>,
     _types: PhantomData<fn(K, V)>,
 }
 
@@ -57,6 +83,8 @@ impl<K, V, St> Clone for WriteBehindLayer<K, V, St> {
             limits: self.limits,
             merge: self.merge.clone(),
             dead_letter: self.dead_letter.clone(),
+            #[cfg(feature = "redis")]
+            durable: self.durable.clone(),
             _types: PhantomData,
         }
     }
@@ -91,6 +119,8 @@ impl<K, V, St> WriteBehindLayer<K, V, St> {
             },
             merge: None,
             dead_letter: None,
+            #[cfg(feature = "redis")]
+            durable: None,
             _types: PhantomData,
         }
     }
@@ -167,6 +197,28 @@ impl<K, V, St> WriteBehindLayer<K, V, St> {
     /// The profile: name, policy and counters.
     pub fn profile(&self) -> &Profile {
         &self.profile
+    }
+
+    /// Durable mode: every write is also appended to `queue` (a Redis
+    /// Stream) before it is acknowledged, and deleted from it once the
+    /// writer has it. When the worker starts, it first delivers what a
+    /// previous run of the same queue left behind (a crash), so that every
+    /// acknowledged write reaches the writer at least once; the writer must
+    /// be idempotent. A write that cannot be appended (Redis down) fails
+    /// with an error instead of being acknowledged. Default: off (the queue
+    /// lives in process memory).
+    #[cfg(feature = "redis")]
+    pub fn durable(mut self, queue: crate::store::RedisQueue) -> Self
+    where
+        K: serde::Serialize + serde::de::DeserializeOwned,
+        V: serde::Serialize + serde::de::DeserializeOwned,
+    {
+        self.durable = Some(Durable {
+            queue,
+            encode: |w| serde_json::to_vec(w).map_err(|e| e.to_string()),
+            decode: |b| serde_json::from_slice(b).map_err(|e| e.to_string()),
+        });
+        self
     }
 }
 

@@ -78,7 +78,7 @@ pub use layer::{
     DEFAULT_BACKOFF, DEFAULT_MAX_BATCH, DEFAULT_MAX_DELAY, DEFAULT_MAX_RETRIES,
     DEFAULT_QUEUE_CAPACITY, WriteBehindLayer,
 };
-pub use service::WriteBehind;
+pub use service::{DurableLogUnavailable, WriteBehind};
 
 use crate::layer::write::Write;
 

@@ -22,6 +22,8 @@ pub struct WriteBehind<K, V, St = SharedStore> {
     shared: Arc<Shared<V>>,
     cache: Cache<St>,
     profile: Profile,
+    #[cfg(feature = "redis")]
+    durable: Option<super::layer::Durable<K, V>>,
 }
 
 impl<K, V, St> Clone for WriteBehind<K, V, St> {
@@ -32,6 +34,8 @@ impl<K, V, St> Clone for WriteBehind<K, V, St> {
             shared: self.shared.clone(),
             cache: self.cache.clone(),
             profile: self.profile.clone(),
+            #[cfg(feature = "redis")]
+            durable: self.durable.clone(),
         }
     }
 }
@@ -62,7 +66,15 @@ impl<K, V, St> WriteBehind<K, V, St> {
             shared,
             cache,
             profile,
+            #[cfg(feature = "redis")]
+            durable: None,
         }
+    }
+
+    #[cfg(feature = "redis")]
+    pub(super) fn with_durable(mut self, durable: Option<super::layer::Durable<K, V>>) -> Self {
+        self.durable = durable;
+        self
     }
 
     /// A handle to flush, shut down and observe the queue.
@@ -100,6 +112,13 @@ where
 
     fn call(&mut self, write: Write<K, V>) -> Self::Future {
         let key = key_in(&self.shared.namespace, &write.key);
+        #[cfg(feature = "redis")]
+        let (logged, append) = match self.durable_append(&write) {
+            Ok(pair) => pair,
+            Err(error) => return ResponseFuture::ready(Err(error)),
+        };
+        #[cfg(not(feature = "redis"))]
+        let (logged, append) = (None, None::<Append>);
         let shared = &self.shared;
         if shared.merge.is_some() {
             // Queue order and pending order are the same: both under the lock.
@@ -108,20 +127,21 @@ where
                 .lock()
                 .unwrap_or_else(|poisoned| poisoned.into_inner());
             let value = write.value.clone();
-            if self
-                .sender
-                .send_item(Item::Write {
-                    key: key.clone(),
-                    write,
-                })
-                .is_err()
-            {
+            let item = Item::Write {
+                key: key.clone(),
+                write,
+                logged,
+            };
+            if self.sender.send_item(item).is_err() {
                 return ResponseFuture::ready(Err(WriteBehindClosed.into()));
             }
             pending.entry(key).or_default().push_back(value);
             drop(pending);
             self.acknowledged();
-            return ResponseFuture::ready(Ok(()));
+            return match append {
+                None => ResponseFuture::ready(Ok(())),
+                Some(append) => ResponseFuture::boxed(append),
+            };
         }
 
         let encoded = serde_json::to_vec(&write.value);
@@ -134,14 +154,12 @@ where
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
             .insert(key.clone(), seq);
-        if self
-            .sender
-            .send_item(Item::Write {
-                key: key.clone(),
-                write,
-            })
-            .is_err()
-        {
+        let item = Item::Write {
+            key: key.clone(),
+            write,
+            logged,
+        };
+        if self.sender.send_item(item).is_err() {
             return ResponseFuture::ready(Err(WriteBehindClosed.into()));
         }
         self.acknowledged();
@@ -151,6 +169,9 @@ where
             self.profile.clone(),
         );
         ResponseFuture::boxed(Box::pin(async move {
+            if let Some(append) = append {
+                append.await?;
+            }
             // Writes to one key set the cache one at a time, and only the
             // latest acknowledged one lands.
             let stripe = &shared.stripes[stripe_of(&key, shared.stripes.len())];
@@ -184,7 +205,53 @@ where
     }
 }
 
+/// Durable mode: appends a write to the log, then tells the worker the
+/// entry id (or that it failed).
+type Append = futures_util::future::BoxFuture<'static, Result<(), tower::BoxError>>;
+
+/// The write could not be appended to the durable log (Redis down or
+/// slow); it was not acknowledged and will not be delivered.
+#[derive(Debug, thiserror::Error)]
+#[error("write not acknowledged: the durable log is unavailable ({0})")]
+pub struct DurableLogUnavailable(pub String);
+
 impl<K, V, St> WriteBehind<K, V, St> {
+    #[cfg(feature = "redis")]
+    #[allow(clippy::type_complexity)]
+    fn durable_append(
+        &self,
+        write: &Write<K, V>,
+    ) -> Result<
+        (
+            Option<tokio::sync::oneshot::Receiver<Option<String>>>,
+            Option<Append>,
+        ),
+        tower::BoxError,
+    > {
+        let Some(durable) = &self.durable else {
+            return Ok((None, None));
+        };
+        let payload = (durable.encode)(write).map_err(|e| -> tower::BoxError { e.into() })?;
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let queue = durable.queue.clone();
+        let mut recovered = self.shared.recovered.subscribe();
+        let append: Append = Box::pin(async move {
+            // New entries only once the old ones were read back.
+            let _ = recovered.wait_for(|done| *done).await;
+            match queue.push(bytes::Bytes::from(payload)).await {
+                Ok(id) => {
+                    let _ = tx.send(Some(id));
+                    Ok(())
+                }
+                Err(error) => {
+                    let _ = tx.send(None);
+                    Err(DurableLogUnavailable(error.to_string()).into())
+                }
+            }
+        });
+        Ok((Some(rx), Some(append)))
+    }
+
     fn acknowledged(&self) {
         self.shared
             .counters

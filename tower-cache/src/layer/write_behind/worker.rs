@@ -21,7 +21,13 @@ use crate::store::Store;
 
 /// What travels through the queue.
 pub(super) enum Item<K, V> {
-    Write { key: String, write: Write<K, V> },
+    Write {
+        key: String,
+        write: Write<K, V>,
+        /// Durable mode: the log entry id once appended, `None` if that
+        /// failed (the write was then not acknowledged).
+        logged: Option<oneshot::Receiver<Option<String>>>,
+    },
     Flush(oneshot::Sender<()>),
     Shutdown(oneshot::Sender<()>),
 }
@@ -50,6 +56,9 @@ pub(super) struct Shared<V> {
     pub seq: AtomicU64,
     pub stripes: Vec<tokio::sync::Mutex<()>>,
     pub closed: AtomicBool,
+    /// Durable mode: set once what a previous run left in the log is
+    /// delivered; appends wait for it, so that recovery reads only old entries.
+    pub recovered: tokio::sync::watch::Sender<bool>,
     pub counters: Counters,
 }
 
@@ -81,6 +90,8 @@ struct Batch<K, V> {
     writes: Vec<(String, Write<K, V>, usize)>,
     items: usize,
     deadline: Option<Instant>,
+    /// Durable mode: the log entries the batch holds.
+    logged: Vec<String>,
 }
 
 impl<K, V> Batch<K, V> {
@@ -90,6 +101,7 @@ impl<K, V> Batch<K, V> {
             writes: Vec::new(),
             items: 0,
             deadline: None,
+            logged: Vec::new(),
         }
     }
 
@@ -130,6 +142,8 @@ struct Worker<S, K, V, St> {
     limits: Limits,
     dead_letter: Option<DeadLetterFn<K, V>>,
     batch: Batch<K, V>,
+    #[cfg(feature = "redis")]
+    durable: Option<super::layer::Durable<K, V>>,
 }
 
 /// Starts the worker for `layer` over `writer` and returns the first
@@ -156,6 +170,7 @@ where
         seq: AtomicU64::new(0),
         stripes: (0..64).map(|_| tokio::sync::Mutex::new(())).collect(),
         closed: AtomicBool::new(false),
+        recovered: tokio::sync::watch::Sender::new(false),
         counters: Counters::default(),
     });
     let worker = Worker {
@@ -166,10 +181,15 @@ where
         limits: layer.limits,
         dead_letter: layer.dead_letter.clone(),
         batch: Batch::new(),
+        #[cfg(feature = "redis")]
+        durable: layer.durable.clone(),
     };
     let span = tracing::info_span!("tower_cache.write_behind", name = %layer.profile.name());
     tokio::spawn(worker.run().instrument(span));
-    WriteBehind::new(tx, shared, layer.cache, layer.profile)
+    let service = WriteBehind::new(tx, shared, layer.cache, layer.profile);
+    #[cfg(feature = "redis")]
+    let service = service.with_durable(layer.durable);
+    service
 }
 
 impl<S, K, V, St> Worker<S, K, V, St>
@@ -177,11 +197,14 @@ where
     S: Service<Vec<Write<K, V>>> + Send + 'static,
     S::Future: Send,
     S::Error: fmt::Display,
-    K: Clone + Send + 'static,
+    K: CacheKey + Clone + Send + 'static,
     V: Clone + Send + Sync + 'static,
     St: Store,
 {
     async fn run(mut self) {
+        #[cfg(feature = "redis")]
+        self.recover().await;
+        self.shared.recovered.send_replace(true);
         loop {
             let deadline = self.batch.deadline;
             let item = tokio::select! {
@@ -192,7 +215,7 @@ where
                 }
             };
             match item {
-                Some(Item::Write { key, write }) => self.accept(key, write).await,
+                Some(Item::Write { key, write, logged }) => self.accept(key, write, logged).await,
                 Some(Item::Flush(done)) => {
                     self.deliver().await;
                     let _ = done.send(());
@@ -214,8 +237,23 @@ where
         }
     }
 
-    async fn accept(&mut self, key: String, write: Write<K, V>) {
+    async fn accept(
+        &mut self,
+        key: String,
+        write: Write<K, V>,
+        logged: Option<oneshot::Receiver<Option<String>>>,
+    ) {
         self.shared.queue_depth_changed(-1);
+        if let Some(logged) = logged {
+            match logged.await {
+                Ok(Some(id)) => self.batch.logged.push(id),
+                _ => {
+                    // Not appended, so not acknowledged: the caller got an error.
+                    self.forget_pending(&key, 1);
+                    return;
+                }
+            }
+        }
         let delay = self.limits.max_delay;
         self.batch
             .add(key, write, self.shared.merge.as_ref(), delay);
@@ -231,7 +269,7 @@ where
         let mut waiting = Vec::new();
         while let Some(item) = self.rx.recv().await {
             match item {
-                Item::Write { key, write } => self.accept(key, write).await,
+                Item::Write { key, write, logged } => self.accept(key, write, logged).await,
                 Item::Flush(done) | Item::Shutdown(done) => waiting.push(done),
             }
         }
@@ -329,20 +367,90 @@ where
                 }
             }
         }
-        if merge_mode {
-            let mut pending = self
-                .shared
-                .pending
-                .lock()
-                .unwrap_or_else(|poisoned| poisoned.into_inner());
-            for (key, _, count) in &batch.writes {
-                if let Some(queue) = pending.get_mut(key) {
-                    queue.drain(..(*count).min(queue.len()));
-                    if queue.is_empty() {
-                        pending.remove(key);
+        for (key, _, count) in &batch.writes {
+            self.forget_pending(key, *count);
+        }
+        #[cfg(feature = "redis")]
+        if let Some(durable) = &self.durable
+            && let Err(error) = durable.queue.remove(&batch.logged).await
+        {
+            tracing::warn!(%error, entries = batch.logged.len(), "delivered writes stay in the durable log; they will be delivered again after a restart");
+        }
+    }
+
+    /// Merge mode: stops counting `count` writes to `key` as pending.
+    fn forget_pending(&self, key: &str, count: usize) {
+        if self.shared.merge.is_none() {
+            return;
+        }
+        let mut pending = self
+            .shared
+            .pending
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some(queue) = pending.get_mut(key) {
+            queue.drain(..count.min(queue.len()));
+            if queue.is_empty() {
+                pending.remove(key);
+            }
+        }
+    }
+
+    /// Durable mode: delivers what a previous run left in the log.
+    #[cfg(feature = "redis")]
+    async fn recover(&mut self) {
+        let Some(durable) = self.durable.clone() else {
+            return;
+        };
+        let mut after = "-".to_owned();
+        let mut failures = 0;
+        let mut recovered = 0usize;
+        loop {
+            let page = match durable
+                .queue
+                .read_after(&after, self.limits.max_batch)
+                .await
+            {
+                Ok(page) => page,
+                Err(error) if failures < 5 => {
+                    failures += 1;
+                    tracing::warn!(%error, "cannot read the durable log yet; retrying");
+                    tokio::time::sleep(self.backoff(failures)).await;
+                    continue;
+                }
+                Err(error) => {
+                    tracing::error!(%error, "cannot read the durable log; what it holds is delivered at the next start");
+                    return;
+                }
+            };
+            let Some((last, _)) = page.last() else { break };
+            after = last.clone();
+            for (id, payload) in page {
+                match (durable.decode)(&payload) {
+                    Ok(write) => {
+                        let key = crate::codec::key_in(&self.shared.namespace, &write.key);
+                        self.batch.logged.push(id);
+                        self.batch.add(
+                            key,
+                            write,
+                            self.shared.merge.as_ref(),
+                            self.limits.max_delay,
+                        );
+                        recovered += 1;
+                    }
+                    Err(error) => {
+                        tracing::error!(%error, id, "dropping an undecodable entry of the durable log");
+                        let _ = durable.queue.remove(&[id]).await;
                     }
                 }
             }
+            self.deliver().await;
+        }
+        if recovered > 0 {
+            tracing::info!(
+                recovered,
+                "delivered the writes a previous run left in the durable log"
+            );
         }
     }
 
