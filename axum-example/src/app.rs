@@ -1,7 +1,6 @@
 //! The routes, each with its caching strategy configured in code.
 
 use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -12,14 +11,17 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
 use metrics_exporter_prometheus::PrometheusHandle;
+use rusqlite::OptionalExtension;
 use serde::Deserialize;
 use serde_json::json;
-use tower::Service;
+use tower::util::BoxCloneSyncService;
+use tower::{Service, ServiceExt};
 use tower_cache::http::path_tag;
 use tower_cache::store::SharedStore;
 use tower_cache::{
     Cache, CacheAsideLayer, CacheStatus, Policy, Profile, ReadThrough, ReadThroughLayer,
-    RefreshAheadLayer,
+    RefreshAheadLayer, Write, WriteBehind, WriteBehindHandle, WriteBehindLayer, WriteThrough,
+    WriteThroughLayer,
 };
 use tower_layer::Layer;
 
@@ -67,41 +69,59 @@ fn with_status(status: CacheStatus, body: impl IntoResponse) -> Response {
     res
 }
 
-/// The typed repository the read-through route sits on.
-#[derive(Clone)]
-pub struct UserRepo {
-    db: Db,
+/// A typed repository: a service over the database, boxed so the state
+/// can name it.
+type Repo<K, V> = BoxCloneSyncService<K, V, DbError>;
+
+fn repo<K, V, F, Fut>(db: &Db, f: F) -> Repo<K, V>
+where
+    F: Fn(Db, K) -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = Result<V, DbError>> + Send + 'static,
+    K: Send + 'static,
+    V: 'static,
+{
+    let db = db.clone();
+    BoxCloneSyncService::new(tower::service_fn(move |k: K| f(db.clone(), k)))
 }
 
-impl Service<u64> for UserRepo {
-    type Response = Option<User>;
-    type Error = DbError;
-    type Future = Pin<Box<dyn Future<Output = Result<Option<User>, DbError>> + Send>>;
-
-    fn poll_ready(
-        &mut self,
-        _: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Result<(), DbError>> {
-        std::task::Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, id: u64) -> Self::Future {
-        let db = self.db.clone();
-        Box::pin(async move { db.user("/users/{id}", id).await })
-    }
+/// Why a price write failed.
+#[derive(Debug, thiserror::Error)]
+enum PriceError {
+    #[error("no product {0}")]
+    NotFound(u64),
+    #[error(transparent)]
+    Db(#[from] DbError),
 }
 
 /// Shared state of the handlers.
 #[derive(Clone)]
 pub struct AppState {
     db: Db,
-    users: ReadThrough<UserRepo, SharedStore>,
+    cache: Cache<SharedStore>,
+    users: ReadThrough<Repo<u64, Option<User>>, SharedStore>,
+    prices: ReadThrough<Repo<u64, Option<i64>>, SharedStore>,
+    set_price: WriteThrough<BoxCloneSyncService<Write<u64, i64>, (), PriceError>, SharedStore>,
+    views: ReadThrough<Repo<u64, Option<i64>>, SharedStore>,
+    count_view: WriteBehind<u64, i64, SharedStore>,
     profiles: Arc<Vec<Profile>>,
     metrics: PrometheusHandle,
 }
 
+/// What the app must do before it exits: deliver the views not yet in the
+/// database.
+pub struct Shutdown {
+    views: WriteBehindHandle<u64, i64>,
+}
+
+impl Shutdown {
+    /// Delivers every acknowledged view to the database.
+    pub async fn run(self) {
+        self.views.shutdown().await;
+    }
+}
+
 /// Builds the router over `db` and `cache`.
-pub fn router(db: Db, cache: Cache<SharedStore>, metrics: PrometheusHandle) -> Router {
+pub fn router(db: Db, cache: Cache<SharedStore>, metrics: PrometheusHandle) -> (Router, Shutdown) {
     let products = CacheAsideLayer::new(
         cache.clone(),
         "/products/{id}",
@@ -128,20 +148,115 @@ pub fn router(db: Db, cache: Cache<SharedStore>, metrics: PrometheusHandle) -> R
         ),
         0.8,
     );
+    // Write-through: the price is written to the database, then cached;
+    // the read right after is a hit.
+    let price_policy = Policy::ttl(Duration::from_secs(300));
+    let prices_layer =
+        ReadThroughLayer::new(cache.clone(), "/products/{id}/price", price_policy.clone())
+            .namespace("price:");
+    let set_price = WriteThroughLayer::new(cache.clone(), "/products/{id}/price", price_policy)
+        .namespace("price:")
+        .layer(BoxCloneSyncService::new(tower::service_fn({
+            let db = db.clone();
+            move |w: Write<u64, i64>| {
+                let db = db.clone();
+                async move {
+                    let changed = db
+                        .run("/products/{id}/price", move |c| {
+                            c.execute(
+                                "UPDATE products SET price_cents = ?2 WHERE id = ?1",
+                                rusqlite::params![w.key as i64, w.value],
+                            )
+                        })
+                        .await?;
+                    if changed == 0 {
+                        return Err(PriceError::NotFound(w.key));
+                    }
+                    Ok(())
+                }
+            }
+        })));
+    // Write-behind: views are counted at once and reach the database in
+    // batches of summed increments.
+    let views_layer = ReadThroughLayer::new(
+        cache.clone(),
+        "/products/{id}/views",
+        Policy::ttl(Duration::from_secs(60)),
+    )
+    .namespace("views:");
+    let count_view = WriteBehindLayer::<u64, i64, _>::new(
+        cache.clone(),
+        "/products/{id}/views",
+        Policy::default(),
+    )
+    .namespace("views:")
+    .merge(|a, b| a + b)
+    .max_batch(500)
+    .max_delay(Duration::from_millis(250))
+    .layer(tower::service_fn({
+        let db = db.clone();
+        move |batch: Vec<Write<u64, i64>>| {
+            let db = db.clone();
+            async move {
+                db.run("/products/{id}/views", move |c| {
+                    let tx = c.unchecked_transaction()?;
+                    {
+                        let mut add = tx.prepare_cached(
+                            "UPDATE products SET views = views + ?2 WHERE id = ?1",
+                        )?;
+                        for w in &batch {
+                            add.execute(rusqlite::params![w.key as i64, w.value])?;
+                        }
+                    }
+                    tx.commit()
+                })
+                .await?;
+                metrics::counter!("write_behind_flushes_total").increment(1);
+                Ok::<_, DbError>(())
+            }
+        }
+    }));
+    let shutdown = Shutdown {
+        views: count_view.handle(),
+    };
     let profiles = vec![
         products.profile().clone(),
         users_layer.profile().clone(),
         me.profile().clone(),
+        prices_layer.profile().clone(),
+        views_layer.profile().clone(),
         top.read_layer().profile().clone(),
     ];
     let state = AppState {
-        users: users_layer.layer(UserRepo { db: db.clone() }),
+        users: users_layer.layer(repo(&db, |db: Db, id: u64| async move {
+            db.user("/users/{id}", id).await
+        })),
+        prices: prices_layer.layer(repo(&db, |db: Db, id: u64| async move {
+            Ok(db
+                .product("/products/{id}/price", id)
+                .await?
+                .map(|p| p.price_cents))
+        })),
+        views: views_layer.layer(repo(&db, |db: Db, id: u64| async move {
+            db.run("/products/{id}/views", move |c| {
+                c.query_row(
+                    "SELECT views FROM products WHERE id = ?1",
+                    [id as i64],
+                    |r| r.get(0),
+                )
+                .optional()
+            })
+            .await
+        })),
+        set_price,
+        count_view,
+        cache,
         db,
         profiles: Arc::new(profiles),
         metrics,
     };
 
-    Router::new()
+    let router = Router::new()
         .route("/", get(index))
         .route("/health", get(|| async { "ok" }))
         .route("/metrics", get(metrics_text))
@@ -152,6 +267,8 @@ pub fn router(db: Db, cache: Cache<SharedStore>, metrics: PrometheusHandle) -> R
                 .delete(delete_product)
                 .layer(products),
         )
+        .route("/products/{id}/price", get(get_price).put(put_price))
+        .route("/products/{id}/views", get(get_views).post(post_view))
         .route("/users/{id}", get(get_user))
         .route("/me", get(get_me).layer(me))
         .route("/reports/top", get(top_products).layer(top))
@@ -159,7 +276,8 @@ pub fn router(db: Db, cache: Cache<SharedStore>, metrics: PrometheusHandle) -> R
         // prebuilt in-memory response (the upper bound for any route).
         .route("/uncached/products/{id}", get(get_product_uncached))
         .route("/static/product", get(static_product))
-        .with_state(state)
+        .with_state(state);
+    (router, shutdown)
 }
 
 /// The bytes `/products/42` answers with, prebuilt.
@@ -243,6 +361,8 @@ async fn delete_product(
     if changed == 0 {
         return Err(not_found("product", id));
     }
+    s.cache.remove(&format!("price:{id}")).await;
+    s.cache.remove(&format!("views:{id}")).await;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
@@ -263,6 +383,98 @@ async fn get_user(
         Some(user) => Ok(with_status(status, Json(user))),
         None => Ok(with_status(status, not_found("user", id))),
     }
+}
+
+async fn get_price(
+    State(s): State<AppState>,
+    id: Result<Path<u64>, PathRejection>,
+) -> Result<Response, ApiError> {
+    let Path(id) = id?;
+    let mut prices = s.prices.clone();
+    let (price, status) = prices.lookup(id).await.map_err(lookup_failed)?;
+    let price = price.ok_or_else(|| not_found("product", id))?;
+    Ok(with_status(
+        status,
+        Json(json!({ "id": id, "price_cents": price })),
+    ))
+}
+
+#[derive(Deserialize)]
+struct PriceUpdate {
+    price_cents: i64,
+}
+
+async fn put_price(
+    State(s): State<AppState>,
+    id: Result<Path<u64>, PathRejection>,
+    body: Result<Json<PriceUpdate>, JsonRejection>,
+) -> Result<Response, ApiError> {
+    let Path(id) = id?;
+    let Json(update) = body?;
+    if update.price_cents < 0 {
+        return Err(ApiError(
+            StatusCode::BAD_REQUEST,
+            "price_cents must not be negative".into(),
+        ));
+    }
+    let mut writer = s.set_price.clone();
+    let written = async {
+        writer.ready().await?;
+        writer.call(Write::new(id, update.price_cents)).await
+    };
+    match written.await {
+        Ok(()) => {
+            // The product's own representation carries the price too.
+            s.cache
+                .remove_tag(&path_tag(&format!("/products/{id}")))
+                .await;
+            Ok(Json(json!({ "id": id, "price_cents": update.price_cents })).into_response())
+        }
+        Err(e)
+            if matches!(
+                e.downcast_ref::<PriceError>(),
+                Some(PriceError::NotFound(_))
+            ) =>
+        {
+            Err(not_found("product", id))
+        }
+        Err(e) => Err(lookup_failed(e)),
+    }
+}
+
+async fn post_view(
+    State(s): State<AppState>,
+    id: Result<Path<u64>, PathRejection>,
+) -> Result<Response, ApiError> {
+    let Path(id) = id?;
+    let mut views = s.count_view.clone();
+    views.ready().await.map_err(lookup_failed)?;
+    views.call(Write::new(id, 1)).await.map_err(lookup_failed)?;
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(json!({ "id": id, "accepted": true })),
+    )
+        .into_response())
+}
+
+async fn get_views(
+    State(s): State<AppState>,
+    id: Result<Path<u64>, PathRejection>,
+) -> Result<Response, ApiError> {
+    let Path(id) = id?;
+    let mut views = s.views.clone();
+    let (stored, status) = views.lookup(id).await.map_err(lookup_failed)?;
+    let stored = stored.ok_or_else(|| not_found("product", id))?;
+    let unflushed = s.count_view.handle().pending(&id).unwrap_or(0);
+    Ok(with_status(
+        status,
+        Json(json!({ "id": id, "views": stored + unflushed })),
+    ))
+}
+
+fn lookup_failed(e: tower::BoxError) -> ApiError {
+    tracing::error!(error = %e, "cache layer call failed");
+    ApiError(StatusCode::INTERNAL_SERVER_ERROR, "internal error".into())
 }
 
 /// The user id in `Authorization: Bearer user-{id}`.

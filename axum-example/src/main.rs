@@ -11,7 +11,6 @@
 mod app;
 mod db;
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use metrics_exporter_prometheus::PrometheusBuilder;
@@ -46,8 +45,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             let l2 = RedisStore::builder(url).prefix("catalog:").build()?;
             if std::env::var("CACHE_L1").is_ok_and(|v| v == "off") {
                 tracing::info!("cache: L2 (Redis) only");
-                let store: SharedStore = Arc::new(l2);
-                store
+                SharedStore::new(l2)
             } else {
                 let tiered = TieredStore::new(l1, l2);
                 // Fail-open: start serving even when Redis is not up yet.
@@ -58,23 +56,24 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                     tracing::warn!("Redis is not answering; serving from L1 until it does");
                 }
                 tracing::info!("cache: L1 (moka) + L2 (Redis)");
-                Arc::new(tiered)
+                SharedStore::new(tiered)
             }
         }
         None => {
             tracing::info!("cache: L1 (moka) only; set REDIS_URL for an L2");
-            Arc::new(l1)
+            SharedStore::new(l1)
         }
     };
     let cache = Cache::new(store);
-    let router = app::router(db, cache.clone(), metrics);
+    let (router, shutdown) = app::router(db, cache.clone(), metrics);
 
     let listener = tokio::net::TcpListener::bind(&bind).await?;
     tracing::info!(address = %listener.local_addr()?, "listening");
     axum::serve(listener, router)
         .with_graceful_shutdown(signal())
         .await?;
-    tracing::info!("stopped taking requests");
+    tracing::info!("stopped taking requests; delivering the views not yet in the database");
+    shutdown.run().await;
     cache.shutdown().await;
     tracing::info!("shut down cleanly");
     Ok(())

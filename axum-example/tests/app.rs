@@ -341,3 +341,84 @@ async fn sigterm_lets_in_flight_requests_finish() {
     assert_eq!(status, StatusCode::OK);
     assert_eq!(body["id"], json!(3));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn write_through_price_is_a_hit_right_after_the_write() {
+    let app = App::start(&[]).await;
+    assert_eq!(app.get("/products/5/price").await.1, "MISS");
+    let put = app
+        .client
+        .put(app.url("/products/5/price"))
+        .json(&json!({"price_cents": 777}));
+    let (status, _, body) = app.send(put).await;
+    assert_eq!(
+        (status, body),
+        (StatusCode::OK, json!({"id": 5, "price_cents": 777}))
+    );
+    let queries = app.origin_queries("/products/{id}/price").await;
+    let (_, x, body) = app.get("/products/5/price").await;
+    assert_eq!(
+        (x.as_str(), body),
+        ("HIT", json!({"id": 5, "price_cents": 777}))
+    );
+    assert_eq!(
+        app.origin_queries("/products/{id}/price").await,
+        queries,
+        "no query for the read"
+    );
+    assert_eq!(app.get("/products/5").await.2["price_cents"], json!(777));
+    let unknown = app
+        .client
+        .put(app.url("/products/99999/price"))
+        .json(&json!({"price_cents": 1}));
+    assert_eq!(app.send(unknown).await.0, StatusCode::NOT_FOUND);
+}
+
+async fn views(app: &App, id: u64) -> i64 {
+    app.get(&format!("/products/{id}/views")).await.2["views"]
+        .as_i64()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn thousand_concurrent_views_are_all_counted_and_survive_a_graceful_restart() {
+    let dir = std::env::temp_dir().join(format!("tower-cache-views-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let db = format!("sqlite://{}?mode=rwc", dir.join("views.db").display());
+    let mut app = App::start(&[("DATABASE_URL", &db)]).await;
+    let tasks: Vec<_> = (0..1_000)
+        .map(|_| tokio::spawn(send(app.client.post(app.url("/products/8/views")))))
+        .collect();
+    for t in tasks {
+        assert_eq!(t.await.unwrap().0, StatusCode::ACCEPTED);
+    }
+    assert_eq!(views(&app, 8).await, 1_000, "unflushed views are counted");
+    let flushes_before = {
+        let text = app
+            .client
+            .get(app.url("/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        text.lines()
+            .find_map(|l| l.strip_prefix("write_behind_flushes_total "))
+            .map(|n| n.trim().parse::<f64>().unwrap())
+            .unwrap_or(0.0)
+    };
+    assert!(
+        flushes_before < 1_000.0,
+        "batched: {flushes_before} flushes for 1,000 views"
+    );
+
+    app.stop_gracefully().await;
+    app.spawn().await;
+    assert_eq!(
+        views(&app, 8).await,
+        1_000,
+        "every view reached the database"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -366,9 +366,9 @@ async fn redis_outage_never_fails_callers_and_recovers() {
 async fn shared_store_behind_arc_dyn() {
     let server = RedisServer::start();
     let stores: Vec<tower_cache::store::SharedStore> = vec![
-        std::sync::Arc::new(MemoryStore::new(1 << 20)),
-        std::sync::Arc::new(redis_store(&server)),
-        std::sync::Arc::new(tiered(&server)),
+        tower_cache::store::SharedStore::new(MemoryStore::new(1 << 20)),
+        tower_cache::store::SharedStore::new(redis_store(&server)),
+        tower_cache::store::SharedStore::new(tiered(&server)),
     ];
     for (i, store) in stores.iter().enumerate() {
         let key = format!("k{i}");

@@ -8,15 +8,15 @@
 //! A store is byte-level: it keeps [`Entry`] values under string keys and
 //! knows nothing of HTTP or serde. It can be used as a generic parameter
 //! (static dispatch, no allocation per call) or behind [`SharedStore`]
-//! (`Arc<dyn DynStore>`) when the concrete type is chosen at run time.
+//! (a handle on `Arc<dyn DynStore>`) when the concrete type is chosen at
+//! run time.
 //!
 //! ```
-//! use std::sync::Arc;
-//! use tower_cache::store::{DynStore, MemoryStore, SharedStore, Store};
+//! use tower_cache::store::{MemoryStore, SharedStore, Store};
 //! use tower_cache::Entry;
 //!
 //! # #[tokio::main(flavor = "current_thread")] async fn main() {
-//! let store: SharedStore = Arc::new(MemoryStore::new(64 * 1024 * 1024));
+//! let store = SharedStore::new(MemoryStore::new(64 * 1024 * 1024));
 //! store.put("greeting", Entry::new("hello")).await.unwrap();
 //! let hit = store.get("greeting").await.unwrap().expect("hit");
 //! assert_eq!(&hit.value[..], b"hello");
@@ -129,34 +129,62 @@ impl<S: Store> DynStore for S {
     }
 }
 
-/// A store chosen at run time: `Arc<dyn DynStore>`.
-pub type SharedStore = Arc<dyn DynStore>;
+/// A store chosen at run time: a cheap-to-clone handle on any [`Store`].
+///
+/// ```
+/// use tower_cache::store::{MemoryStore, SharedStore};
+///
+/// let store = SharedStore::new(MemoryStore::default());
+/// let also = store.clone(); // the same store
+/// # let _ = also;
+/// ```
+#[derive(Clone)]
+pub struct SharedStore(Arc<dyn DynStore>);
+
+impl SharedStore {
+    /// Wraps `store`.
+    pub fn new(store: impl Store) -> Self {
+        SharedStore(Arc::new(store))
+    }
+}
+
+impl From<Arc<dyn DynStore>> for SharedStore {
+    fn from(store: Arc<dyn DynStore>) -> Self {
+        SharedStore(store)
+    }
+}
+
+impl std::fmt::Debug for SharedStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SharedStore")
+    }
+}
 
 impl Store for SharedStore {
     fn get<'a>(
         &'a self,
         key: &'a str,
     ) -> impl Future<Output = Result<Option<Entry>, StoreError>> + Send + 'a {
-        (**self).get_dyn(key)
+        self.0.get_dyn(key)
     }
     fn put<'a>(
         &'a self,
         key: &'a str,
         entry: Entry,
     ) -> impl Future<Output = Result<(), StoreError>> + Send + 'a {
-        (**self).put_dyn(key, entry)
+        self.0.put_dyn(key, entry)
     }
     fn remove<'a>(
         &'a self,
         key: &'a str,
     ) -> impl Future<Output = Result<(), StoreError>> + Send + 'a {
-        (**self).remove_dyn(key)
+        self.0.remove_dyn(key)
     }
     fn remove_tag<'a>(
         &'a self,
         tag: &'a str,
     ) -> impl Future<Output = Result<(), StoreError>> + Send + 'a {
-        (**self).remove_tag_dyn(tag)
+        self.0.remove_tag_dyn(tag)
     }
 }
 
