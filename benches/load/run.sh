@@ -27,7 +27,8 @@ if [ ${#need[@]} -gt 0 ]; then
 fi
 NGINX="$(command -v nginx || echo /usr/sbin/nginx)"
 
-cargo build --release -q -p axum-example -p tower-cache-benches --bin handwritten --bin l1_memory
+cargo build --release -q -p axum-example
+cargo build --release -q -p tower-cache-benches --bins
 bin="$root/target/release"
 
 work="$(mktemp -d)"
