@@ -145,46 +145,55 @@ where
         }
 
         let encoded = serde_json::to_vec(&write.value);
-        let seq = shared
-            .seq
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
-            + 1;
-        shared
-            .latest
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .insert(key.clone(), seq);
-        let item = Item::Write {
-            key: key.clone(),
-            write,
-            logged,
+        // Sequence, latest-marker and queue position are taken under one
+        // lock, so the order in which writes to a key reach the writer is
+        // the order in which they win the cache.
+        let seq = {
+            let mut latest = shared
+                .latest
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            let seq = shared
+                .seq
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+                + 1;
+            let item = Item::Write {
+                key: key.clone(),
+                write,
+                logged,
+            };
+            if self.sender.send_item(item).is_err() {
+                return ResponseFuture::ready(Err(WriteBehindClosed.into()));
+            }
+            latest.insert(key.clone(), seq);
+            seq
         };
-        if self.sender.send_item(item).is_err() {
-            return ResponseFuture::ready(Err(WriteBehindClosed.into()));
-        }
         self.acknowledged();
         let (shared, cache, profile) = (
             self.shared.clone(),
             self.cache.clone(),
             self.profile.clone(),
         );
-        ResponseFuture::boxed(Box::pin(async move {
-            if let Some(append) = append {
-                append.await?;
-            }
+        // The cache is set on a task of its own: a caller that stops
+        // waiting for the answer does not leave the queued write uncached.
+        let settle = tokio::spawn(async move {
+            let appended = match append {
+                Some(append) => append.await,
+                None => Ok(()),
+            };
             // Writes to one key set the cache one at a time, and only the
             // latest acknowledged one lands.
             let stripe = &shared.stripes[stripe_of(&key, shared.stripes.len())];
             let _turn = stripe.lock().await;
-            let latest = |shared: &Shared<V>| {
+            let is_latest = |shared: &Shared<V>| {
                 shared
                     .latest
                     .lock()
                     .unwrap_or_else(|poisoned| poisoned.into_inner())
                     .get(&key)
-                    .copied()
+                    == Some(&seq)
             };
-            if latest(&shared) == Some(seq) {
+            if appended.is_ok() && is_latest(&shared) {
                 match encoded {
                     Ok(bytes) => cache.put(&key, &profile, Fill::new(bytes)).await,
                     Err(error) => {
@@ -192,15 +201,21 @@ where
                         cache.remove(&key).await;
                     }
                 }
-                let mut map = shared
-                    .latest
-                    .lock()
-                    .unwrap_or_else(|poisoned| poisoned.into_inner());
-                if map.get(&key) == Some(&seq) {
-                    map.remove(&key);
-                }
             }
-            Ok(())
+            let mut map = shared
+                .latest
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            if map.get(&key) == Some(&seq) {
+                map.remove(&key);
+            }
+            appended
+        });
+        ResponseFuture::boxed(Box::pin(async move {
+            match settle.await {
+                Ok(result) => result,
+                Err(error) => Err(error.into()),
+            }
         }))
     }
 }

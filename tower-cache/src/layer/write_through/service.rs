@@ -101,16 +101,32 @@ where
         let written = inner.call(write);
         ResponseFuture {
             inner: Box::pin(async move {
-                let result = match timeout {
-                    Some(limit) => match tokio::time::timeout(limit, written).await {
-                        Ok(result) => result.map_err(Into::into),
-                        // The guard removes the key as it drops.
-                        Err(_) => return Err(WriteTimedOut.into()),
-                    },
-                    None => written.await.map_err(Into::into),
+                let result: Option<Result<S::Response, tower::BoxError>> = match timeout {
+                    Some(limit) => tokio::time::timeout(limit, written)
+                        .await
+                        .ok()
+                        .map(|result| result.map_err(Into::into)),
+                    None => Some(written.await.map_err(Into::into)),
                 };
-                let key = guard.disarm().unwrap_or_default();
-                let response = result?;
+                let Some(result) = result else {
+                    // Removed before the caller hears of it, so a read
+                    // after the error never sees the old value.
+                    if let Some(key) = guard.disarm() {
+                        cache.remove(&key).await;
+                    }
+                    return Err(WriteTimedOut.into());
+                };
+                let response = match result {
+                    Ok(response) => response,
+                    Err(error) => {
+                        // The writer said no: the cache keeps what it had.
+                        guard.disarm();
+                        return Err(error);
+                    }
+                };
+                // Still armed while the cache is set: a caller that goes
+                // away now leaves the key removed, never the old value.
+                let key = guard.key.clone().unwrap_or_default();
                 match encoded {
                     Ok(bytes) => cache.put(&key, &profile, Fill::new(bytes)).await,
                     Err(error) => {
@@ -118,6 +134,7 @@ where
                         cache.remove(&key).await;
                     }
                 }
+                guard.disarm();
                 Ok(response)
             }),
         }
