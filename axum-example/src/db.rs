@@ -96,7 +96,8 @@ impl Db {
             "CREATE TABLE IF NOT EXISTS products (
                  id INTEGER PRIMARY KEY, name TEXT NOT NULL,
                  price_cents INTEGER NOT NULL, views INTEGER NOT NULL DEFAULT 0);
-             CREATE TABLE IF NOT EXISTS users (id INTEGER PRIMARY KEY, name TEXT NOT NULL);",
+             CREATE TABLE IF NOT EXISTS users (id INTEGER PRIMARY KEY, name TEXT NOT NULL);
+             CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value INTEGER NOT NULL);",
         )?;
         seed(&conn)?;
         Ok(Db {
@@ -164,12 +165,21 @@ impl Db {
     }
 }
 
+/// Seeds the catalog once per database: a marker row says it was done,
+/// so a restart never brings back deleted rows, and two instances that
+/// start together on one file seed it once (the check and the inserts are
+/// one write transaction).
 fn seed(conn: &Connection) -> rusqlite::Result<()> {
-    let seeded: i64 = conn.query_row("SELECT COUNT(*) FROM products", [], |r| r.get(0))?;
-    if seeded as u64 >= PRODUCTS {
-        return Ok(());
-    }
     conn.execute_batch("BEGIN IMMEDIATE")?;
+    let seeded: Option<i64> = conn
+        .query_row("SELECT value FROM meta WHERE name = 'seeded'", [], |r| {
+            r.get(0)
+        })
+        .optional()?;
+    if seeded.is_some() {
+        return conn.execute_batch("COMMIT");
+    }
+    conn.execute("INSERT INTO meta (name, value) VALUES ('seeded', 1)", [])?;
     {
         let mut product = conn.prepare(
             "INSERT OR IGNORE INTO products (id, name, price_cents, views) VALUES (?1, ?2, ?3, 0)",

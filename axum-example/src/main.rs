@@ -6,7 +6,8 @@
 //! several instances share), `REDIS_URL` (when set: Redis as L2, with
 //! cross-instance invalidation), `ORIGIN_DELAY_MS` (default 0: a delay
 //! added to every database query), `CACHE_L1` (`off` keeps Redis as the
-//! only store, to measure L2 hits), `RUST_LOG`.
+//! only store, to measure L2 hits), `VIEWS_FLUSH_MS` (default 250: how
+//! long the write-behind view counter gathers a batch), `RUST_LOG`.
 
 mod app;
 mod db;
@@ -30,12 +31,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let metrics = PrometheusBuilder::new().install_recorder()?;
 
     let bind = std::env::var("BIND").unwrap_or_else(|_| "127.0.0.1:3000".to_owned());
-    let delay = std::env::var("ORIGIN_DELAY_MS")
-        .ok()
-        .map(|v| v.parse::<u64>())
-        .transpose()
-        .map_err(|e| format!("ORIGIN_DELAY_MS: {e}"))?
-        .unwrap_or(0);
+    let delay = millis("ORIGIN_DELAY_MS")?.unwrap_or(0);
+    let mut options = app::Options::default();
+    if let Some(ms) = millis("VIEWS_FLUSH_MS")? {
+        options.views_flush = Duration::from_millis(ms.max(1));
+    }
     let database_url = std::env::var("DATABASE_URL").ok().filter(|u| !u.is_empty());
     let db = db::Db::open(database_url.as_deref(), Duration::from_millis(delay))?;
 
@@ -65,18 +65,34 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
     };
     let cache = Cache::new(store);
-    let (router, shutdown) = app::router(db, cache.clone(), metrics);
+    let (router, shutdown) = app::router(db, cache.clone(), metrics, options);
 
-    let listener = tokio::net::TcpListener::bind(&bind).await?;
-    tracing::info!(address = %listener.local_addr()?, "listening");
-    axum::serve(listener, router)
-        .with_graceful_shutdown(signal())
-        .await?;
+    let served = async {
+        let listener = tokio::net::TcpListener::bind(&bind).await?;
+        tracing::info!(address = %listener.local_addr()?, "listening");
+        axum::serve(listener, router)
+            .with_graceful_shutdown(signal())
+            .await
+    }
+    .await;
+    // Whatever ended the server, acknowledged views reach the database.
     tracing::info!("stopped taking requests; delivering the views not yet in the database");
     shutdown.run().await;
     cache.shutdown().await;
+    served?;
     tracing::info!("shut down cleanly");
     Ok(())
+}
+
+/// A whole number of milliseconds from the environment, if set.
+fn millis(name: &str) -> Result<Option<u64>, String> {
+    match std::env::var(name) {
+        Ok(v) if !v.is_empty() => v
+            .parse::<u64>()
+            .map(Some)
+            .map_err(|e| format!("{name}={v:?}: {e}")),
+        _ => Ok(None),
+    }
 }
 
 /// SIGINT or SIGTERM.

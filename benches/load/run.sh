@@ -61,30 +61,36 @@ wait_http "http://127.0.0.1:$HAND/moka/products/42"
 
 sed -e "s|@PORT@|$NGX|" -e "s|@UPSTREAM@|127.0.0.1:$L1|" -e "s|@DIR@|$work|g" "$here/nginx.conf.in" > "$work/nginx.conf"
 mkdir -p "$work/cache"
+# nginx workers drop root: let them reach the cache directory.
+chmod 755 "$work"; chmod 777 "$work/cache"
 "$NGINX" -c "$work/nginx.conf" -p "$work" &
 pids+=($!)
 wait_http "http://127.0.0.1:$NGX/uncached/products/42"
 
-# name | url | extra wrk header
+# name | url | extra wrk header | wrk script. The miss path asks for a
+# random product on each request and revalidates (no-cache), so every
+# request is a load that goes through the cache and is stored; the
+# uncached route gets the same random ids.
 targets=(
-  "tower-cache L1 hit|http://127.0.0.1:$L1/products/42|"
-  "hand-written moka|http://127.0.0.1:$HAND/moka/products/42|"
-  "static in-memory route|http://127.0.0.1:$L1/static/product|"
-  "nginx proxy_cache hit|http://127.0.0.1:$NGX/uncached/products/42|"
-  "tower-cache L2 hit|http://127.0.0.1:$L2/products/42|"
-  "hand-written redis-rs|http://127.0.0.1:$HAND/redis/products/42|"
-  "tower-cache miss path, 2 ms origin|http://127.0.0.1:$SLOW/products/42|Cache-Control: no-cache"
-  "uncached route, 2 ms origin|http://127.0.0.1:$SLOW/uncached/products/42|"
+  "tower-cache L1 hit|http://127.0.0.1:$L1/products/42||"
+  "hand-written moka|http://127.0.0.1:$HAND/moka/products/42||"
+  "static in-memory route|http://127.0.0.1:$L1/static/product||"
+  "nginx proxy_cache hit|http://127.0.0.1:$NGX/uncached/products/42||"
+  "tower-cache L2 hit|http://127.0.0.1:$L2/products/42||"
+  "hand-written redis-rs|http://127.0.0.1:$HAND/redis/products/42||"
+  "tower-cache miss path, 2 ms origin|http://127.0.0.1:$SLOW/products/1|Cache-Control: no-cache|$here/random_ids.lua"
+  "uncached route, 2 ms origin|http://127.0.0.1:$SLOW/uncached/products/1||$here/random_ids.lua"
 )
-for t in "${targets[@]}"; do IFS='|' read -r _ url _ <<<"$t"; curl -fs -o /dev/null "$url"; curl -fs -o /dev/null "$url"; done
+for t in "${targets[@]}"; do IFS='|' read -r _ url _ _ <<<"$t"; curl -fs -o /dev/null "$url"; curl -fs -o /dev/null "$url"; done
 
 out="$work/raw.txt"
 : > "$out"
 for round in $(seq 1 "$ROUNDS"); do
   for t in "${targets[@]}"; do
-    IFS='|' read -r name url header <<<"$t"
+    IFS='|' read -r name url header script <<<"$t"
     args=(-t"$THREADS" -c"$CONNECTIONS" -d"$DURATION" --latency)
     [ -n "$header" ] && args+=(-H "$header")
+    [ -n "$script" ] && args+=(-s "$script")
     echo "round $round: $name" >&2
     { echo "=== $round|$name"; wrk "${args[@]}" "$url"; } >> "$out"
   done
