@@ -36,8 +36,10 @@
 //!
 //! # Feature flags
 //!
-//! - `redis` (default): [`RedisStore`](store::RedisStore) and
-//!   [`TieredStore`](store::TieredStore). Only these two use the redis crate.
+//! - `redis` (default): [`RedisStore`](store::RedisStore),
+//!   [`TieredStore`](store::TieredStore) and the durable write-behind log
+//!   [`RedisQueue`](store::RedisQueue). Only these three (`store/redis.rs`,
+//!   `store/tiered.rs`, `store/redis_queue.rs`) use the redis crate.
 //! - `http` (default): the HTTP adapter.
 
 pub mod clock;
