@@ -2,7 +2,7 @@
 //!
 //! tower-cache puts a cache in front of any `tower::Service` (an axum
 //! route, a tonic service, a repository) and lets each route choose its
-//! strategy in code. Underneath is one byte-level [`Store`](store::Store)
+//! strategy in code. Underneath is one byte-level [`Store`]
 //! trait with an in-process L1 on moka ([`MemoryStore`](store::MemoryStore)),
 //! a shared L2 on Redis ([`RedisStore`](store::RedisStore)) and a
 //! [`TieredStore`](store::TieredStore) that combines them, keeps every
