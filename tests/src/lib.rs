@@ -1,10 +1,12 @@
 //! Test harness for tower-cache's integration tests.
 //!
-//! [`RedisServer`] starts a private `redis-server` on a free loopback port,
-//! with no persistence, and kills it when dropped. Each test starts its own,
-//! so tests share no state and never touch a Redis on the standard port.
+//! [`RedisServer`] starts a private `redis-server` on a free loopback port
+//! (never the standard 6379), in a directory of its own, with no automatic
+//! persistence, and kills it when dropped. Each test starts its own, so
+//! tests share no state and never touch a Redis on the standard port.
 
 use std::net::TcpListener;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -12,15 +14,36 @@ use std::time::{Duration, Instant};
 #[derive(Debug)]
 pub struct RedisServer {
     port: u16,
+    dir: PathBuf,
     child: Option<Child>,
 }
 
+/// The standard Redis port, never handed out.
+const STANDARD_PORT: u16 = 6379;
+
 fn free_port() -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
-    listener.local_addr().expect("local address").port()
+    loop {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
+        let port = listener.local_addr().expect("local address").port();
+        if port != STANDARD_PORT {
+            return port;
+        }
+    }
 }
 
-fn spawn(port: u16) -> std::io::Result<Child> {
+/// Runs blocking harness work without stalling a Tokio worker: on a
+/// multi-threaded runtime the worker hands its other tasks off first.
+fn blocking<T>(f: impl FnOnce() -> T) -> T {
+    match tokio::runtime::Handle::try_current() {
+        Ok(handle) if handle.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+            tokio::task::block_in_place(f)
+        }
+        _ => f(),
+    }
+}
+
+fn spawn(port: u16, dir: &Path) -> std::io::Result<Child> {
+    let log = std::fs::File::create(dir.join("redis.log"))?;
     Command::new("redis-server")
         .args([
             "--port",
@@ -32,28 +55,32 @@ fn spawn(port: u16) -> std::io::Result<Child> {
             "--appendonly",
             "no",
             "--dir",
-            &std::env::temp_dir().to_string_lossy(),
+            &dir.to_string_lossy(),
+            "--dbfilename",
+            "dump.rdb",
             "--enable-debug-command",
             "yes",
             "--protected-mode",
             "no",
         ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stdin(Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log)
         .spawn()
 }
 
-fn answers_ping(port: u16) -> bool {
-    use std::io::{Read, Write};
-    let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
-        return false;
-    };
-    let _ = s.set_read_timeout(Some(Duration::from_millis(200)));
-    if s.write_all(b"PING\r\n").is_err() {
-        return false;
-    }
-    let mut buf = [0u8; 7];
-    matches!(s.read(&mut buf), Ok(n) if buf[..n].starts_with(b"+PONG"))
+/// The `process_id` of the server answering on `port`, if one answers.
+fn answering_pid(port: u16) -> Option<u32> {
+    let client = redis::Client::open(format!("redis://127.0.0.1:{port}")).ok()?;
+    let mut conn = client
+        .get_connection_with_timeout(Duration::from_millis(200))
+        .ok()?;
+    conn.set_read_timeout(Some(Duration::from_millis(500)))
+        .ok()?;
+    let info: String = redis::cmd("INFO").arg("server").query(&mut conn).ok()?;
+    info.lines()
+        .find_map(|line| line.strip_prefix("process_id:"))
+        .and_then(|pid| pid.trim().parse().ok())
 }
 
 impl RedisServer {
@@ -61,20 +88,36 @@ impl RedisServer {
     ///
     /// # Panics
     /// When `redis-server` is not on `PATH` (with a message saying so), or
-    /// when it does not come up within 10 s.
+    /// when it does not come up (with its log in the message).
     pub fn start() -> RedisServer {
-        for _ in 0..5 {
-            let port = free_port();
-            let mut server = RedisServer { port, child: None };
-            if server.try_start() {
-                return server;
+        blocking(|| {
+            let mut last_log = String::new();
+            for _ in 0..5 {
+                let port = free_port();
+                let dir = std::env::temp_dir().join(format!(
+                    "tower-cache-redis-{}-{port}-{:08x}",
+                    std::process::id(),
+                    rand_suffix()
+                ));
+                std::fs::create_dir_all(&dir).expect("create the redis-server directory");
+                let mut server = RedisServer {
+                    port,
+                    dir,
+                    child: None,
+                };
+                match server.try_start() {
+                    Ok(()) => return server,
+                    Err(log) => last_log = log,
+                }
             }
-        }
-        panic!("redis-server did not start on any of 5 free ports");
+            panic!("redis-server did not start on any of 5 free ports; last log:\n{last_log}");
+        })
     }
 
-    fn try_start(&mut self) -> bool {
-        let child = match spawn(self.port) {
+    /// Spawns the server and waits until it answers as itself; `Err` with
+    /// its log when it exited or another process answers on the port.
+    fn try_start(&mut self) -> Result<(), String> {
+        let child = match spawn(self.port, &self.dir) {
             Ok(child) => child,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => panic!(
                 "`redis-server` was not found on PATH; the integration tests start their own \
@@ -82,22 +125,37 @@ impl RedisServer {
             ),
             Err(e) => panic!("could not run redis-server: {e}"),
         };
+        let pid = child.id();
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(10);
         while Instant::now() < deadline {
-            if answers_ping(self.port) {
-                return true;
-            }
             if let Some(child) = self.child.as_mut()
-                && let Ok(Some(_)) = child.try_wait()
+                && let Ok(Some(status)) = child.try_wait()
             {
                 self.child = None;
-                return false; // exited: port taken in the meantime
+                // Exited: most likely the port was taken in the meantime.
+                return Err(format!("exited with {status}:\n{}", self.log()));
             }
-            std::thread::sleep(Duration::from_millis(10));
+            match answering_pid(self.port) {
+                Some(answering) if answering == pid => return Ok(()),
+                Some(other) => {
+                    self.stop();
+                    return Err(format!(
+                        "port {} answered by another redis-server (pid {other}):\n{}",
+                        self.port,
+                        self.log()
+                    ));
+                }
+                None => std::thread::sleep(Duration::from_millis(10)),
+            }
         }
         self.stop();
-        false
+        Err(format!("did not answer within 10 s:\n{}", self.log()))
+    }
+
+    /// What the server wrote to its log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("redis.log")).unwrap_or_default()
     }
 
     /// The port it listens on.
@@ -118,20 +176,38 @@ impl RedisServer {
         }
     }
 
-    /// Starts the server again on the same port, empty.
+    /// Writes a snapshot of the data (`SAVE`); the next [`restart`]
+    /// starts with it instead of empty.
+    ///
+    /// [`restart`]: RedisServer::restart
+    pub fn save(&self) {
+        let _: () = redis::cmd("SAVE")
+            .query(&mut self.connection())
+            .expect("SAVE on the test redis-server");
+    }
+
+    /// Starts the server again on the same port: empty, or with the data of
+    /// the last [`save`](RedisServer::save).
     ///
     /// # Panics
-    /// When it does not come up within 10 s.
+    /// When it does not come up within 10 s (with its log in the message).
     pub fn restart(&mut self) {
-        self.stop();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if self.try_start() {
-                return;
+        blocking(|| {
+            self.stop();
+            let deadline = Instant::now() + Duration::from_secs(10);
+            let mut last_log = String::new();
+            while Instant::now() < deadline {
+                match self.try_start() {
+                    Ok(()) => return,
+                    Err(log) => last_log = log,
+                }
+                std::thread::sleep(Duration::from_millis(100));
             }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        panic!("redis-server did not restart on port {}", self.port);
+            panic!(
+                "redis-server did not restart on port {}; last log:\n{last_log}",
+                self.port
+            );
+        })
     }
 
     /// A blocking redis-rs connection, for inspecting or corrupting state.
@@ -143,9 +219,22 @@ impl RedisServer {
     }
 }
 
+fn rand_suffix() -> u32 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0),
+    );
+    h.finish() as u32
+}
+
 impl Drop for RedisServer {
     fn drop(&mut self) {
         self.stop();
+        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 

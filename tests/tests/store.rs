@@ -2,6 +2,8 @@
 
 #![allow(clippy::unwrap_used)] // a failed setup step should fail the test loudly
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -210,7 +212,15 @@ async fn l2_hit_fills_l1() {
     let server = RedisServer::start();
     let writer = tiered(&server);
     let reader = tiered(&server);
+    writer.ready().await;
+    reader.ready().await;
     writer.put("k", entry("v", 60_000)).await.unwrap();
+    // The write's invalidation message reaches the reader before it reads.
+    let delivered = wait_until(Duration::from_secs(2), || async {
+        reader.stats().invalidations_received >= 1
+    })
+    .await;
+    assert!(delivered.is_some());
 
     assert_eq!(reader.l1().get("k").await.unwrap(), None);
     assert_eq!(value(&reader, "k").await.as_deref(), Some("v"));
@@ -376,5 +386,275 @@ async fn shared_store_behind_arc_dyn() {
         assert_eq!(value(store, &key).await.as_deref(), Some("v"));
         store.remove(&key).await.unwrap();
         assert_eq!(value(store, &key).await, None);
+    }
+}
+
+/// Many readers on two instances hammer a key while it is rewritten and
+/// removed, round after round. Once a remove has returned (for the remover)
+/// or its message has been applied (for the other instance), no read that
+/// starts afterwards may see a removed value: a read of the old value from
+/// L2 that raced with the remove must not have been copied into L1.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_l1_serves_a_value_after_its_remove() {
+    let server = RedisServer::start();
+    let a = tiered(&server);
+    let b = tiered(&server);
+    a.ready().await;
+    b.ready().await;
+    // The round whose value is removed for readers of A, and of B.
+    let cleared = Arc::new([AtomicU64::new(0), AtomicU64::new(0)]);
+    let stop = Arc::new(AtomicBool::new(false));
+    let violations = Arc::new(AtomicU64::new(0));
+    let served = Arc::new(AtomicU64::new(0));
+    let mut readers = Vec::new();
+    for i in 0..200 {
+        let (store, side) = if i % 2 == 0 {
+            (a.clone(), 0)
+        } else {
+            (b.clone(), 1)
+        };
+        let (cleared, stop, violations, served) = (
+            cleared.clone(),
+            stop.clone(),
+            violations.clone(),
+            served.clone(),
+        );
+        readers.push(tokio::spawn(async move {
+            while !stop.load(Ordering::Acquire) {
+                let removed = cleared[side].load(Ordering::Acquire);
+                if let Some(v) = value(&store, "hot").await {
+                    served.fetch_add(1, Ordering::Relaxed);
+                    let round: u64 = v.parse().unwrap();
+                    if round <= removed {
+                        violations.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+                tokio::task::yield_now().await;
+            }
+        }));
+    }
+    for round in 1..=30u64 {
+        a.put("hot", entry(&round.to_string(), 60_000))
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        let received = b.stats().invalidations_received;
+        a.remove("hot").await.unwrap();
+        cleared[0].store(round, Ordering::Release);
+        let applied = wait_until(Duration::from_secs(2), || async {
+            b.stats().invalidations_received > received
+        })
+        .await;
+        assert!(applied.is_some(), "round {round}: B got the remove");
+        cleared[1].store(round, Ordering::Release);
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    stop.store(true, Ordering::Release);
+    for r in readers {
+        r.await.unwrap();
+    }
+    assert!(served.load(Ordering::Relaxed) > 0, "readers saw values");
+    assert_eq!(
+        violations.load(Ordering::Relaxed),
+        0,
+        "reads after a remove served the removed value"
+    );
+    assert_eq!(value(&a, "hot").await, None);
+    assert_eq!(value(&b, "hot").await, None);
+}
+
+/// A remove and a tag invalidation made while Redis is away are replayed
+/// when it returns, so Redis, restored from a snapshot that still has the
+/// entries, does not serve them again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn removes_during_an_outage_are_replayed_on_recovery() {
+    let mut server = RedisServer::start();
+    let store = tiered(&server);
+    let other = tiered(&server);
+    store.ready().await;
+    store.put("gone", entry("g", 60_000)).await.unwrap();
+    store
+        .put("tagged", entry("t", 60_000).with_tags(["t1"]))
+        .await
+        .unwrap();
+    store.put("kept", entry("k", 60_000)).await.unwrap();
+    server.save();
+    server.stop();
+
+    store.remove("gone").await.unwrap();
+    store.remove_tag("t1").await.unwrap();
+    assert_eq!(store.stats().invalidations_pending, 2);
+
+    server.restart(); // with "gone" and "tagged" still in it
+    let recovered = wait_until(Duration::from_secs(5), || async {
+        store.stats().invalidations_pending == 0 && store.stats().invalidations_replayed == 2
+    })
+    .await;
+    assert!(recovered.is_some(), "replayed: {:?}", store.stats());
+    let exists: bool = server.connection().exists("tc:e:gone").unwrap();
+    assert!(!exists, "the remove reached Redis");
+    for reader in [&store, &other] {
+        assert_eq!(value(reader, "gone").await, None);
+        assert_eq!(value(reader, "tagged").await, None);
+        assert_eq!(value(reader, "kept").await.as_deref(), Some("k"));
+    }
+}
+
+/// Past the bound, pending invalidations are dropped and the whole L2
+/// namespace is invalidated on recovery: nothing removed during the outage
+/// comes back, even what was no longer listed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn overflowing_the_replay_queue_invalidates_all_of_l2() {
+    let mut server = RedisServer::start();
+    let store = TieredStore::builder(MemoryStore::new(1 << 20), redis_store(&server))
+        .retry_interval(Duration::from_millis(200))
+        .max_pending_invalidations(2)
+        .build();
+    store.ready().await;
+    for k in ["a", "b", "c", "d"] {
+        store.put(k, entry(k, 60_000)).await.unwrap();
+    }
+    server.save();
+    server.stop();
+    for k in ["a", "b", "c"] {
+        store.remove(k).await.unwrap();
+    }
+    assert_eq!(store.stats().pending_overflows, 1);
+
+    server.restart();
+    let recovered = wait_until(Duration::from_secs(5), || async {
+        // A read probes L2 (and replays first); it must never see "a".
+        let a = value(&store, "a").await;
+        assert_eq!(a, None);
+        store.l2_available() && store.stats().invalidations_pending == 0
+    })
+    .await;
+    assert!(recovered.is_some(), "{:?}", store.stats());
+    let fresh = redis_store(&server);
+    for k in ["a", "b", "c", "d"] {
+        assert_eq!(value(&fresh, k).await, None, "{k} stored before the outage");
+    }
+    tokio::time::sleep(Duration::from_millis(2)).await;
+    store.put("after", entry("x", 60_000)).await.unwrap();
+    assert_eq!(value(&fresh, "after").await.as_deref(), Some("x"));
+}
+
+/// An entry loaded before a tag invalidation and written after it must not
+/// outlive the tag's timestamp in Redis.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn entry_never_outlives_the_tag_timestamp_that_invalidates_it() {
+    let server = RedisServer::start();
+    let store = RedisStore::builder(server.url())
+        .max_ttl(Duration::from_millis(1_000))
+        .build()
+        .unwrap();
+    let loaded = entry("old", 60_000).with_tags(["p"]);
+    tokio::time::sleep(Duration::from_millis(2)).await;
+    store.remove_tag("p").await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    store.put("k", loaded).await.unwrap();
+    let mut conn = server.connection();
+    let entry_ttl: i64 = conn.pttl("tc:e:k").unwrap();
+    let tag_ttl: i64 = conn.pttl("tc:t:p").unwrap();
+    assert!(
+        entry_ttl <= tag_ttl,
+        "entry {entry_ttl} ms, tag {tag_ttl} ms"
+    );
+    tokio::time::sleep(Duration::from_millis(900)).await;
+    let tag_left: bool = conn.exists("tc:t:p").unwrap();
+    assert!(!tag_left, "the tag timestamp expired");
+    assert_eq!(value(&store, "k").await, None);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn l1_lifetime_is_capped_by_l2_max_ttl() {
+    let server = RedisServer::start();
+    let l2 = RedisStore::builder(server.url())
+        .max_ttl(Duration::from_millis(300))
+        .build()
+        .unwrap();
+    let store = TieredStore::builder(MemoryStore::new(1 << 20), l2)
+        .l1_ttl(Duration::from_secs(60))
+        .build();
+    assert_eq!(store.l1_ttl(), Duration::from_millis(300));
+    store.put("k", entry("v", 60_000)).await.unwrap();
+    assert!(store.l1().get("k").await.unwrap().is_some());
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(store.l1().get("k").await.unwrap(), None);
+}
+
+/// An L1 copy of an L2 read is dropped after `l1_ttl` even though nobody
+/// told the instance the value changed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn l1_copy_is_reread_from_l2_after_l1_ttl() {
+    let server = RedisServer::start();
+    let l2 = redis_store(&server);
+    let reader = TieredStore::builder(MemoryStore::new(1 << 20), redis_store(&server))
+        .l1_ttl(Duration::from_millis(100))
+        .build();
+    l2.put("k", entry("old", 60_000)).await.unwrap();
+    assert_eq!(value(&reader, "k").await.as_deref(), Some("old"));
+    // Changed underneath, with no invalidation message.
+    let _: () = server
+        .connection()
+        .set("tc:e:k", entry("new", 60_000).encode().to_vec())
+        .unwrap();
+    assert_eq!(value(&reader, "k").await.as_deref(), Some("old"), "from L1");
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert_eq!(value(&reader, "k").await.as_deref(), Some("new"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn custom_prefix_names_every_redis_key() {
+    let server = RedisServer::start();
+    let store = RedisStore::builder(server.url())
+        .prefix("shop:")
+        .build()
+        .unwrap();
+    store
+        .put("k", entry("v", 60_000).with_tags(["t"]))
+        .await
+        .unwrap();
+    store.remove_tag("other").await.unwrap();
+    let mut conn = server.connection();
+    let mut keys: Vec<String> = conn.keys("*").unwrap();
+    keys.sort();
+    assert_eq!(keys, ["shop:e:k", "shop:t:other"]);
+    assert_eq!(value(&store, "k").await.as_deref(), Some("v"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn remove_tag_never_moves_a_later_timestamp_back() {
+    let server = RedisServer::start();
+    let store = redis_store(&server);
+    let future = tower_cache::clock::now_ms() + 3_600_000;
+    let mut conn = server.connection();
+    let _: () = conn.set("tc:t:t", future).unwrap();
+    store.remove_tag("t").await.unwrap();
+    let stamp: u64 = conn.get("tc:t:t").unwrap();
+    assert_eq!(stamp, future);
+}
+
+/// L1 refuses an entry loaded before a tag invalidation this instance saw,
+/// even when it is written afterwards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn l1_refuses_an_entry_loaded_before_a_seen_tag_invalidation() {
+    let server = RedisServer::start();
+    let a = tiered(&server);
+    let b = tiered(&server);
+    a.ready().await;
+    b.ready().await;
+    let loaded = entry("old", 60_000).with_tags(["p"]);
+    tokio::time::sleep(Duration::from_millis(2)).await;
+    a.remove_tag("p").await.unwrap();
+    let seen = wait_until(Duration::from_secs(2), || async {
+        b.stats().invalidations_received >= 1
+    })
+    .await;
+    assert!(seen.is_some());
+    for store in [&a, &b] {
+        store.put("k", loaded.clone()).await.unwrap();
+        assert_eq!(store.l1().get("k").await.unwrap(), None);
+        assert_eq!(value(store, "k").await, None);
     }
 }

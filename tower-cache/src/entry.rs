@@ -29,7 +29,7 @@ const HEADER_LEN: usize = 2 + 1 + 1 + 8 * 3 + 4 + 2;
 /// One cached value with its freshness metadata.
 ///
 /// Timestamps are milliseconds since the Unix epoch (see
-/// [`clock::now_ms`](crate::clock::now_ms)).
+/// [`clock::now_ms`]).
 ///
 /// ```
 /// use std::time::Duration;

@@ -2,7 +2,7 @@
 //!
 //! tower-cache puts a cache in front of any `tower::Service` (an axum
 //! route, a tonic service, a repository) and lets each route choose its
-//! strategy in code. Underneath is one byte-level [`Store`](store::Store)
+//! strategy in code. Underneath is one byte-level [`Store`]
 //! trait with an in-process L1 on moka ([`MemoryStore`](store::MemoryStore)),
 //! a shared L2 on Redis ([`RedisStore`](store::RedisStore)) and a
 //! [`TieredStore`](store::TieredStore) that combines them, keeps every
@@ -36,8 +36,10 @@
 //!
 //! # Feature flags
 //!
-//! - `redis` (default): [`RedisStore`](store::RedisStore) and
-//!   [`TieredStore`](store::TieredStore). Only these two use the redis crate.
+//! - `redis` (default): [`RedisStore`](store::RedisStore),
+//!   [`TieredStore`](store::TieredStore) and the durable write-behind log
+//!   [`RedisQueue`](store::RedisQueue). Only these three (`store/redis.rs`,
+//!   `store/tiered.rs`, `store/redis_queue.rs`) use the redis crate.
 //! - `http` (default): the HTTP adapter.
 
 pub mod clock;

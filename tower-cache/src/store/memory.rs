@@ -349,4 +349,61 @@ mod tests {
         tokio::time::advance(Duration::from_secs(6)).await;
         assert!(store.get("k").await.unwrap().is_none());
     }
+
+    /// Expiry is per entry and needs no read: moka drops each entry at the
+    /// end of its own stale window (real time: moka keeps its own clock, and
+    /// its timer wheel removes expired entries with about 1 s granularity).
+    #[tokio::test]
+    async fn entry_leaves_at_end_of_its_stale_window_without_a_read() {
+        let store = MemoryStore::new(1 << 20);
+        store
+            .put(
+                "short",
+                entry(b"s", 100).with_stale(Duration::from_millis(100)),
+            )
+            .await
+            .unwrap();
+        store.put("long", entry(b"l", 60_000)).await.unwrap();
+        assert_eq!(store.stats().await.entries, 2);
+        tokio::time::sleep(Duration::from_millis(2_500)).await;
+        let stats = store.stats().await;
+        assert_eq!(stats.entries, 1, "{stats:?}");
+        assert_eq!(stats.expirations, 1, "{stats:?}");
+        assert!(store.get("long").await.unwrap().is_some());
+    }
+
+    /// Fills a 100-entry store, reads one key often, then scans 2 000 keys
+    /// read once each. Returns whether the often-read key survived.
+    async fn hot_key_survives_scan(store: MemoryStore) -> bool {
+        let value = || Entry::new(Bytes::from(vec![0u8; 1024]));
+        for i in 0..100 {
+            store.put(&format!("warm{i}"), value()).await.unwrap();
+        }
+        store.put("hot", value()).await.unwrap();
+        for _ in 0..50 {
+            assert!(store.get("hot").await.unwrap().is_some());
+        }
+        store.cache.run_pending_tasks().await;
+        for i in 0..2_000 {
+            store.put(&format!("scan{i}"), value()).await.unwrap();
+            if i % 100 == 0 {
+                store.cache.run_pending_tasks().await;
+            }
+        }
+        store.cache.run_pending_tasks().await;
+        store.get("hot").await.unwrap().is_some()
+    }
+
+    #[tokio::test]
+    async fn tinylfu_keeps_a_frequently_read_key_through_a_scan_and_lru_does_not() {
+        let cap = 100 * 1100;
+        assert!(
+            hot_key_survives_scan(MemoryStore::builder().max_bytes(cap).build()).await,
+            "TinyLFU (the default) keeps the hot key"
+        );
+        assert!(
+            !hot_key_survives_scan(MemoryStore::builder().max_bytes(cap).lru().build()).await,
+            "LRU evicts it"
+        );
+    }
 }

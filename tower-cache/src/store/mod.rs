@@ -4,6 +4,11 @@
 //! - [`RedisStore`]: the shared L2 (feature `redis`).
 //! - [`TieredStore`]: L1 in front of L2, with cross-instance L1 invalidation
 //!   through Redis pub/sub and fail-open when Redis is away (feature `redis`).
+//! - [`RedisQueue`]: not a store but the durable write-behind log, a Redis
+//!   Stream (feature `redis`).
+//!
+//! Only `redis.rs`, `tiered.rs` and `redis_queue.rs` use the redis crate;
+//! nothing else in the crate does.
 //!
 //! A store is byte-level: it keeps [`Entry`] values under string keys and
 //! knows nothing of HTTP or serde. It can be used as a generic parameter
@@ -37,13 +42,19 @@ mod redis_queue;
 #[cfg(feature = "redis")]
 mod tiered;
 
-pub use memory::{MemoryStore, MemoryStoreBuilder};
+pub use memory::{DEFAULT_MAX_BYTES, MemoryStats, MemoryStore, MemoryStoreBuilder};
 #[cfg(feature = "redis")]
-pub use redis::{RedisStore, RedisStoreBuilder};
+pub use redis::{
+    DEFAULT_CONNECT_TIMEOUT, DEFAULT_MAX_TTL, DEFAULT_OP_TIMEOUT, DEFAULT_PREFIX, RedisStore,
+    RedisStoreBuilder,
+};
 #[cfg(feature = "redis")]
 pub use redis_queue::RedisQueue;
 #[cfg(feature = "redis")]
-pub use tiered::{TieredStats, TieredStore, TieredStoreBuilder};
+pub use tiered::{
+    DEFAULT_FAILURE_THRESHOLD, DEFAULT_L1_TTL, DEFAULT_MAX_PENDING_INVALIDATIONS,
+    DEFAULT_RETRY_INTERVAL, TieredStats, TieredStore, TieredStoreBuilder,
+};
 
 /// What a store can fail with. The engine treats every error as "the cache
 /// is unavailable" and goes to the origin: a store error never reaches the

@@ -6,13 +6,13 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::{Client, Script};
+use redis::{AsyncCommands, Client, Script};
 
 use super::{Store, StoreError};
 use crate::clock;
 use crate::entry::Entry;
 
-/// Default timeout of one Redis operation: 250 ms.
+/// Default timeout of one Redis operation (all its commands): 250 ms.
 pub const DEFAULT_OP_TIMEOUT: Duration = Duration::from_millis(250);
 /// Default timeout of one connection attempt: 1 s.
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
@@ -21,15 +21,22 @@ pub const DEFAULT_MAX_TTL: Duration = Duration::from_secs(24 * 60 * 60);
 /// Default key namespace prefix.
 pub const DEFAULT_PREFIX: &str = "tc:";
 
-/// Sets a tag's invalidation timestamp, never moving it backwards, and keeps
-/// it as long as any entry stored before it could live.
-const INVALIDATE_TAG: &str = r"
+/// Sets an invalidation timestamp (of a tag, or of the whole namespace),
+/// never moving it backwards, and keeps it at least `ARGV[2]` ms past the
+/// latest timestamp it holds: as long as any entry stored before that
+/// timestamp can live in Redis (see [`RedisStore::put`]). Never shortens the
+/// key's lifetime.
+const INVALIDATE: &str = r"
 local cur = tonumber(redis.call('GET', KEYS[1]) or '0') or 0
 local t = tonumber(ARGV[1])
+local keep = tonumber(ARGV[2])
 if t > cur then
-  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', keep)
 else
-  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  local want = cur - t + keep
+  if redis.call('PTTL', KEYS[1]) < want then
+    redis.call('PEXPIRE', KEYS[1], want)
+  end
 end
 return 1
 ";
@@ -48,19 +55,28 @@ struct Inner {
 /// - **One multiplexed connection** ([`ConnectionManager`]) that reconnects
 ///   by itself; the store can be built while Redis is down and starts
 ///   working when it comes up.
-/// - **A timeout on every operation** (default [`DEFAULT_OP_TIMEOUT`],
-///   250 ms): a slow Redis costs a request at most that long.
+/// - **One timeout per operation** (default [`DEFAULT_OP_TIMEOUT`],
+///   250 ms), however many commands the operation sends (a read of a
+///   tagged entry sends two round trips): a slow Redis costs a request at
+///   most that long.
 /// - **A key namespace**: entries live under `{prefix}e:{key}`, tag
-///   timestamps under `{prefix}t:{tag}` (default prefix [`DEFAULT_PREFIX`]).
+///   timestamps under `{prefix}t:{tag}`, the namespace-wide invalidation
+///   timestamp ([`RedisStore::invalidate_all`]) under `{prefix}all`
+///   (default prefix [`DEFAULT_PREFIX`]).
 /// - **Redis-side expiry** at the end of the entry's stale window, capped at
-///   [`RedisStoreBuilder::max_ttl`] (default 24 h).
+///   [`RedisStoreBuilder::max_ttl`] (default 24 h) after the entry's
+///   [`Entry::stored_at`].
 /// - **Tag invalidation by timestamp**: invalidating a tag records the time
 ///   in one small key; a read compares it with the entry's
-///   [`Entry::stored_at`]. No tag index, no `KEYS`/`SCAN`, no requirement
-///   that the keys of a tag share a node, and an entry loaded before an
-///   invalidation but written after it is still rejected. Timestamps come
-///   from the instances' clocks, which are assumed to agree within a few
-///   milliseconds.
+///   [`Entry::stored_at`]. No tag index, no `KEYS`/`SCAN`, no command that
+///   spans two keys (the tag timestamps are read with a pipeline of
+///   single-key `GET`s, so the keys of a tag need not share a cluster
+///   slot), and an entry loaded before an invalidation but written after it
+///   is still rejected. A timestamp is kept `max_ttl` past itself and an
+///   entry never lives past `stored_at + max_ttl`, so the timestamp always
+///   outlives the entries it invalidates. Timestamps never move backwards.
+///   They come from the instances' clocks, which are assumed to agree
+///   within a few milliseconds.
 /// - **Garbage reads as a miss**: bytes that are not a valid envelope are
 ///   deleted and reported as a miss.
 ///
@@ -109,7 +125,9 @@ impl RedisStoreBuilder {
         self
     }
 
-    /// Timeout of every operation. Default: [`DEFAULT_OP_TIMEOUT`] (250 ms).
+    /// Timeout of one whole operation (`get`, `put`, `remove`,
+    /// `remove_tag`), all its commands together. Default:
+    /// [`DEFAULT_OP_TIMEOUT`] (250 ms).
     pub fn op_timeout(mut self, timeout: Duration) -> Self {
         self.op_timeout = timeout;
         self
@@ -122,8 +140,10 @@ impl RedisStoreBuilder {
         self
     }
 
-    /// Longest time an entry is kept in Redis, and how long a tag
-    /// invalidation is remembered. Default: [`DEFAULT_MAX_TTL`] (24 h).
+    /// Longest time an entry is kept in Redis, counted from its
+    /// [`Entry::stored_at`], and how long a tag invalidation is remembered
+    /// past its own time. Also caps a [`TieredStore`](super::TieredStore)'s
+    /// L1 lifetime. Default: [`DEFAULT_MAX_TTL`] (24 h).
     pub fn max_ttl(mut self, max_ttl: Duration) -> Self {
         self.max_ttl = max_ttl;
         self
@@ -149,7 +169,7 @@ impl RedisStoreBuilder {
                 prefix: self.prefix,
                 op_timeout: self.op_timeout,
                 max_ttl: self.max_ttl,
-                invalidate_tag: Script::new(INVALIDATE_TAG),
+                invalidate_tag: Script::new(INVALIDATE),
             }),
         })
     }
@@ -196,6 +216,12 @@ impl RedisStore {
         self.inner.op_timeout
     }
 
+    /// The configured longest lifetime of an entry in Redis
+    /// ([`RedisStoreBuilder::max_ttl`]).
+    pub fn max_ttl(&self) -> Duration {
+        self.inner.max_ttl
+    }
+
     /// The Redis key an entry is stored under.
     pub fn entry_key(&self, key: &str) -> String {
         let mut k = String::with_capacity(self.inner.prefix.len() + 2 + key.len());
@@ -209,132 +235,225 @@ impl RedisStore {
         format!("{}t:{}", self.inner.prefix, tag)
     }
 
+    /// The key of the namespace-wide invalidation timestamp.
+    fn all_key(&self) -> String {
+        format!("{}all", self.inner.prefix)
+    }
+
+    /// How long an invalidation timestamp is kept, in milliseconds.
+    fn keep_ms(&self) -> u64 {
+        self.inner.max_ttl.as_millis() as u64
+    }
+
     /// Sends `PING`; `Ok` when Redis answers within the timeout.
     pub async fn ping(&self) -> Result<(), StoreError> {
-        self.run(|mut c| async move { redis::cmd("PING").query_async::<String>(&mut c).await })
-            .await
-            .map(|_| ())
-    }
-
-    async fn run<T, F, Fut>(&self, op: F) -> Result<T, StoreError>
-    where
-        F: FnOnce(ConnectionManager) -> Fut,
-        Fut: Future<Output = redis::RedisResult<T>>,
-    {
-        match tokio::time::timeout(self.inner.op_timeout, op(self.inner.conn.clone())).await {
-            Ok(Ok(v)) => Ok(v),
-            Ok(Err(e)) if e.is_timeout() => Err(StoreError::Timeout),
-            Ok(Err(e)) => Err(backend(e)),
-            Err(_) => Err(StoreError::Timeout),
-        }
-    }
-
-    async fn delete_raw(&self, rkey: String) -> Result<(), StoreError> {
-        self.run(
-            |mut c| async move { redis::cmd("DEL").arg(rkey).query_async::<i64>(&mut c).await },
-        )
+        self.timed(async {
+            let mut c = self.connection();
+            redis::cmd("PING")
+                .query_async::<String>(&mut c)
+                .await
+                .map_err(redis_error)
+        })
         .await
         .map(|_| ())
     }
 
-    async fn invalidated_by_tag(&self, entry: &Entry) -> Result<bool, StoreError> {
+    /// Invalidates every entry of this namespace stored before now, in one
+    /// small write (no `KEYS`/`SCAN`): reads compare each entry's
+    /// [`Entry::stored_at`] with this timestamp as they do with a tag's.
+    /// Entries stored afterwards are unaffected.
+    pub async fn invalidate_all(&self) -> Result<(), StoreError> {
+        self.invalidate_stamp(self.all_key()).await
+    }
+
+    /// Runs a whole operation, however many commands it sends, under one
+    /// [`RedisStoreBuilder::op_timeout`].
+    async fn timed<T>(
+        &self,
+        op: impl Future<Output = Result<T, StoreError>>,
+    ) -> Result<T, StoreError> {
+        tokio::time::timeout(self.inner.op_timeout, op)
+            .await
+            .unwrap_or(Err(StoreError::Timeout))
+    }
+
+    async fn invalidate_stamp(&self, skey: String) -> Result<(), StoreError> {
+        let now = clock::now_ms();
+        let keep_ms = self.keep_ms();
+        self.timed(async {
+            let mut c = self.connection();
+            self.inner
+                .invalidate_tag
+                .key(skey)
+                .arg(now)
+                .arg(keep_ms)
+                .invoke_async::<i64>(&mut c)
+                .await
+                .map_err(redis_error)
+        })
+        .await
+        .map(|_| ())
+    }
+
+    /// Whether a tag invalidation or a namespace-wide one (`all`, read
+    /// with the entry) was issued at or after the entry's `stored_at`. One
+    /// pipeline of single-key `GET`s, so no command spans two cluster slots.
+    async fn invalidated(
+        &self,
+        c: &mut ConnectionManager,
+        entry: &Entry,
+        all: Option<u64>,
+    ) -> Result<bool, StoreError> {
+        if all.is_some_and(|t| t >= entry.stored_at) {
+            return Ok(true);
+        }
         if entry.tags.is_empty() {
             return Ok(false);
         }
-        let keys: Vec<String> = entry.tags.iter().map(|t| self.tag_key(t)).collect();
-        let stamps: Vec<Option<u64>> = self
-            .run(|mut c| async move { redis::cmd("MGET").arg(keys).query_async(&mut c).await })
-            .await?;
+        let mut pipe = redis::pipe();
+        for tag in entry.tags.iter() {
+            pipe.get(self.tag_key(tag));
+        }
+        let stamps: Vec<Option<u64>> = pipe.query_async(c).await.map_err(redis_error)?;
         Ok(stamps.into_iter().flatten().any(|t| t >= entry.stored_at))
+    }
+
+    /// Applies removes and tag invalidations, optionally a namespace-wide
+    /// invalidation first, and publishes `messages` on `channel`, all in
+    /// one pipeline under one timeout. Used to replay what could not reach
+    /// Redis while it was away.
+    pub(crate) async fn apply_invalidations(
+        &self,
+        all: bool,
+        keys: &[&str],
+        tags: &[&str],
+        channel: &str,
+        messages: &[String],
+    ) -> Result<(), StoreError> {
+        let now = clock::now_ms();
+        let keep_ms = self.keep_ms();
+        let mut pipe = redis::pipe();
+        let stamp = |pipe: &mut redis::Pipeline, skey: String| {
+            pipe.cmd("EVAL")
+                .arg(INVALIDATE)
+                .arg(1)
+                .arg(skey)
+                .arg(now)
+                .arg(keep_ms)
+                .ignore();
+        };
+        if all {
+            stamp(&mut pipe, self.all_key());
+        }
+        for key in keys {
+            pipe.del(self.entry_key(key)).ignore();
+        }
+        for tag in tags {
+            stamp(&mut pipe, self.tag_key(tag));
+        }
+        for msg in messages {
+            pipe.publish(channel, msg).ignore();
+        }
+        self.timed(async {
+            let mut c = self.connection();
+            pipe.query_async::<()>(&mut c).await.map_err(redis_error)
+        })
+        .await
+    }
+}
+
+fn redis_error(e: redis::RedisError) -> StoreError {
+    if e.is_timeout() {
+        StoreError::Timeout
+    } else {
+        backend(e)
     }
 }
 
 impl Store for RedisStore {
+    /// One `GET` of the entry (pipelined with the namespace-wide
+    /// invalidation timestamp), then, for a tagged entry, one pipeline of
+    /// its tags' timestamps; an invalidated or undecodable entry is deleted.
+    /// All of it runs under one [`RedisStoreBuilder::op_timeout`].
     fn get<'a>(
         &'a self,
         key: &'a str,
     ) -> impl Future<Output = Result<Option<Entry>, StoreError>> + Send + 'a {
         let rkey = self.entry_key(key);
-        async move {
-            let raw: Option<Vec<u8>> = self
-                .run(|mut c| {
-                    let rkey = rkey.clone();
-                    async move { redis::cmd("GET").arg(rkey).query_async(&mut c).await }
-                })
-                .await?;
+        self.timed(async move {
+            let mut c = self.connection();
+            let (raw, all): (Option<Vec<u8>>, Option<u64>) = redis::pipe()
+                .get(&rkey)
+                .get(self.all_key())
+                .query_async(&mut c)
+                .await
+                .map_err(redis_error)?;
             let Some(raw) = raw else { return Ok(None) };
             let entry = match Entry::decode(Bytes::from(raw)) {
                 Ok(entry) => entry,
                 Err(error) => {
                     tracing::warn!(key = %rkey, %error, "dropping undecodable cache entry");
                     metrics::counter!("tower_cache_store_corrupt_total").increment(1);
-                    self.delete_raw(rkey).await.ok();
+                    let _: redis::RedisResult<i64> = c.del(&rkey).await;
                     return Ok(None);
                 }
             };
             if !entry.is_servable_at(clock::now_ms()) {
                 return Ok(None);
             }
-            if self.invalidated_by_tag(&entry).await? {
-                self.delete_raw(rkey).await.ok();
+            if self.invalidated(&mut c, &entry, all).await? {
+                let _: redis::RedisResult<i64> = c.del(&rkey).await;
                 return Ok(None);
             }
             Ok(Some(entry))
-        }
+        })
     }
 
+    /// Stores the entry until the end of its stale window, and never past
+    /// `stored_at` + [`RedisStoreBuilder::max_ttl`]: an invalidation
+    /// timestamp is kept `max_ttl` past its own time, so it always outlives
+    /// every entry it invalidates, even one loaded before the invalidation
+    /// and written after it.
     fn put<'a>(
         &'a self,
         key: &'a str,
         entry: Entry,
     ) -> impl Future<Output = Result<(), StoreError>> + Send + 'a {
         let rkey = self.entry_key(key);
-        async move {
-            let remaining = entry.stale_until.saturating_sub(clock::now_ms());
-            let ttl_ms = remaining.min(self.inner.max_ttl.as_millis() as u64);
+        self.timed(async move {
+            let now = clock::now_ms();
+            let remaining = entry.stale_until.saturating_sub(now);
+            let retained = entry
+                .stored_at
+                .saturating_add(self.keep_ms())
+                .saturating_sub(now);
+            let ttl_ms = remaining.min(retained);
+            let mut c = self.connection();
             if ttl_ms == 0 {
-                return self.delete_raw(rkey).await;
+                return c.del::<_, i64>(rkey).await.map(|_| ()).map_err(redis_error);
             }
             let payload = entry.encode();
-            self.run(|mut c| async move {
-                redis::cmd("SET")
-                    .arg(rkey)
-                    .arg(payload.as_ref())
-                    .arg("PX")
-                    .arg(ttl_ms)
-                    .query_async::<()>(&mut c)
-                    .await
-            })
-            .await
-        }
+            c.pset_ex::<_, _, ()>(rkey, payload.as_ref(), ttl_ms)
+                .await
+                .map_err(redis_error)
+        })
     }
 
     fn remove<'a>(
         &'a self,
         key: &'a str,
     ) -> impl Future<Output = Result<(), StoreError>> + Send + 'a {
-        self.delete_raw(self.entry_key(key))
+        let rkey = self.entry_key(key);
+        self.timed(async move {
+            let mut c = self.connection();
+            c.del::<_, i64>(rkey).await.map(|_| ()).map_err(redis_error)
+        })
     }
 
     fn remove_tag<'a>(
         &'a self,
         tag: &'a str,
     ) -> impl Future<Output = Result<(), StoreError>> + Send + 'a {
-        let tkey = self.tag_key(tag);
-        async move {
-            let now = clock::now_ms();
-            let keep_ms = self.inner.max_ttl.as_millis() as u64;
-            let script = &self.inner.invalidate_tag;
-            self.run(|mut c| async move {
-                script
-                    .key(tkey)
-                    .arg(now)
-                    .arg(keep_ms)
-                    .invoke_async::<i64>(&mut c)
-                    .await
-            })
-            .await
-            .map(|_| ())
-        }
+        self.invalidate_stamp(self.tag_key(tag))
     }
 }

@@ -1,12 +1,14 @@
 //! L1 in front of L2, coherent across instances through Redis pub/sub.
 
+use std::collections::HashSet;
 use std::future::Future;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::hash::{Hash, Hasher};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures_util::StreamExt;
-use tokio::sync::watch;
+use tokio::sync::{RwLock, watch};
 use tokio::task::JoinHandle;
 use tracing::Instrument;
 
@@ -20,6 +22,14 @@ pub const DEFAULT_L1_TTL: Duration = Duration::from_secs(30);
 pub const DEFAULT_RETRY_INTERVAL: Duration = Duration::from_secs(1);
 /// Default consecutive L2 failures that open the circuit breaker: 3.
 pub const DEFAULT_FAILURE_THRESHOLD: u64 = 3;
+/// Default bound on removes and tag invalidations kept for replay while L2
+/// is away: 10 000.
+pub const DEFAULT_MAX_PENDING_INVALIDATIONS: usize = 10_000;
+/// How many tag invalidations L1 remembers to refuse entries loaded before
+/// them.
+const SEEN_TAGS: u64 = 10_000;
+/// Stripes of the per-key invalidation generation.
+const STRIPES: usize = 64;
 
 /// Counters of a [`TieredStore`], from [`TieredStore::stats`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -40,6 +50,14 @@ pub struct TieredStats {
     pub invalidations_received: u64,
     /// Times the invalidation channel was (re)subscribed.
     pub subscriptions: u64,
+    /// Removes and tag invalidations that could not reach L2 and are
+    /// waiting to be replayed.
+    pub invalidations_pending: u64,
+    /// Removes and tag invalidations replayed to L2 after it came back.
+    pub invalidations_replayed: u64,
+    /// Times the replay queue overflowed (each costs one namespace-wide
+    /// L2 invalidation on recovery).
+    pub pending_overflows: u64,
 }
 
 #[derive(Default)]
@@ -52,26 +70,51 @@ struct Counters {
     published: AtomicU64,
     received: AtomicU64,
     subscriptions: AtomicU64,
+    replayed: AtomicU64,
 }
 
 /// Consecutive failures open it; while open, L2 is skipped; after the retry
 /// interval one call probes L2; a success closes it.
+///
+/// Each opening starts a new generation. A call remembers the generation
+/// it started in, and only a success from the current generation closes
+/// the breaker: a slow call that began before an outage was detected and
+/// answers afterwards says nothing about Redis now.
 struct Breaker {
     threshold: u64,
     retry_ms: u64,
     failures: AtomicU64,
     /// 0 when closed; otherwise when the next probe may go out.
     open_until: AtomicU64,
+    /// Bumped each time the breaker opens.
+    generation: AtomicU64,
 }
 
 impl Breaker {
-    fn allow(&self) -> bool {
+    fn new(threshold: u64, retry: Duration) -> Self {
+        Breaker {
+            threshold,
+            retry_ms: retry.as_millis() as u64,
+            failures: AtomicU64::new(0),
+            open_until: AtomicU64::new(0),
+            generation: AtomicU64::new(0),
+        }
+    }
+
+    fn is_open(&self) -> bool {
+        self.open_until.load(Ordering::Acquire) != 0
+    }
+
+    /// `Some(generation)` when a call may go to L2 (closed, or this call is
+    /// the probe).
+    fn allow(&self) -> Option<u64> {
+        let generation = self.generation.load(Ordering::Acquire);
         let until = self.open_until.load(Ordering::Acquire);
         if until == 0 {
-            return true;
+            return Some(generation);
         }
         let now = clock::now_ms();
-        now >= until
+        let probe = now >= until
             && self
                 .open_until
                 .compare_exchange(
@@ -80,11 +123,102 @@ impl Breaker {
                     Ordering::AcqRel,
                     Ordering::Acquire,
                 )
+                .is_ok();
+        probe.then_some(generation)
+    }
+
+    /// Records a success of a call started in `generation`; `true` when it
+    /// closed the breaker.
+    fn on_success(&self, generation: u64) -> bool {
+        if self.generation.load(Ordering::Acquire) != generation {
+            return false;
+        }
+        self.failures.store(0, Ordering::Relaxed);
+        self.open_until.swap(0, Ordering::AcqRel) != 0
+    }
+
+    /// Records a failure; `true` when it opened the breaker.
+    fn on_failure(&self) -> bool {
+        let failures = self.failures.fetch_add(1, Ordering::Relaxed) + 1;
+        if self.is_open() {
+            // A failed probe: wait another interval.
+            self.open_until
+                .store(clock::now_ms() + self.retry_ms, Ordering::Release);
+            return false;
+        }
+        if failures >= self.threshold
+            && self
+                .open_until
+                .compare_exchange(
+                    0,
+                    clock::now_ms() + self.retry_ms,
+                    Ordering::AcqRel,
+                    Ordering::Acquire,
+                )
                 .is_ok()
+        {
+            self.generation.fetch_add(1, Ordering::AcqRel);
+            return true;
+        }
+        false
     }
 }
 
-struct Inner {
+/// Fences between L1 copies of L2 reads and invalidations. Every
+/// invalidation applied to L1 (local or received) bumps a generation under
+/// a write lock: per key stripe for a key, globally for a tag or a clear. A
+/// read takes a snapshot before it goes to L2 and copies what it found into
+/// L1 under the read locks, only if the snapshot is unchanged, so a value
+/// read just before an invalidation is never put back into L1 after it.
+struct Fences {
+    global: RwLock<u64>,
+    stripes: Box<[RwLock<u64>]>,
+}
+
+impl Fences {
+    fn new() -> Self {
+        Fences {
+            global: RwLock::new(0),
+            stripes: (0..STRIPES).map(|_| RwLock::new(0)).collect(),
+        }
+    }
+
+    fn stripe(&self, key: &str) -> &RwLock<u64> {
+        let mut h = std::hash::DefaultHasher::new();
+        key.hash(&mut h);
+        &self.stripes[(h.finish() as usize) % self.stripes.len()]
+    }
+
+    async fn snapshot(&self, key: &str) -> (u64, u64) {
+        let global = *self.global.read().await;
+        (global, *self.stripe(key).read().await)
+    }
+}
+
+/// A remove or tag invalidation that did not reach L2.
+#[derive(Clone, PartialEq, Eq, Hash)]
+enum Invalidation {
+    Key(String),
+    Tag(String),
+}
+
+/// Removes and tag invalidations waiting for L2, bounded. On overflow the
+/// set is dropped and replaced by one namespace-wide invalidation.
+#[derive(Default)]
+struct Pending {
+    items: HashSet<Invalidation>,
+    overflows: u64,
+    replayed_overflows: u64,
+}
+
+impl Pending {
+    fn is_empty(&self) -> bool {
+        self.items.is_empty() && self.overflows == self.replayed_overflows
+    }
+}
+
+/// What the store and its invalidation subscriber share.
+struct Shared {
     l1: MemoryStore,
     l2: RedisStore,
     l1_ttl: Duration,
@@ -92,7 +226,23 @@ struct Inner {
     channel: String,
     instance: String,
     breaker: Breaker,
-    counters: Arc<Counters>,
+    counters: Counters,
+    fences: Fences,
+    /// When each recently invalidated tag was last invalidated, as this
+    /// instance saw it.
+    seen_tags: moka::future::Cache<String, u64>,
+    /// The latest namespace-wide invalidation this instance saw.
+    seen_all: AtomicU64,
+    max_pending: usize,
+    pending: Mutex<Pending>,
+    has_pending: AtomicBool,
+    /// One replay at a time; readers wait for it so none reads L2 before
+    /// the invalidations it missed are applied.
+    replay_turn: tokio::sync::Mutex<()>,
+}
+
+struct Inner {
+    shared: Arc<Shared>,
     subscribed: watch::Receiver<bool>,
     listener: JoinHandle<()>,
 }
@@ -106,20 +256,36 @@ impl Drop for Inner {
 /// A [`MemoryStore`] (L1) in front of a [`RedisStore`] (L2).
 ///
 /// - **Reads** try L1, then L2; an L2 hit is copied into L1 for at most
-///   [`TieredStoreBuilder::l1_ttl`] (default 30 s) and never past the
-///   entry's own stale window.
+///   [`TieredStoreBuilder::l1_ttl`] (default 30 s, never more than L2's
+///   [`max_ttl`](super::RedisStoreBuilder::max_ttl)) and never past the
+///   entry's own stale window. A copy is not made when an invalidation of
+///   the key (or any tag invalidation) was applied while L2 was being read,
+///   so a value read just before a remove is never put back into L1 after
+///   it.
 /// - **Writes and removes** go to both. Every remove and tag invalidation,
 ///   and by default every write, is published on a Redis channel; every
 ///   other `TieredStore` on that channel drops the key or tag from its L1.
-///   An instance ignores its own messages.
+///   An instance ignores its own messages. L1 refuses an entry whose
+///   [`Entry::stored_at`] is not after a tag invalidation it has seen (one
+///   loaded before the invalidation and written after it).
 /// - **Fail-open**: an L2 error or timeout never reaches the caller; the
 ///   store answers from L1 (a read that misses L1 is a miss). After
 ///   [`TieredStoreBuilder::failure_threshold`] consecutive failures
 ///   (default 3) a circuit breaker stops calling L2, logs one warning, and
 ///   probes it again every [`TieredStoreBuilder::retry_interval`] (default
 ///   1 s). When L2 answers again the store logs once, clears its L1 (it may
-///   have missed invalidations) and carries on. The invalidation
-///   subscription reconnects by itself and clears L1 when it comes back.
+///   have missed invalidations) and carries on. Only a call started after
+///   the breaker opened can close it. The invalidation subscription
+///   reconnects by itself and clears L1 when it comes back.
+/// - **Nothing removed during an outage comes back**: a remove or tag
+///   invalidation that could not reach L2 is kept (up to
+///   [`TieredStoreBuilder::max_pending_invalidations`], default 10 000
+///   distinct keys and tags) and replayed to L2, and published, before L2
+///   is read again and as soon as the subscription is back. When more pile
+///   up than that, the store drops the list and instead invalidates every
+///   L2 entry of its namespace on recovery
+///   ([`RedisStore::invalidate_all`]): L2 starts cold, but never serves
+///   what was removed while it was away.
 ///
 /// Cloning is cheap and shares everything. The background subscriber stops
 /// when the last clone is dropped.
@@ -144,10 +310,11 @@ pub struct TieredStore {
 
 impl std::fmt::Debug for TieredStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let shared = &self.inner.shared;
         f.debug_struct("TieredStore")
-            .field("l1", &self.inner.l1)
-            .field("l2", &self.inner.l2)
-            .field("channel", &self.inner.channel)
+            .field("l1", &shared.l1)
+            .field("l2", &shared.l2)
+            .field("channel", &shared.channel)
             .finish()
     }
 }
@@ -162,11 +329,13 @@ pub struct TieredStoreBuilder {
     failure_threshold: u64,
     publish_puts: bool,
     channel: Option<String>,
+    max_pending: usize,
 }
 
 impl TieredStoreBuilder {
     /// Longest time an entry stays in L1 before it is read from L2 again.
-    /// Bounds how long a missed invalidation can be served. Default:
+    /// Bounds how long a missed invalidation can be served. Capped at L2's
+    /// [`max_ttl`](super::RedisStoreBuilder::max_ttl). Default:
     /// [`DEFAULT_L1_TTL`] (30 s).
     pub fn l1_ttl(mut self, ttl: Duration) -> Self {
         self.l1_ttl = ttl;
@@ -202,6 +371,15 @@ impl TieredStoreBuilder {
         self
     }
 
+    /// How many distinct removes and tag invalidations are kept for replay
+    /// while L2 cannot be reached. Past that, they are dropped and every L2
+    /// entry of the namespace is invalidated on recovery instead. Default:
+    /// [`DEFAULT_MAX_PENDING_INVALIDATIONS`] (10 000).
+    pub fn max_pending_invalidations(mut self, max: usize) -> Self {
+        self.max_pending = max;
+        self
+    }
+
     /// Builds the store and starts its invalidation subscriber (task
     /// `tower_cache.invalidations`). Must be called within a Tokio runtime.
     pub fn build(self) -> TieredStore {
@@ -209,34 +387,36 @@ impl TieredStoreBuilder {
             .channel
             .unwrap_or_else(|| format!("{}invalidate", self.l2.prefix()));
         let instance = format!("{:016x}", rand::random::<u64>());
-        let counters = Arc::new(Counters::default());
+        let l1_ttl = self.l1_ttl.min(self.l2.max_ttl());
+        let seen_tags = moka::future::Cache::builder()
+            .max_capacity(SEEN_TAGS)
+            .time_to_live(self.l2.max_ttl().max(Duration::from_millis(1)))
+            .build();
+        let shared = Arc::new(Shared {
+            l1: self.l1,
+            l2: self.l2,
+            l1_ttl,
+            publish_puts: self.publish_puts,
+            channel: channel.clone(),
+            instance,
+            breaker: Breaker::new(self.failure_threshold, self.retry_interval),
+            counters: Counters::default(),
+            fences: Fences::new(),
+            seen_tags,
+            seen_all: AtomicU64::new(0),
+            max_pending: self.max_pending,
+            pending: Mutex::new(Pending::default()),
+            has_pending: AtomicBool::new(false),
+            replay_turn: tokio::sync::Mutex::new(()),
+        });
         let (tx, rx) = watch::channel(false);
         let listener = tokio::spawn(
-            listen(
-                self.l2.client().clone(),
-                channel.clone(),
-                instance.clone(),
-                self.l1.clone(),
-                counters.clone(),
-                tx,
-            )
-            .instrument(tracing::info_span!("tower_cache.invalidations", %channel)),
+            listen(shared.clone(), tx)
+                .instrument(tracing::info_span!("tower_cache.invalidations", %channel)),
         );
         TieredStore {
             inner: Arc::new(Inner {
-                l1: self.l1,
-                l2: self.l2,
-                l1_ttl: self.l1_ttl,
-                publish_puts: self.publish_puts,
-                channel,
-                instance,
-                breaker: Breaker {
-                    threshold: self.failure_threshold,
-                    retry_ms: self.retry_interval.as_millis() as u64,
-                    failures: AtomicU64::new(0),
-                    open_until: AtomicU64::new(0),
-                },
-                counters,
+                shared,
                 subscribed: rx,
                 listener,
             }),
@@ -255,6 +435,7 @@ impl TieredStore {
             failure_threshold: DEFAULT_FAILURE_THRESHOLD,
             publish_puts: true,
             channel: None,
+            max_pending: DEFAULT_MAX_PENDING_INVALIDATIONS,
         }
     }
 
@@ -265,12 +446,18 @@ impl TieredStore {
 
     /// The L1 store.
     pub fn l1(&self) -> &MemoryStore {
-        &self.inner.l1
+        &self.inner.shared.l1
     }
 
     /// The L2 store.
     pub fn l2(&self) -> &RedisStore {
-        &self.inner.l2
+        &self.inner.shared.l2
+    }
+
+    /// How long an L1 copy lives at most: [`TieredStoreBuilder::l1_ttl`]
+    /// capped at L2's `max_ttl`.
+    pub fn l1_ttl(&self) -> Duration {
+        self.inner.shared.l1_ttl
     }
 
     /// Waits until the invalidation subscriber is subscribed. Returns at
@@ -284,12 +471,17 @@ impl TieredStore {
 
     /// Whether L2 is currently used (circuit breaker closed).
     pub fn l2_available(&self) -> bool {
-        self.inner.breaker.open_until.load(Ordering::Acquire) == 0
+        !self.inner.shared.breaker.is_open()
     }
 
     /// Current counters.
     pub fn stats(&self) -> TieredStats {
-        let c = &self.inner.counters;
+        let shared = &*self.inner.shared;
+        let c = &shared.counters;
+        let (pending, overflows) = {
+            let p = shared.lock_pending();
+            (p.items.len() as u64, p.overflows)
+        };
         TieredStats {
             l1_hits: c.l1_hits.load(Ordering::Relaxed),
             l2_hits: c.l2_hits.load(Ordering::Relaxed),
@@ -299,23 +491,39 @@ impl TieredStore {
             invalidations_published: c.published.load(Ordering::Relaxed),
             invalidations_received: c.received.load(Ordering::Relaxed),
             subscriptions: c.subscriptions.load(Ordering::Relaxed),
+            invalidations_pending: pending,
+            invalidations_replayed: c.replayed.load(Ordering::Relaxed),
+            pending_overflows: overflows,
         }
     }
+}
 
-    /// Runs `op` against L2 through the circuit breaker. `None` when L2 was
-    /// skipped or failed.
+impl Shared {
+    fn lock_pending(&self) -> std::sync::MutexGuard<'_, Pending> {
+        self.pending
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Runs `op` against L2 through the circuit breaker, after replaying
+    /// what L2 missed. `None` when L2 was skipped or failed.
     async fn l2_call<T, Fut>(&self, op: impl FnOnce() -> Fut) -> Option<T>
     where
         Fut: Future<Output = Result<T, StoreError>>,
     {
-        let inner = &*self.inner;
-        if !inner.breaker.allow() {
-            inner.counters.l2_skipped.fetch_add(1, Ordering::Relaxed);
+        let Some(generation) = self.breaker.allow() else {
+            self.counters.l2_skipped.fetch_add(1, Ordering::Relaxed);
+            return None;
+        };
+        if self.has_pending.load(Ordering::Acquire)
+            && let Err(error) = self.replay_pending().await
+        {
+            self.on_l2_error(&error);
             return None;
         }
         match op().await {
             Ok(v) => {
-                self.on_l2_success();
+                self.on_l2_success(generation).await;
                 Some(v)
             }
             Err(error) => {
@@ -325,113 +533,234 @@ impl TieredStore {
         }
     }
 
-    fn on_l2_success(&self) {
-        let b = &self.inner.breaker;
-        b.failures.store(0, Ordering::Relaxed);
-        if b.open_until.swap(0, Ordering::AcqRel) != 0 {
+    async fn on_l2_success(&self, generation: u64) {
+        if self.breaker.on_success(generation) {
             tracing::info!("cache L2 (Redis) is back; clearing L1 of what it may have missed");
-            self.inner.l1.clear();
+            self.clear_l1().await;
         }
     }
 
     fn on_l2_error(&self, error: &StoreError) {
-        let inner = &*self.inner;
-        inner.counters.l2_errors.fetch_add(1, Ordering::Relaxed);
+        self.counters.l2_errors.fetch_add(1, Ordering::Relaxed);
         metrics::counter!("tower_cache_l2_errors_total").increment(1);
-        let b = &inner.breaker;
-        let failures = b.failures.fetch_add(1, Ordering::Relaxed) + 1;
-        let open = b.open_until.load(Ordering::Acquire) != 0;
-        if open {
-            // A failed probe: wait another interval.
-            b.open_until
-                .store(clock::now_ms() + b.retry_ms, Ordering::Release);
-        } else if failures >= b.threshold
-            && b.open_until
-                .compare_exchange(
-                    0,
-                    clock::now_ms() + b.retry_ms,
-                    Ordering::AcqRel,
-                    Ordering::Acquire,
-                )
-                .is_ok()
-        {
-            inner.counters.outages.fetch_add(1, Ordering::Relaxed);
+        if self.breaker.on_failure() {
+            self.counters.outages.fetch_add(1, Ordering::Relaxed);
             tracing::warn!(%error, "cache L2 (Redis) unavailable; serving from L1 until it returns");
         } else {
             tracing::debug!(%error, "cache L2 (Redis) call failed");
         }
     }
 
-    async fn publish(&self, kind: char, name: &str) {
-        let msg = format!("{}|{}|{}", self.inner.instance, kind, name);
-        let channel = self.inner.channel.clone();
-        let l2 = &self.inner.l2;
-        let published = self
-            .l2_call(|| async move {
-                let mut conn = l2.connection();
-                let mut cmd = redis::cmd("PUBLISH");
-                cmd.arg(channel).arg(msg);
-                match tokio::time::timeout(l2.op_timeout(), cmd.query_async::<i64>(&mut conn)).await
-                {
-                    Ok(Ok(_)) => Ok(()),
-                    Ok(Err(e)) => Err(StoreError::Backend(e.to_string())),
-                    Err(_) => Err(StoreError::Timeout),
-                }
-            })
-            .await;
-        if published.is_some() {
-            self.inner
-                .counters
-                .published
-                .fetch_add(1, Ordering::Relaxed);
+    async fn clear_l1(&self) {
+        let mut generation = self.fences.global.write().await;
+        *generation += 1;
+        self.l1.clear();
+    }
+
+    async fn drop_key_from_l1(&self, key: &str) {
+        let mut generation = self.fences.stripe(key).write().await;
+        *generation += 1;
+        let _ = self.l1.remove(key).await;
+    }
+
+    async fn drop_tag_from_l1(&self, tag: &str) -> Result<(), StoreError> {
+        self.seen_tags.insert(tag.to_owned(), clock::now_ms()).await;
+        let mut generation = self.fences.global.write().await;
+        *generation += 1;
+        self.l1.remove_tag(tag).await
+    }
+
+    /// Copies an L2 read into L1 unless an invalidation was applied since
+    /// `before` was taken.
+    async fn fill_l1(&self, key: &str, entry: Entry, before: (u64, u64)) {
+        let global = self.fences.global.read().await;
+        let stripe = self.fences.stripe(key).read().await;
+        if (*global, *stripe) == before {
+            self.l1.put_capped(key, entry, Some(self.l1_ttl)).await;
         }
+    }
+
+    /// Whether L1 may hold `entry`: not when a tag invalidation (or a
+    /// namespace-wide one) seen here was issued at or after it was loaded.
+    async fn l1_admits(&self, entry: &Entry) -> bool {
+        if self.seen_all.load(Ordering::Acquire) >= entry.stored_at {
+            return false;
+        }
+        for tag in entry.tags.iter() {
+            if let Some(at) = self.seen_tags.get(tag).await
+                && at >= entry.stored_at
+            {
+                return false;
+            }
+        }
+        true
+    }
+
+    fn message(&self, kind: char, name: &str) -> String {
+        format!("{}|{}|{}", self.instance, kind, name)
+    }
+
+    /// Publishes an invalidation; `true` when it was published.
+    async fn publish(&self, kind: char, name: &str) -> bool {
+        let msgs = [self.message(kind, name)];
+        let l2 = &self.l2;
+        let channel = self.channel.as_str();
+        let published = self
+            .l2_call(|| l2.apply_invalidations(false, &[], &[], channel, &msgs))
+            .await
+            .is_some();
+        if published {
+            self.counters.published.fetch_add(1, Ordering::Relaxed);
+        }
+        published
+    }
+
+    /// Keeps an invalidation that did not reach L2 (or other instances) for
+    /// replay.
+    fn keep_for_replay(&self, invalidation: Invalidation) {
+        let mut p = self.lock_pending();
+        if p.overflows != p.replayed_overflows {
+            // A namespace-wide invalidation is already due; it covers this.
+            return;
+        }
+        if p.items.len() >= self.max_pending && !p.items.contains(&invalidation) {
+            p.items.clear();
+            p.overflows += 1;
+            tracing::warn!(
+                max = self.max_pending,
+                "too many invalidations missed L2; it will be invalidated whole when it returns"
+            );
+        } else {
+            p.items.insert(invalidation);
+        }
+        self.has_pending.store(true, Ordering::Release);
+    }
+
+    /// Applies to L2, and publishes, the removes and tag invalidations that
+    /// missed it. Callers that find work pending wait for the replay in
+    /// progress rather than read L2 before it is done.
+    async fn replay_pending(&self) -> Result<(), StoreError> {
+        let _turn = self.replay_turn.lock().await;
+        let (items, overflows, all) = {
+            let p = self.lock_pending();
+            if p.is_empty() {
+                return Ok(());
+            }
+            let items: Vec<Invalidation> = p.items.iter().cloned().collect();
+            (items, p.overflows, p.overflows != p.replayed_overflows)
+        };
+        let mut keys = Vec::new();
+        let mut tags = Vec::new();
+        let mut messages = Vec::with_capacity(items.len() + 1);
+        if all {
+            messages.push(self.message('a', ""));
+        }
+        for item in &items {
+            match item {
+                Invalidation::Key(k) => {
+                    keys.push(k.as_str());
+                    messages.push(self.message('k', k));
+                }
+                Invalidation::Tag(t) => {
+                    tags.push(t.as_str());
+                    messages.push(self.message('t', t));
+                }
+            }
+        }
+        self.l2
+            .apply_invalidations(all, &keys, &tags, &self.channel, &messages)
+            .await?;
+        if all {
+            self.seen_all.fetch_max(clock::now_ms(), Ordering::AcqRel);
+        }
+        let mut p = self.lock_pending();
+        for item in &items {
+            p.items.remove(item);
+        }
+        p.replayed_overflows = p.replayed_overflows.max(overflows);
+        self.has_pending.store(!p.is_empty(), Ordering::Release);
+        drop(p);
+        self.counters
+            .replayed
+            .fetch_add(items.len() as u64, Ordering::Relaxed);
+        self.counters
+            .published
+            .fetch_add(messages.len() as u64, Ordering::Relaxed);
+        tracing::info!(
+            replayed = items.len(),
+            whole = all,
+            "invalidations missed by L2 replayed"
+        );
+        Ok(())
     }
 }
 
 impl Store for TieredStore {
     async fn get(&self, key: &str) -> Result<Option<Entry>, StoreError> {
-        let inner = &*self.inner;
-        if let Ok(Some(hit)) = inner.l1.get(key).await {
-            inner.counters.l1_hits.fetch_add(1, Ordering::Relaxed);
+        let shared = &*self.inner.shared;
+        if let Ok(Some(hit)) = shared.l1.get(key).await {
+            shared.counters.l1_hits.fetch_add(1, Ordering::Relaxed);
             return Ok(Some(hit));
         }
-        let Some(Some(entry)) = self.l2_call(|| inner.l2.get(key)).await else {
+        let before = shared.fences.snapshot(key).await;
+        let Some(Some(entry)) = shared.l2_call(|| shared.l2.get(key)).await else {
             return Ok(None);
         };
-        inner.counters.l2_hits.fetch_add(1, Ordering::Relaxed);
-        inner
-            .l1
-            .put_capped(key, entry.clone(), Some(inner.l1_ttl))
-            .await;
+        if !shared.l1_admits(&entry).await {
+            return Ok(None);
+        }
+        shared.counters.l2_hits.fetch_add(1, Ordering::Relaxed);
+        shared.fill_l1(key, entry.clone(), before).await;
         Ok(Some(entry))
     }
 
     async fn put(&self, key: &str, entry: Entry) -> Result<(), StoreError> {
-        let inner = &*self.inner;
-        inner
-            .l1
-            .put_capped(key, entry.clone(), Some(inner.l1_ttl))
-            .await;
-        if self.l2_call(|| inner.l2.put(key, entry)).await.is_some() && inner.publish_puts {
-            self.publish('k', key).await;
+        let shared = &*self.inner.shared;
+        let admitted = shared.l1_admits(&entry).await;
+        let l2_entry = entry.clone();
+        let stored = shared
+            .l2_call(|| shared.l2.put(key, l2_entry))
+            .await
+            .is_some();
+        {
+            // Written after L2, under the key's fence, so a concurrent read
+            // of the old L2 value cannot overwrite it in L1.
+            let mut generation = shared.fences.stripe(key).write().await;
+            *generation += 1;
+            if admitted {
+                shared.l1.put_capped(key, entry, Some(shared.l1_ttl)).await;
+            } else {
+                let _ = shared.l1.remove(key).await;
+            }
+        }
+        if stored && shared.publish_puts {
+            shared.publish('k', key).await;
         }
         Ok(())
     }
 
     async fn remove(&self, key: &str) -> Result<(), StoreError> {
-        let inner = &*self.inner;
-        inner.l1.remove(key).await?;
-        if self.l2_call(|| inner.l2.remove(key)).await.is_some() {
-            self.publish('k', key).await;
+        let shared = &*self.inner.shared;
+        shared.drop_key_from_l1(key).await;
+        let removed = shared.l2_call(|| shared.l2.remove(key)).await.is_some();
+        // Again once L2 is done: a read that fetched the old value from L2
+        // meanwhile must not leave it in L1.
+        shared.drop_key_from_l1(key).await;
+        if !(removed && shared.publish('k', key).await) {
+            shared.keep_for_replay(Invalidation::Key(key.to_owned()));
         }
         Ok(())
     }
 
     async fn remove_tag(&self, tag: &str) -> Result<(), StoreError> {
-        let inner = &*self.inner;
-        inner.l1.remove_tag(tag).await?;
-        if self.l2_call(|| inner.l2.remove_tag(tag)).await.is_some() {
-            self.publish('t', tag).await;
+        let shared = &*self.inner.shared;
+        shared.drop_tag_from_l1(tag).await?;
+        let invalidated = shared.l2_call(|| shared.l2.remove_tag(tag)).await.is_some();
+        // Again once L2 is done, for reads that fetched tagged values
+        // from L2 meanwhile.
+        shared.drop_tag_from_l1(tag).await?;
+        if !(invalidated && shared.publish('t', tag).await) {
+            shared.keep_for_replay(Invalidation::Tag(tag.to_owned()));
         }
         Ok(())
     }
@@ -439,21 +768,15 @@ impl Store for TieredStore {
 
 /// The invalidation subscriber: subscribes, applies other instances'
 /// invalidations to L1, and on losing the connection resubscribes with
-/// backoff, clearing L1 once it is back.
-async fn listen(
-    client: redis::Client,
-    channel: String,
-    instance: String,
-    l1: MemoryStore,
-    counters: Arc<Counters>,
-    subscribed: watch::Sender<bool>,
-) {
+/// backoff, clearing L1 and replaying what L2 missed once it is back.
+async fn listen(shared: Arc<Shared>, subscribed: watch::Sender<bool>) {
+    let client = shared.l2.client().clone();
     let mut backoff = Duration::from_millis(50);
     let mut ever_subscribed = false;
     loop {
         let attempt = async {
             let mut pubsub = client.get_async_pubsub().await?;
-            pubsub.subscribe(&channel).await?;
+            pubsub.subscribe(&shared.channel).await?;
             Ok::<_, redis::RedisError>(pubsub)
         };
         let pubsub = match tokio::time::timeout(Duration::from_secs(2), attempt).await {
@@ -472,13 +795,21 @@ async fn listen(
             }
         };
         backoff = Duration::from_millis(50);
-        counters.subscriptions.fetch_add(1, Ordering::Relaxed);
+        shared
+            .counters
+            .subscriptions
+            .fetch_add(1, Ordering::Relaxed);
         if ever_subscribed {
-            l1.clear();
+            shared.clear_l1().await;
             tracing::info!("invalidation channel re-subscribed; L1 cleared");
         }
         ever_subscribed = true;
         subscribed.send_replace(true);
+        if shared.has_pending.load(Ordering::Acquire)
+            && let Err(error) = shared.replay_pending().await
+        {
+            tracing::debug!(%error, "replaying missed invalidations failed; will retry");
+        }
 
         let mut messages = pubsub.into_on_message();
         while let Some(msg) = messages.next().await {
@@ -491,20 +822,52 @@ async fn listen(
                 tracing::debug!(%payload, "ignoring malformed invalidation message");
                 continue;
             };
-            if from == instance {
+            if from == shared.instance {
                 continue;
             }
             let applied = match kind {
-                "k" => l1.remove(name).await,
-                "t" => l1.remove_tag(name).await,
+                "k" => {
+                    shared.drop_key_from_l1(name).await;
+                    Ok(())
+                }
+                "t" => shared.drop_tag_from_l1(name).await,
+                "a" => {
+                    shared.seen_all.fetch_max(clock::now_ms(), Ordering::AcqRel);
+                    shared.clear_l1().await;
+                    Ok(())
+                }
                 _ => continue,
             };
             if applied.is_ok() {
-                counters.received.fetch_add(1, Ordering::Relaxed);
+                shared.counters.received.fetch_add(1, Ordering::Relaxed);
             }
         }
         // Logged once per loss: reconnection attempts log at debug level.
         subscribed.send_replace(false);
         tracing::warn!("invalidation channel lost; L1 may miss invalidations until it returns");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn success_of_a_call_started_before_the_breaker_opened_does_not_close_it() {
+        let breaker = Breaker::new(3, Duration::from_secs(1));
+        let slow = breaker.allow().expect("closed");
+        for _ in 0..3 {
+            breaker.on_failure();
+        }
+        assert!(breaker.is_open());
+        assert!(!breaker.on_success(slow), "an old success is ignored");
+        assert!(breaker.is_open());
+        assert_eq!(breaker.allow(), None, "still skipping L2");
+
+        tokio::time::advance(Duration::from_millis(1_001)).await;
+        let probe = breaker.allow().expect("one probe after the interval");
+        assert_eq!(breaker.allow(), None, "only one probe at a time");
+        assert!(breaker.on_success(probe), "the probe closes it");
+        assert!(!breaker.is_open());
     }
 }
