@@ -1,48 +1,145 @@
-//! A durable write log on a Redis Stream, for write-behind.
+//! A durable write log on a Redis Stream with a consumer group, for
+//! write-behind.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use redis::aio::ConnectionManager;
-use redis::streams::StreamRangeReply;
+use redis::{Script, Value};
 
 use super::{RedisStore, StoreError};
 
-/// A write-ahead log on one Redis Stream: each acknowledged write is
-/// appended (`XADD`) before it is acknowledged and deleted (`XDEL`) once the
-/// writer has it, so what a crash leaves behind is read back
-/// (`XRANGE`) when the queue starts again.
+/// Appends an entry and puts it straight into this consumer's pending list
+/// (creating the group if it is missing), in one step: no entry ever sits
+/// in the stream without an owner.
+const PUSH: &str = r"
+local id = redis.call('XADD', KEYS[1], '*', 'w', ARGV[3])
+local claimed = redis.pcall('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, id, 'FORCE', 'JUSTID')
+if type(claimed) == 'table' and claimed.err then
+  redis.pcall('XGROUP', 'CREATE', KEYS[1], ARGV[1], '0', 'MKSTREAM')
+  redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, id, 'FORCE', 'JUSTID')
+end
+return id
+";
+
+/// Resets the idle time of this consumer's entries that have been pending
+/// for at least ARGV[3] ms, so that no other consumer takes them while this
+/// one is alive.
+const TOUCH: &str = r"
+local start = '-'
+local touched = 0
+while true do
+  local page = redis.call('XPENDING', KEYS[1], ARGV[1], 'IDLE', ARGV[3], start, '+', 500, ARGV[2])
+  if #page == 0 then break end
+  local claim = {'XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0}
+  for _, entry in ipairs(page) do table.insert(claim, entry[1]) end
+  table.insert(claim, 'JUSTID')
+  redis.call(unpack(claim))
+  touched = touched + #page
+  start = '(' .. page[#page][1]
+end
+return touched
+";
+
+/// A write-ahead log on one Redis Stream, read through a consumer group.
 ///
-/// One log belongs to one instance at a time: name it after the instance
-/// (a pod or host name that survives restarts). Delivery is at least once:
-/// a crash between the writer's success and the delete delivers those
-/// writes again, so the writer must be idempotent.
+/// Each write-behind process is one consumer of the group. A write is
+/// appended (`XADD`) and put in this consumer's pending list (`XCLAIM …
+/// FORCE`) before it is acknowledged; once the writer has it, the entry is
+/// acknowledged (`XACK`) and deleted (`XDEL`). What a process leaves
+/// pending when it dies is taken over by a live one:
+///
+/// - at start, a consumer first reads its own pending entries
+///   (`XREADGROUP … 0`): a process restarted under the same
+///   [`consumer`](RedisQueue::consumer) name delivers them at once;
+/// - at start and then periodically, it claims the entries of other
+///   consumers that have been idle for
+///   [`claim_after`](RedisQueue::claim_after) (`XPENDING` + `XCLAIM`);
+/// - while alive, it keeps its own pending entries fresh, so that they are
+///   not claimed from under it.
+///
+/// Several processes may share one queue (give them the same name and
+/// distinct consumer names). Delivery is at least once: a crash between
+/// the writer's success and the `XACK` delivers those writes again, and a
+/// consumer cut off from Redis for longer than `claim_after` may see its
+/// writes delivered by another as well, so the writer must be idempotent.
 ///
 /// Used through [`WriteBehindLayer::durable`](crate::WriteBehindLayer::durable).
 #[derive(Clone)]
 pub struct RedisQueue {
     conn: ConnectionManager,
     key: String,
+    group: String,
+    consumer: String,
     op_timeout: Duration,
+    claim_after: Duration,
+    push: Arc<Script>,
+    touch: Arc<Script>,
 }
 
 impl std::fmt::Debug for RedisQueue {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RedisQueue")
             .field("key", &self.key)
+            .field("group", &self.group)
+            .field("consumer", &self.consumer)
+            .field("claim_after", &self.claim_after)
             .finish()
     }
 }
 
+/// An entry read back from the log: its id and payload.
+pub(crate) type Entry = (String, Bytes);
+
 impl RedisQueue {
-    /// The log named `name`, stored under `{prefix}q:{name}` on `store`'s
-    /// Redis, with its connection and timeout.
+    /// Default consumer group: `tower-cache`.
+    pub const DEFAULT_GROUP: &'static str = "tower-cache";
+
+    /// Default idle time after which a dead consumer's entries are claimed
+    /// by another: 30 s.
+    pub const DEFAULT_CLAIM_AFTER: Duration = Duration::from_secs(30);
+
+    /// The log named `name`, a stream stored under `{prefix}q:{name}` on
+    /// `store`'s Redis (with its connection and timeout), read by the group
+    /// [`DEFAULT_GROUP`](RedisQueue::DEFAULT_GROUP) as a consumer of its own (by default a name unique
+    /// to this process, see [`consumer`](RedisQueue::consumer)).
     pub fn new(store: &RedisStore, name: &str) -> Self {
         RedisQueue {
             conn: store.connection(),
             key: format!("{}q:{}", store.prefix(), name),
+            group: Self::DEFAULT_GROUP.to_owned(),
+            consumer: format!("{}-{:08x}", std::process::id(), rand::random::<u32>()),
             op_timeout: store.op_timeout(),
+            claim_after: Self::DEFAULT_CLAIM_AFTER,
+            push: Arc::new(Script::new(PUSH)),
+            touch: Arc::new(Script::new(TOUCH)),
         }
+    }
+
+    /// This process's consumer name in the group. Give a name that
+    /// survives restarts (a pod or host name) and is never used by two live
+    /// processes at once: a restarted process then delivers what it left
+    /// pending as soon as it starts, instead of after `claim_after`.
+    /// Default: the process id and a random suffix.
+    pub fn consumer(mut self, name: impl Into<String>) -> Self {
+        self.consumer = name.into();
+        self
+    }
+
+    /// The consumer group. Default: [`DEFAULT_GROUP`](RedisQueue::DEFAULT_GROUP) (`tower-cache`).
+    pub fn group(mut self, group: impl Into<String>) -> Self {
+        self.group = group.into();
+        self
+    }
+
+    /// How long another consumer's entries must have been idle before this
+    /// one claims them; also sets how often the queue looks for such entries
+    /// (half of it) and keeps its own fresh (a quarter of it). Keep it well
+    /// above Redis's worst pause. Default: [`DEFAULT_CLAIM_AFTER`](RedisQueue::DEFAULT_CLAIM_AFTER) (30 s).
+    pub fn claim_after(mut self, idle: Duration) -> Self {
+        self.claim_after = idle.max(Duration::from_millis(4));
+        self
     }
 
     /// The Redis key of the stream.
@@ -50,70 +147,227 @@ impl RedisQueue {
         &self.key
     }
 
-    async fn run<T: redis::FromRedisValue>(&self, cmd: redis::Cmd) -> Result<T, StoreError> {
-        let mut conn = self.conn.clone();
-        match tokio::time::timeout(self.op_timeout, cmd.query_async::<T>(&mut conn)).await {
+    /// This process's consumer name.
+    pub fn consumer_name(&self) -> &str {
+        &self.consumer
+    }
+
+    /// The idle time after which entries are claimed from another consumer.
+    pub fn claim_after_idle(&self) -> Duration {
+        self.claim_after
+    }
+
+    async fn timed<T>(
+        &self,
+        fut: impl Future<Output = redis::RedisResult<T>>,
+    ) -> Result<T, StoreError> {
+        match tokio::time::timeout(self.op_timeout, fut).await {
             Ok(Ok(v)) => Ok(v),
             Ok(Err(e)) => Err(StoreError::Backend(e.to_string())),
             Err(_) => Err(StoreError::Timeout),
         }
     }
 
-    /// Appends `payload`; returns its entry id.
-    pub async fn push(&self, payload: Bytes) -> Result<String, StoreError> {
-        let mut cmd = redis::cmd("XADD");
-        cmd.arg(&self.key).arg("*").arg("w").arg(payload.as_ref());
-        self.run(cmd).await
+    async fn run<T: redis::FromRedisValue>(&self, cmd: redis::Cmd) -> Result<T, StoreError> {
+        let mut conn = self.conn.clone();
+        self.timed(cmd.query_async::<T>(&mut conn)).await
     }
 
-    /// Up to `count` entries after `after` (`"-"` for the start), oldest
-    /// first.
-    pub async fn read_after(
+    /// Creates the group (and the stream) if they do not exist yet.
+    pub(crate) async fn create_group(&self) -> Result<(), StoreError> {
+        let mut cmd = redis::cmd("XGROUP");
+        cmd.arg("CREATE")
+            .arg(&self.key)
+            .arg(&self.group)
+            .arg("0")
+            .arg("MKSTREAM");
+        match self.run::<()>(cmd).await {
+            Err(StoreError::Backend(e)) if e.contains("BUSYGROUP") => Ok(()),
+            other => other,
+        }
+    }
+
+    /// Appends `payload` into this consumer's pending list; returns its
+    /// entry id.
+    pub(crate) async fn push(&self, payload: Bytes) -> Result<String, StoreError> {
+        let mut conn = self.conn.clone();
+        let mut invocation = self.push.key(&self.key);
+        invocation
+            .arg(&self.group)
+            .arg(&self.consumer)
+            .arg(payload.as_ref());
+        self.timed(invocation.invoke_async::<String>(&mut conn))
+            .await
+    }
+
+    /// Up to `count` of this consumer's own pending entries after `after`
+    /// (`"0"` for the start), oldest first.
+    pub(crate) async fn own_pending(
         &self,
         after: &str,
         count: usize,
-    ) -> Result<Vec<(String, Bytes)>, StoreError> {
-        let start = if after == "-" {
-            "-".to_owned()
-        } else {
-            format!("({after}")
-        };
-        let mut cmd = redis::cmd("XRANGE");
-        cmd.arg(&self.key)
-            .arg(start)
-            .arg("+")
+    ) -> Result<Vec<Entry>, StoreError> {
+        let mut cmd = redis::cmd("XREADGROUP");
+        cmd.arg("GROUP")
+            .arg(&self.group)
+            .arg(&self.consumer)
             .arg("COUNT")
-            .arg(count);
-        let reply: StreamRangeReply = self.run(cmd).await?;
-        Ok(reply
-            .ids
-            .into_iter()
-            .map(|entry| {
-                let payload = entry.get::<Vec<u8>>("w").unwrap_or_default();
-                (entry.id, Bytes::from(payload))
-            })
-            .collect())
+            .arg(count)
+            .arg("STREAMS")
+            .arg(&self.key)
+            .arg(after);
+        let reply: Value = self.run(cmd).await?;
+        // [[key, [[id, [field, value]] | [id, nil], ...]]]
+        let entries = match reply {
+            Value::Array(mut streams) if !streams.is_empty() => match streams.swap_remove(0) {
+                Value::Array(mut pair) if pair.len() == 2 => pair.swap_remove(1),
+                _ => Value::Nil,
+            },
+            _ => Value::Nil,
+        };
+        Ok(parse_entries(entries))
     }
 
-    /// Deletes delivered entries.
-    pub async fn remove(&self, ids: &[String]) -> Result<(), StoreError> {
+    /// Claims up to `count` entries that other consumers have left idle for
+    /// at least [`claim_after`](RedisQueue::claim_after), after `after`
+    /// (`"-"` for the start). Returns the claimed entries and where to
+    /// continue (`None` when the pending list was read to its end).
+    pub(crate) async fn claim_abandoned(
+        &self,
+        after: &str,
+        count: usize,
+    ) -> Result<(Vec<Entry>, Option<String>), StoreError> {
+        let idle = self.claim_after.as_millis().to_string();
+        let mut cmd = redis::cmd("XPENDING");
+        cmd.arg(&self.key)
+            .arg(&self.group)
+            .arg("IDLE")
+            .arg(&idle)
+            .arg(after)
+            .arg("+")
+            .arg(count);
+        // [[id, consumer, idle, deliveries], ...]
+        let page: Vec<(String, String, u64, u64)> = self.run(cmd).await?;
+        let next = match page.last() {
+            Some((last, ..)) if page.len() >= count => Some(format!("({last}")),
+            _ => None,
+        };
+        let ids: Vec<&String> = page
+            .iter()
+            .filter(|(_, consumer, ..)| *consumer != self.consumer)
+            .map(|(id, ..)| id)
+            .collect();
+        if ids.is_empty() {
+            return Ok((Vec::new(), next));
+        }
+        // XCLAIM checks the idle time again, so two consumers never both
+        // take an entry.
+        let mut cmd = redis::cmd("XCLAIM");
+        cmd.arg(&self.key)
+            .arg(&self.group)
+            .arg(&self.consumer)
+            .arg(&idle)
+            .arg(ids);
+        let reply: Value = self.run(cmd).await?;
+        Ok((parse_entries(reply), next))
+    }
+
+    /// Marks delivered entries done: acknowledged in the group and deleted
+    /// from the stream, in one transaction.
+    pub(crate) async fn ack(&self, ids: &[String]) -> Result<(), StoreError> {
         if ids.is_empty() {
             return Ok(());
         }
-        let mut cmd = redis::cmd("XDEL");
-        cmd.arg(&self.key).arg(ids);
-        self.run::<i64>(cmd).await.map(drop)
+        let mut pipe = redis::pipe();
+        pipe.atomic()
+            .cmd("XACK")
+            .arg(&self.key)
+            .arg(&self.group)
+            .arg(ids)
+            .ignore()
+            .cmd("XDEL")
+            .arg(&self.key)
+            .arg(ids)
+            .ignore();
+        let mut conn = self.conn.clone();
+        self.timed(pipe.query_async::<()>(&mut conn)).await
     }
 
-    /// Whether the log is empty.
-    pub async fn is_empty(&self) -> Result<bool, StoreError> {
-        self.len().await.map(|n| n == 0)
+    /// Resets the idle time of this consumer's entries pending for a
+    /// quarter of `claim_after` or more; returns how many.
+    pub(crate) async fn touch(&self) -> Result<u64, StoreError> {
+        let mut conn = self.conn.clone();
+        let mut invocation = self.touch.key(&self.key);
+        invocation
+            .arg(&self.group)
+            .arg(&self.consumer)
+            .arg((self.claim_after / 4).as_millis().to_string());
+        self.timed(invocation.invoke_async::<u64>(&mut conn)).await
     }
 
-    /// Entries in the log.
+    /// Entries in the stream: appended and not yet delivered.
     pub async fn len(&self) -> Result<u64, StoreError> {
         let mut cmd = redis::cmd("XLEN");
         cmd.arg(&self.key);
         self.run(cmd).await
     }
+
+    /// Whether the stream is empty.
+    pub async fn is_empty(&self) -> Result<bool, StoreError> {
+        self.len().await.map(|n| n == 0)
+    }
+
+    /// Entries pending in the group, across every consumer: taken by a
+    /// consumer and not yet acknowledged (`XPENDING` summary). Zero when the
+    /// group does not exist yet.
+    pub async fn pending(&self) -> Result<u64, StoreError> {
+        let mut cmd = redis::cmd("XPENDING");
+        cmd.arg(&self.key).arg(&self.group);
+        match self.run::<Value>(cmd).await {
+            Ok(Value::Array(summary)) => match summary.first() {
+                Some(Value::Int(n)) => Ok((*n).max(0) as u64),
+                _ => Ok(0),
+            },
+            Ok(_) => Ok(0),
+            Err(StoreError::Backend(e)) if e.contains("NOGROUP") => Ok(0),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+/// `[[id, [field, value, …]], …]` into entries; an entry whose message was
+/// deleted (`[id, nil]`, or `nil`) is skipped.
+fn parse_entries(value: Value) -> Vec<Entry> {
+    let Value::Array(items) = value else {
+        return Vec::new();
+    };
+    items
+        .into_iter()
+        .filter_map(|item| {
+            let Value::Array(mut pair) = item else {
+                return None;
+            };
+            if pair.len() != 2 {
+                return None;
+            }
+            let fields = pair.pop()?;
+            let id = match pair.pop()? {
+                Value::BulkString(id) => String::from_utf8(id).ok()?,
+                Value::SimpleString(id) => id,
+                _ => return None,
+            };
+            let Value::Array(fields) = fields else {
+                return None;
+            };
+            let mut fields = fields.into_iter();
+            while let (Some(name), Some(value)) = (fields.next(), fields.next()) {
+                if let (Value::BulkString(name), Value::BulkString(value)) = (name, value)
+                    && name == b"w"
+                {
+                    return Some((id, Bytes::from(value)));
+                }
+            }
+            None
+        })
+        .collect()
 }

@@ -99,7 +99,7 @@ impl<K: CacheKey, V: Clone> WriteBehindHandle<K, V> {
             .pending
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
-        let mut values = pending.get(&key)?.iter();
+        let mut values = pending.get(&key)?.iter().map(|(_, value)| value);
         let first = values.next()?.clone();
         Some(values.fold(first, |acc, v| merge(&acc, v)))
     }

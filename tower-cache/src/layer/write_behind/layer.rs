@@ -200,13 +200,18 @@ impl<K, V, St> WriteBehindLayer<K, V, St> {
     }
 
     /// Durable mode: every write is also appended to `queue` (a Redis
-    /// Stream) before it is acknowledged, and deleted from it once the
-    /// writer has it. When the worker starts, it first delivers what a
-    /// previous run of the same queue left behind (a crash), so that every
-    /// acknowledged write reaches the writer at least once; the writer must
-    /// be idempotent. A write that cannot be appended (Redis down) fails
-    /// with an error instead of being acknowledged. Default: off (the queue
-    /// lives in process memory).
+    /// Stream read by a consumer group, see [`RedisQueue`](crate::store::RedisQueue))
+    /// before it is acknowledged, and acknowledged and deleted there once
+    /// the writer has it (or the dead-letter handler). When the worker
+    /// starts it creates the group if needed and first delivers what a
+    /// previous run of the same consumer left pending; from then on it
+    /// periodically claims and delivers what dead consumers of the queue
+    /// left, so every acknowledged write reaches the writer at least once:
+    /// the writer must be idempotent. New writes are appended only once the
+    /// first recovery is done. A write that cannot be appended (Redis down)
+    /// fails with [`DurableLogUnavailable`](super::DurableLogUnavailable)
+    /// instead of being acknowledged. Writes are stored as JSON. Default:
+    /// off (the queue lives in process memory).
     #[cfg(feature = "redis")]
     pub fn durable(mut self, queue: crate::store::RedisQueue) -> Self
     where

@@ -31,12 +31,29 @@
 //! - **Graceful shutdown** ([`WriteBehindHandle::shutdown`], or dropping
 //!   every service and handle): every acknowledged write reaches the writer
 //!   (or, after its retries, the dead-letter handler).
-//! - **A crash of the process**: the writes already delivered survive; those
-//!   still queued in memory are lost. Call [`WriteBehindHandle::flush`]
-//!   where a write must be durable before you go on.
-//! - **A Redis outage**: nothing is lost; the queue is in process memory
-//!   and the writer does not go through Redis. Only the cached copy may
-//!   live in L1 alone until Redis returns.
+//! - **A crash of the process**: without durable mode, the writes already
+//!   delivered survive and those still queued in memory are lost (call
+//!   [`WriteBehindHandle::flush`] where a write must reach the writer
+//!   before you go on). In [durable mode](WriteBehindLayer::durable), every
+//!   acknowledged write survives: it is in a Redis Stream, in this
+//!   process's pending list of the stream's consumer group, until the
+//!   writer has it. A restart under the same consumer name delivers it at
+//!   once; otherwise any live process on the same queue claims it once it
+//!   has been idle for [`claim_after`](crate::store::RedisQueue::claim_after).
+//!   Delivery is at least once: writes the writer took just before the
+//!   crash are delivered again, so the writer must be idempotent.
+//! - **A Redis outage**: without durable mode nothing is lost; the queue is
+//!   in process memory and the writer does not go through Redis (only the
+//!   cached copy may live in L1 alone until Redis returns). In durable mode
+//!   a write that cannot be appended is refused with
+//!   [`DurableLogUnavailable`] instead of being acknowledged; what was
+//!   acknowledged before is still delivered (its log entry is removed once
+//!   Redis is back, or delivered again after a restart). A write refused
+//!   because Redis answered too late may still have been appended, and is
+//!   then delivered by the next process that recovers the log.
+//! - **Losing Redis's data** (a restart without persistence): durable mode
+//!   then survives a crash only as well as Redis keeps its data; run Redis
+//!   with AOF persistence for the log.
 //!
 //! ```
 //! use std::time::Duration;

@@ -112,8 +112,16 @@ where
 
     fn call(&mut self, write: Write<K, V>) -> Self::Future {
         let key = key_in(&self.shared.namespace, &write.key);
+        // Merge mode: the write's id among the pending ones.
+        let id = self
+            .shared
+            .seq
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            + 1;
         #[cfg(feature = "redis")]
-        let (logged, append) = match self.durable_append(&write) {
+        let forget = self.shared.merge.is_some().then(|| (key.clone(), id));
+        #[cfg(feature = "redis")]
+        let (logged, append) = match self.durable_append(&write, forget) {
             Ok(pair) => pair,
             Err(error) => return ResponseFuture::ready(Err(error)),
         };
@@ -135,12 +143,22 @@ where
             if self.sender.send_item(item).is_err() {
                 return ResponseFuture::ready(Err(WriteBehindClosed.into()));
             }
-            pending.entry(key).or_default().push_back(value);
+            pending.entry(key).or_default().push_back((id, value));
             drop(pending);
             self.acknowledged();
             return match append {
                 None => ResponseFuture::ready(Ok(())),
-                Some(append) => ResponseFuture::boxed(append),
+                // On a task of its own: the worker waits for the append, so
+                // it must go on whether or not the caller polls the answer.
+                Some(append) => {
+                    let append = tokio::spawn(append);
+                    ResponseFuture::boxed(Box::pin(async move {
+                        match append.await {
+                            Ok(result) => result,
+                            Err(error) => Err(error.into()),
+                        }
+                    }))
+                }
             };
         }
 
@@ -236,13 +254,17 @@ impl<K, V, St> WriteBehind<K, V, St> {
     fn durable_append(
         &self,
         write: &Write<K, V>,
+        forget: Option<(String, u64)>,
     ) -> Result<
         (
             Option<tokio::sync::oneshot::Receiver<Option<String>>>,
             Option<Append>,
         ),
         tower::BoxError,
-    > {
+    >
+    where
+        V: Send + Sync + 'static,
+    {
         let Some(durable) = &self.durable else {
             return Ok((None, None));
         };
@@ -250,6 +272,7 @@ impl<K, V, St> WriteBehind<K, V, St> {
         let (tx, rx) = tokio::sync::oneshot::channel();
         let queue = durable.queue.clone();
         let mut recovered = self.shared.recovered.subscribe();
+        let shared = self.shared.clone();
         let append: Append = Box::pin(async move {
             // New entries only once the old ones were read back.
             let _ = recovered.wait_for(|done| *done).await;
@@ -259,6 +282,10 @@ impl<K, V, St> WriteBehind<K, V, St> {
                     Ok(())
                 }
                 Err(error) => {
+                    // Out of `pending` before the caller hears of it.
+                    if let Some((key, id)) = forget {
+                        shared.forget_pending_write(&key, id);
+                    }
                     let _ = tx.send(None);
                     Err(DurableLogUnavailable(error.to_string()).into())
                 }

@@ -59,45 +59,71 @@ fn layer() -> WriteBehindLayer<u64, i64, MemoryStore> {
         .namespace("wb:")
 }
 
+/// Value written by `task` as its `seq`-th write to a key.
+fn tagged(task: i64, seq: i64) -> i64 {
+    seq * 1_000 + task
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ten_thousand_concurrent_writes_end_with_the_last_value_per_key() {
+    const KEYS: u64 = 100;
+    const TASKS_PER_KEY: i64 = 10;
+    const WRITES_PER_TASK: i64 = 10;
+    let cache = Cache::new(MemoryStore::default());
     let writer = Recorder::default();
-    let svc = layer()
+    let svc = WriteBehindLayer::<u64, i64, _>::new(cache.clone(), "wb", Policy::default())
+        .namespace("wb:")
         .max_delay(Duration::from_millis(5))
         .layer(writer.service());
     let handle = svc.handle();
-    let tasks: Vec<_> = (0..100u64)
-        .map(|key| {
+    // Ten tasks race on every key; each writes increasing values to it.
+    let mut tasks = Vec::new();
+    for task in 0..TASKS_PER_KEY {
+        for key in 0..KEYS {
             let mut svc = svc.clone();
-            tokio::spawn(async move {
-                for seq in 1..=100i64 {
+            tasks.push(tokio::spawn(async move {
+                for seq in 1..=WRITES_PER_TASK {
                     svc.ready()
                         .await
                         .unwrap()
-                        .call(Write::new(key, seq))
+                        .call(Write::new(key, tagged(task, seq)))
                         .await
                         .unwrap();
                 }
-            })
-        })
-        .collect();
+            }));
+        }
+    }
     for t in tasks {
         t.await.unwrap();
     }
     handle.flush().await.unwrap();
 
+    // Writes to a key reach the writer in the order they were acknowledged:
+    // each task's writes arrive in the order it made them.
+    let mut last_seq: HashMap<(u64, i64), i64> = HashMap::new();
     let mut last: HashMap<u64, i64> = HashMap::new();
     for w in writer.writes() {
-        let previous = last.insert(w.key, w.value).unwrap_or(0);
+        let (task, seq) = (w.value % 1_000, w.value / 1_000);
+        let previous = last_seq.insert((w.key, task), seq).unwrap_or(0);
         assert!(
-            w.value > previous,
-            "key {} went from {previous} to {}",
-            w.key,
-            w.value
+            seq > previous,
+            "key {} task {task}: {previous} then {seq}",
+            w.key
         );
+        last.insert(w.key, w.value);
     }
-    assert_eq!(last.len(), 100);
-    assert!(last.values().all(|v| *v == 100), "{last:?}");
+    assert_eq!(last.len(), KEYS as usize);
+    let mut read = ReadThroughLayer::new(cache, "wb", Policy::default())
+        .namespace("wb:")
+        .layer(service_fn(|_: u64| async { Ok::<i64, std::io::Error>(-1) }));
+    for key in 0..KEYS {
+        let value = last[&key];
+        // The write acknowledged last to a key is the final write of its
+        // task (nothing followed it), and the writer and the cache agree
+        // on it.
+        assert_eq!(value / 1_000, WRITES_PER_TASK, "key {key} ended on {value}");
+        assert_eq!(read.lookup(key).await.unwrap(), (value, CacheStatus::Hit));
+    }
     let stats = handle.stats();
     assert_eq!(stats.acknowledged, 10_000);
     assert!(
@@ -112,7 +138,7 @@ async fn ten_thousand_concurrent_writes_end_with_the_last_value_per_key() {
 async fn counter_merge_sums_exactly() {
     let writer = Recorder::default();
     let svc = layer()
-        .max_delay(Duration::from_millis(5))
+        .max_delay(Duration::from_secs(3_600))
         .merge(|a, b| a + b)
         .layer(writer.service());
     let handle = svc.handle();
@@ -125,18 +151,17 @@ async fn counter_merge_sums_exactly() {
     for t in tasks {
         t.await.unwrap();
     }
-    let delivered: i64 = writer.writes().iter().map(|w| w.value).sum();
-    let pending = handle.pending(&7).unwrap_or(0);
-    assert_eq!(
-        delivered + pending,
-        1_000,
-        "every increment is delivered or pending"
-    );
+    // Nothing goes out before max_delay: every increment is pending.
+    assert_eq!(writer.calls(), 0);
+    assert_eq!(handle.pending(&7), Some(1_000));
     handle.flush().await.unwrap();
-    let total: i64 = writer.writes().iter().map(|w| w.value).sum();
-    assert_eq!(total, 1_000);
+    assert_eq!(
+        writer.writes(),
+        vec![Write::new(7, 1_000)],
+        "1,000 increments become one write of the sum"
+    );
     assert_eq!(handle.pending(&7), None);
-    assert!(writer.calls() < 1_000);
+    assert_eq!(handle.stats().coalesced, 999);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -329,4 +354,312 @@ async fn concurrent_writes_to_one_key_leave_the_last_acknowledged_in_the_cache()
     let mut read = ReadThroughLayer::new(cache, "c", Policy::default())
         .layer(service_fn(|_: u64| async { Ok::<i64, std::io::Error>(0) }));
     assert_eq!(read.lookup(1).await.unwrap(), (500, CacheStatus::Hit));
+}
+
+/// Delays between the writer's calls to a batch that always fails, with
+/// the backoff starting at `first`.
+async fn retry_delays(first: Duration, retries: u32) -> Vec<Duration> {
+    let calls = Arc::new(Mutex::new(Vec::new()));
+    let writer = {
+        let calls = calls.clone();
+        service_fn(move |_: Vec<Write<u64, i64>>| {
+            calls.lock().unwrap().push(tokio::time::Instant::now());
+            async { Err::<(), _>(std::io::Error::other("down")) }
+        })
+    };
+    let svc = layer()
+        .max_retries(retries)
+        .backoff(first, Duration::from_secs(3_600))
+        .dead_letter(|_| {})
+        .layer(writer);
+    svc.clone().oneshot(Write::new(1, 1)).await.unwrap();
+    svc.handle().flush().await.unwrap();
+    let calls = calls.lock().unwrap().clone();
+    assert_eq!(calls.len(), retries as usize + 1);
+    calls.windows(2).map(|w| w[1] - w[0]).collect()
+}
+
+#[tokio::test(start_paused = true)]
+async fn retries_back_off_exponentially_with_jitter() {
+    let first = Duration::from_millis(1_000);
+    let delays = retry_delays(first, 6).await;
+    for (attempt, delay) in delays.iter().enumerate() {
+        // Doubling from `first`, each within ±50 % jitter.
+        let base = first * (1 << attempt);
+        assert!(
+            *delay >= base / 2 && *delay <= base * 3 / 2 + Duration::from_millis(2),
+            "retry {} waited {delay:?}, base {base:?}",
+            attempt + 1
+        );
+    }
+    assert!(delays[5] > delays[0] * 4, "{delays:?}");
+    // Jittered: not the plain doubling, and not the same twice in a row.
+    let other = retry_delays(first, 6).await;
+    let exact = |d: &[Duration]| {
+        d.iter()
+            .enumerate()
+            .all(|(i, d)| d.abs_diff(first * (1 << i)) <= Duration::from_millis(2))
+    };
+    assert!(!exact(&delays) && !exact(&other), "{delays:?}");
+    assert_ne!(delays, other);
+}
+
+/// Events captured by a [`Capture`] subscriber: level, message and fields.
+#[derive(Clone, Default)]
+struct Capture {
+    events: Arc<Mutex<Vec<(tracing::Level, String)>>>,
+}
+
+struct Fields(String);
+
+impl tracing::field::Visit for Fields {
+    fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+        self.0.push_str(&format!("{}={value:?} ", field.name()));
+    }
+}
+
+impl tracing::Subscriber for Capture {
+    fn enabled(&self, _: &tracing::Metadata<'_>) -> bool {
+        true
+    }
+    fn new_span(&self, _: &tracing::span::Attributes<'_>) -> tracing::span::Id {
+        tracing::span::Id::from_u64(1)
+    }
+    fn record(&self, _: &tracing::span::Id, _: &tracing::span::Record<'_>) {}
+    fn record_follows_from(&self, _: &tracing::span::Id, _: &tracing::span::Id) {}
+    fn event(&self, event: &tracing::Event<'_>) {
+        let mut fields = Fields(String::new());
+        event.record(&mut fields);
+        self.events
+            .lock()
+            .unwrap()
+            .push((*event.metadata().level(), fields.0));
+    }
+    fn enter(&self, _: &tracing::span::Id) {}
+    fn exit(&self, _: &tracing::span::Id) {}
+}
+
+impl Capture {
+    fn at(&self, level: tracing::Level) -> Vec<String> {
+        let events = self.events.lock().unwrap();
+        events
+            .iter()
+            .filter(|(l, _)| *l == level)
+            .map(|(_, e)| e.clone())
+            .collect()
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_default_dead_letter_handler_logs_the_keys_at_error_level_and_counts() {
+    let capture = Capture::default();
+    let _guard = tracing::subscriber::set_default(capture.clone());
+    // Callsites first seen by other tests on other threads learn of it.
+    tracing::callsite::rebuild_interest_cache();
+    let writer = service_fn(|_: Vec<Write<u64, i64>>| async {
+        Err::<(), _>(std::io::Error::other("disk full"))
+    });
+    let svc = layer().max_retries(1).layer(writer);
+    for key in [3u64, 4] {
+        svc.clone().oneshot(Write::new(key, 1)).await.unwrap();
+    }
+    let handle = svc.handle();
+    handle.flush().await.unwrap();
+    let errors = capture.at(tracing::Level::ERROR);
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert!(
+        errors[0].contains("wb:3") && errors[0].contains("wb:4") && errors[0].contains("disk full"),
+        "{}",
+        errors[0]
+    );
+    assert_eq!(handle.stats().dead_letters, 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn dropping_the_last_handle_drains_in_the_background_with_a_log_line() {
+    let capture = Capture::default();
+    let _guard = tracing::subscriber::set_default(capture.clone());
+    // Callsites first seen by other tests on other threads learn of it.
+    tracing::callsite::rebuild_interest_cache();
+    let writer = Recorder::default();
+    let svc = layer()
+        .max_delay(Duration::from_secs(3_600))
+        .layer(writer.service());
+    for key in 0..20u64 {
+        svc.clone().oneshot(Write::new(key, 1)).await.unwrap();
+    }
+    let handle = svc.handle();
+    drop(svc);
+    tokio::task::yield_now().await;
+    assert_eq!(writer.calls(), 0, "a handle keeps the queue open");
+    drop(handle);
+    // Long before max_delay: the drain does not wait for it.
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    assert_eq!(writer.writes().len(), 20);
+    let infos = capture.at(tracing::Level::INFO);
+    assert!(infos.iter().any(|e| e.contains("drained")), "{infos:?}");
+}
+
+/// A metrics recorder keeping every emission with its labels.
+#[derive(Clone, Default)]
+struct Metrics {
+    seen: Arc<Mutex<Vec<(String, String, f64)>>>,
+}
+
+struct Emission {
+    name: String,
+    labels: String,
+    seen: Arc<Mutex<Vec<(String, String, f64)>>>,
+}
+
+impl Emission {
+    fn push(&self, value: f64) {
+        self.seen
+            .lock()
+            .unwrap()
+            .push((self.name.clone(), self.labels.clone(), value));
+    }
+}
+
+impl metrics::CounterFn for Emission {
+    fn increment(&self, value: u64) {
+        self.push(value as f64);
+    }
+    fn absolute(&self, value: u64) {
+        self.push(value as f64);
+    }
+}
+
+impl metrics::GaugeFn for Emission {
+    fn increment(&self, value: f64) {
+        self.push(value);
+    }
+    fn decrement(&self, value: f64) {
+        self.push(-value);
+    }
+    fn set(&self, value: f64) {
+        self.push(value);
+    }
+}
+
+impl metrics::HistogramFn for Emission {
+    fn record(&self, value: f64) {
+        self.push(value);
+    }
+}
+
+impl Metrics {
+    fn emission(&self, key: &metrics::Key) -> Arc<Emission> {
+        let labels = key
+            .labels()
+            .map(|l| format!("{}={}", l.key(), l.value()))
+            .collect::<Vec<_>>()
+            .join(",");
+        Arc::new(Emission {
+            name: key.name().to_owned(),
+            labels,
+            seen: self.seen.clone(),
+        })
+    }
+
+    /// Values emitted under `name` with the label `cache=wb`.
+    fn values(&self, name: &str) -> Vec<f64> {
+        self.seen
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(n, labels, _)| n == name && labels == "cache=wb")
+            .map(|(_, _, v)| *v)
+            .collect()
+    }
+}
+
+impl metrics::Recorder for Metrics {
+    fn describe_counter(
+        &self,
+        _: metrics::KeyName,
+        _: Option<metrics::Unit>,
+        _: metrics::SharedString,
+    ) {
+    }
+    fn describe_gauge(
+        &self,
+        _: metrics::KeyName,
+        _: Option<metrics::Unit>,
+        _: metrics::SharedString,
+    ) {
+    }
+    fn describe_histogram(
+        &self,
+        _: metrics::KeyName,
+        _: Option<metrics::Unit>,
+        _: metrics::SharedString,
+    ) {
+    }
+    fn register_counter(&self, key: &metrics::Key, _: &metrics::Metadata<'_>) -> metrics::Counter {
+        metrics::Counter::from_arc(self.emission(key))
+    }
+    fn register_gauge(&self, key: &metrics::Key, _: &metrics::Metadata<'_>) -> metrics::Gauge {
+        metrics::Gauge::from_arc(self.emission(key))
+    }
+    fn register_histogram(
+        &self,
+        key: &metrics::Key,
+        _: &metrics::Metadata<'_>,
+    ) -> metrics::Histogram {
+        metrics::Histogram::from_arc(self.emission(key))
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn metrics_are_emitted_with_the_layer_name() {
+    let metrics = Metrics::default();
+    let _guard = metrics::set_default_local_recorder(&metrics);
+    let calls = Arc::new(AtomicUsize::new(0));
+    // Fails its first call, and every batch holding key 99.
+    let writer = {
+        let calls = calls.clone();
+        service_fn(move |batch: Vec<Write<u64, i64>>| {
+            let first = calls.fetch_add(1, Ordering::SeqCst) == 0;
+            let poisoned = batch.iter().any(|w| w.key == 99);
+            async move {
+                if first || poisoned {
+                    return Err(std::io::Error::other("refused"));
+                }
+                Ok(())
+            }
+        })
+    };
+    let svc = layer().max_retries(1).dead_letter(|_| {}).layer(writer);
+    let handle = svc.handle();
+    for value in 1..=3 {
+        svc.clone().oneshot(Write::new(1, value)).await.unwrap();
+    }
+    assert!(
+        metrics
+            .values("tower_cache_write_behind_queue_depth")
+            .contains(&1.0),
+        "a queued write is counted"
+    );
+    handle.flush().await.unwrap();
+    svc.clone().oneshot(Write::new(99, 1)).await.unwrap();
+    handle.flush().await.unwrap();
+
+    let sum = |name: &str| metrics.values(name).iter().sum::<f64>();
+    assert_eq!(
+        metrics
+            .values("tower_cache_write_behind_queue_depth")
+            .last(),
+        Some(&0.0)
+    );
+    assert_eq!(sum("tower_cache_write_behind_batches_total"), 1.0);
+    assert_eq!(sum("tower_cache_write_behind_coalesced_total"), 2.0);
+    assert_eq!(sum("tower_cache_write_behind_retries_total"), 2.0);
+    assert_eq!(sum("tower_cache_write_behind_dead_letters_total"), 1.0);
+    assert_eq!(
+        metrics
+            .values("tower_cache_write_behind_flush_seconds")
+            .len(),
+        1
+    );
 }

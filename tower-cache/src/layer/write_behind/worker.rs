@@ -48,8 +48,9 @@ pub(super) struct Shared<V> {
     pub name: Arc<str>,
     pub namespace: Arc<str>,
     pub merge: Option<MergeFn<V>>,
-    /// Merge mode: per key, the writes acknowledged and not yet delivered.
-    pub pending: Mutex<HashMap<String, VecDeque<V>>>,
+    /// Merge mode: per key, the writes acknowledged and not yet delivered,
+    /// in queue order, each with an id of its own.
+    pub pending: Mutex<HashMap<String, VecDeque<(u64, V)>>>,
     /// Set mode: per key, the sequence number of the latest write, so that
     /// an older write never overwrites a newer one in the cache.
     pub latest: Mutex<HashMap<String, u64>>,
@@ -76,6 +77,21 @@ impl<V> Shared<V> {
         }
     }
 
+    /// Merge mode: stops counting the write `id` to `key` as pending.
+    #[cfg(feature = "redis")]
+    pub(super) fn forget_pending_write(&self, key: &str, id: u64) {
+        let mut pending = self
+            .pending
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some(queue) = pending.get_mut(key) {
+            queue.retain(|(write, _)| *write != id);
+            if queue.is_empty() {
+                pending.remove(key);
+            }
+        }
+    }
+
     pub(super) fn queue_depth_changed(&self, delta: i64) {
         let depth = self.counters.queued.fetch_add(delta, Ordering::Relaxed) + delta;
         metrics::gauge!("tower_cache_write_behind_queue_depth", "cache" => self.name.to_string())
@@ -87,6 +103,9 @@ impl<V> Shared<V> {
 /// appearance.
 struct Batch<K, V> {
     index: HashMap<String, usize>,
+    /// Per key: the coalesced write and how many of its writes are counted
+    /// in [`Shared::pending`] (those acknowledged by this process; writes
+    /// recovered from the durable log are not).
     writes: Vec<(String, Write<K, V>, usize)>,
     items: usize,
     deadline: Option<Instant>,
@@ -105,13 +124,17 @@ impl<K, V> Batch<K, V> {
         }
     }
 
+    /// Adds a write; `live` when it was acknowledged by this process (and
+    /// so counted in [`Shared::pending`]), not when recovered from the log.
     fn add(
         &mut self,
         key: String,
         write: Write<K, V>,
         merge: Option<&MergeFn<V>>,
         delay: Duration,
+        live: bool,
     ) {
+        let live = usize::from(live);
         self.items += 1;
         if self.deadline.is_none() {
             self.deadline = Some(Instant::now() + delay);
@@ -124,11 +147,11 @@ impl<K, V> Batch<K, V> {
                     None => write.value,
                 };
                 existing.key = write.key;
-                *count += 1;
+                *count += live;
             }
             None => {
                 self.index.insert(key.clone(), self.writes.len());
-                self.writes.push((key, write, 1));
+                self.writes.push((key, write, live));
             }
         }
     }
@@ -203,14 +226,20 @@ where
 {
     async fn run(mut self) {
         #[cfg(feature = "redis")]
-        self.recover().await;
+        let _heartbeat = self.recover().await;
         self.shared.recovered.send_replace(true);
+        let mut sweep = self.sweep_interval();
         loop {
             let deadline = self.batch.deadline;
             let item = tokio::select! {
                 item = self.rx.recv() => item,
                 _ = sleep_until(deadline) => {
                     self.deliver().await;
+                    continue;
+                }
+                _ = tick(sweep.as_mut()) => {
+                    #[cfg(feature = "redis")]
+                    self.sweep().await;
                     continue;
                 }
             };
@@ -247,16 +276,14 @@ where
         if let Some(logged) = logged {
             match logged.await {
                 Ok(Some(id)) => self.batch.logged.push(id),
-                _ => {
-                    // Not appended, so not acknowledged: the caller got an error.
-                    self.forget_pending(&key, 1);
-                    return;
-                }
+                // Not appended, so not acknowledged: the caller got an
+                // error, and the write was taken out of `pending` before.
+                _ => return,
             }
         }
         let delay = self.limits.max_delay;
         self.batch
-            .add(key, write, self.shared.merge.as_ref(), delay);
+            .add(key, write, self.shared.merge.as_ref(), delay, true);
         if self.batch.writes.len() >= self.limits.max_batch {
             self.deliver().await;
         }
@@ -372,15 +399,15 @@ where
         }
         #[cfg(feature = "redis")]
         if let Some(durable) = &self.durable
-            && let Err(error) = durable.queue.remove(&batch.logged).await
+            && let Err(error) = durable.queue.ack(&batch.logged).await
         {
-            tracing::warn!(%error, entries = batch.logged.len(), "delivered writes stay in the durable log; they will be delivered again after a restart");
+            tracing::warn!(%error, entries = batch.logged.len(), "delivered writes stay pending in the durable log; they will be delivered again after a restart");
         }
     }
 
     /// Merge mode: stops counting `count` writes to `key` as pending.
     fn forget_pending(&self, key: &str, count: usize) {
-        if self.shared.merge.is_none() {
+        if self.shared.merge.is_none() || count == 0 {
             return;
         }
         let mut pending = self
@@ -396,21 +423,29 @@ where
         }
     }
 
-    /// Durable mode: delivers what a previous run left in the log.
+    /// Durable mode: creates the consumer group, delivers this consumer's
+    /// own pending entries (left by a previous run under the same consumer
+    /// name) and those other consumers abandoned, then starts the task that
+    /// keeps this consumer's entries from being claimed while it lives.
+    /// Dropping the returned guard stops that task.
     #[cfg(feature = "redis")]
-    async fn recover(&mut self) {
-        let Some(durable) = self.durable.clone() else {
-            return;
-        };
-        let mut after = "-".to_owned();
+    async fn recover(&mut self) -> Option<AbortOnDrop> {
+        let durable = self.durable.clone()?;
+        let queue = &durable.queue;
         let mut failures = 0;
+        while let Err(error) = queue.create_group().await {
+            if failures >= 5 {
+                tracing::error!(%error, "cannot create the durable log's consumer group; what the log holds is delivered later");
+                break;
+            }
+            failures += 1;
+            tracing::warn!(%error, "cannot reach the durable log yet; retrying");
+            tokio::time::sleep(self.backoff(failures)).await;
+        }
+        let mut after = "0".to_owned();
         let mut recovered = 0usize;
         loop {
-            let page = match durable
-                .queue
-                .read_after(&after, self.limits.max_batch)
-                .await
-            {
+            let page = match queue.own_pending(&after, self.limits.max_batch).await {
                 Ok(page) => page,
                 Err(error) if failures < 5 => {
                     failures += 1;
@@ -419,39 +454,129 @@ where
                     continue;
                 }
                 Err(error) => {
-                    tracing::error!(%error, "cannot read the durable log; what it holds is delivered at the next start");
-                    return;
+                    tracing::error!(%error, "cannot read the durable log; what it holds is delivered later");
+                    break;
                 }
             };
             let Some((last, _)) = page.last() else { break };
             after = last.clone();
-            for (id, payload) in page {
-                match (durable.decode)(&payload) {
-                    Ok(write) => {
-                        let key = crate::codec::key_in(&self.shared.namespace, &write.key);
-                        self.batch.logged.push(id);
-                        self.batch.add(
-                            key,
-                            write,
-                            self.shared.merge.as_ref(),
-                            self.limits.max_delay,
-                        );
-                        recovered += 1;
-                    }
-                    Err(error) => {
-                        tracing::error!(%error, id, "dropping an undecodable entry of the durable log");
-                        let _ = durable.queue.remove(&[id]).await;
-                    }
-                }
-            }
+            recovered += self.take_recovered(&durable, page).await;
             self.deliver().await;
         }
+        recovered += self.claim_abandoned(&durable).await;
         if recovered > 0 {
             tracing::info!(
                 recovered,
                 "delivered the writes a previous run left in the durable log"
             );
         }
+        let heartbeat = durable.queue.clone();
+        let every = heartbeat.claim_after_idle() / 4;
+        let span = tracing::debug_span!("tower_cache.write_behind.heartbeat");
+        let task = tokio::spawn(
+            async move {
+                let mut ticks = tokio::time::interval(every);
+                ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                loop {
+                    ticks.tick().await;
+                    if let Err(error) = heartbeat.touch().await {
+                        tracing::warn!(%error, "cannot keep this consumer's pending writes; another consumer may deliver them too");
+                    }
+                }
+            }
+            .instrument(span),
+        );
+        Some(AbortOnDrop(task.abort_handle()))
+    }
+
+    /// Durable mode, periodically: delivers what other consumers abandoned.
+    #[cfg(feature = "redis")]
+    async fn sweep(&mut self) {
+        let Some(durable) = self.durable.clone() else {
+            return;
+        };
+        let recovered = self.claim_abandoned(&durable).await;
+        if recovered > 0 {
+            tracing::info!(
+                recovered,
+                "delivered writes another consumer of the durable log abandoned"
+            );
+        }
+    }
+
+    /// Claims and delivers, page by page, the entries other consumers left
+    /// idle for the queue's `claim_after`.
+    #[cfg(feature = "redis")]
+    async fn claim_abandoned(&mut self, durable: &super::layer::Durable<K, V>) -> usize {
+        let mut after = "-".to_owned();
+        let mut recovered = 0;
+        loop {
+            let (page, next) = match durable
+                .queue
+                .claim_abandoned(&after, self.limits.max_batch)
+                .await
+            {
+                Ok(claimed) => claimed,
+                Err(error) => {
+                    tracing::warn!(%error, "cannot claim abandoned entries of the durable log; trying again later");
+                    return recovered;
+                }
+            };
+            if !page.is_empty() {
+                // What this process acknowledged goes out first, so that it
+                // is not overwritten by older writes of a dead process.
+                self.deliver().await;
+                recovered += self.take_recovered(durable, page).await;
+                self.deliver().await;
+            }
+            match next {
+                Some(next) => after = next,
+                None => return recovered,
+            }
+        }
+    }
+
+    /// Adds entries read back from the log to the batch; returns how many.
+    #[cfg(feature = "redis")]
+    async fn take_recovered(
+        &mut self,
+        durable: &super::layer::Durable<K, V>,
+        page: Vec<(String, bytes::Bytes)>,
+    ) -> usize {
+        let mut taken = 0;
+        for (id, payload) in page {
+            match (durable.decode)(&payload) {
+                Ok(write) => {
+                    let key = crate::codec::key_in(&self.shared.namespace, &write.key);
+                    self.batch.logged.push(id);
+                    self.batch.add(
+                        key,
+                        write,
+                        self.shared.merge.as_ref(),
+                        self.limits.max_delay,
+                        false,
+                    );
+                    taken += 1;
+                }
+                Err(error) => {
+                    tracing::error!(%error, id, "dropping an undecodable entry of the durable log");
+                    let _ = durable.queue.ack(&[id]).await;
+                }
+            }
+        }
+        taken
+    }
+
+    /// Durable mode: how often to look for abandoned entries.
+    fn sweep_interval(&self) -> Option<tokio::time::Interval> {
+        #[cfg(feature = "redis")]
+        if let Some(durable) = &self.durable {
+            let every = durable.queue.claim_after_idle() / 2;
+            let mut sweep = tokio::time::interval_at(Instant::now() + every, every);
+            sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            return Some(sweep);
+        }
+        None
     }
 
     fn backoff(&self, attempt: u32) -> Duration {
@@ -461,6 +586,26 @@ where
             .saturating_mul(1u32 << (attempt - 1).min(16))
             .min(self.limits.max_backoff);
         base.mul_f64(0.5 + rand::random::<f64>())
+    }
+}
+
+/// Aborts a task when dropped.
+#[cfg(feature = "redis")]
+struct AbortOnDrop(tokio::task::AbortHandle);
+
+#[cfg(feature = "redis")]
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+async fn tick(interval: Option<&mut tokio::time::Interval>) {
+    match interval {
+        Some(interval) => {
+            interval.tick().await;
+        }
+        None => std::future::pending().await,
     }
 }
 

@@ -72,7 +72,7 @@ impl<St, C> WriteThroughLayer<St, C> {
         }
     }
 
-    /// A write taking longer fails with [`WriteTimedOut`](super::service::WriteTimedOut)
+    /// A write taking longer fails with [`WriteTimedOut`](super::WriteTimedOut)
     /// and removes the key, since the writer may still apply it. Default:
     /// no timeout.
     pub fn timeout(mut self, timeout: Duration) -> Self {

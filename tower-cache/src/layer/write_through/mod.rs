@@ -49,7 +49,7 @@ mod service;
 
 pub use future::ResponseFuture;
 pub use layer::WriteThroughLayer;
-pub use service::WriteThrough;
+pub use service::{WriteThrough, WriteTimedOut};
 
 #[cfg(test)]
 mod tests {
@@ -111,6 +111,18 @@ mod tests {
         let err = svc.oneshot(Write::new(1, 250)).await.unwrap_err();
         assert_eq!(err.to_string(), "constraint violated");
         assert_eq!(read_price(&cache, &loads).await, (100, CacheStatus::Hit));
+    }
+
+    #[test]
+    fn a_write_dropped_outside_a_runtime_does_not_panic() {
+        let (cache, _) = setup();
+        let mut svc = writer_layer(&cache).layer(service_fn(|_: Write<u64, i64>| async {
+            Ok::<_, std::io::Error>(())
+        }));
+        // Built and dropped with no runtime: the unknown outcome cannot be
+        // cleaned up, but it must not take the thread down.
+        let pending = tower::Service::call(&mut svc, Write::new(1, 250));
+        drop(pending);
     }
 
     #[tokio::test(start_paused = true)]

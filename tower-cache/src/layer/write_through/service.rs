@@ -55,6 +55,15 @@ impl<St: Store> UnknownOutcome<St> {
 impl<St: Store> Drop for UnknownOutcome<St> {
     fn drop(&mut self) {
         if let Some(key) = self.key.take() {
+            // Dropped outside a runtime (the runtime is gone): no task can
+            // remove the key any more.
+            if tokio::runtime::Handle::try_current().is_err() {
+                tracing::warn!(
+                    key,
+                    "write abandoned outside a Tokio runtime; the cached value could not be removed"
+                );
+                return;
+            }
             tracing::debug!(key, "write abandoned mid-flight; removing the cached value");
             let cache = self.cache.clone();
             self.cache
