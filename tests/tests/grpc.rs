@@ -95,7 +95,7 @@ impl tower::Service<http::Request<Body>> for Catalog {
     }
 }
 
-async fn serve(catalog: Catalog, layer: CacheAsideLayer<TieredStore>) -> Channel {
+async fn serve<St: tower_cache::Store>(catalog: Catalog, layer: CacheAsideLayer<St>) -> Channel {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {
@@ -142,7 +142,33 @@ async fn marked_unary_method_is_cached_by_request_message() {
         MemoryStore::default(),
         tower_cache::store::RedisStore::new(redis.url()).unwrap(),
     );
-    let cache = Cache::new(store);
+    cached_by_request_message(Cache::new(store)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn marked_unary_method_is_cached_by_request_message_in_memory() {
+    cached_by_request_message(Cache::new(MemoryStore::default())).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_larger_than_the_limit_is_served_uncached() {
+    let layer = CacheAsideLayer::new(
+        Cache::new(MemoryStore::default()),
+        GET_PRODUCT,
+        Policy::ttl(Duration::from_secs(60)),
+    )
+    .max_body_bytes(1)
+    .grpc_method(GET_PRODUCT, |bytes: Bytes| Body::new(Full::new(bytes)));
+    let catalog = Catalog::default();
+    let channel = serve(catalog.clone(), layer.clone()).await;
+    let first = call(&channel, GET_PRODUCT, 7).await.unwrap();
+    let second = call(&channel, GET_PRODUCT, 7).await.unwrap();
+    assert_eq!((first.name.as_str(), second.id), ("Product 7", 7));
+    assert_ne!(first.served, second.served, "not cached");
+    assert_eq!(layer.profile().stats().bypasses, 2);
+}
+
+async fn cached_by_request_message<St: tower_cache::Store>(cache: Cache<St>) {
     let layer = CacheAsideLayer::new(cache, GET_PRODUCT, Policy::ttl(Duration::from_secs(60)))
         .grpc_method(GET_PRODUCT, |bytes: Bytes| Body::new(Full::new(bytes)));
     let catalog = Catalog::default();

@@ -278,3 +278,40 @@ async fn corrupt_entry_in_redis_reads_as_a_miss() {
     assert_eq!((r.status.as_u16(), r.x_cache.as_str()), (200, "MISS"));
     assert_eq!(get(&fresh, "http://h/products/9").await.x_cache, "HIT");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn per_user_keys_in_redis_hold_no_user_and_cannot_be_forged() {
+    let server = RedisServer::start();
+    let origin = Origin::default();
+    let user_of = |parts: &http::request::Parts| {
+        parts
+            .headers
+            .get("authorization")?
+            .to_str()
+            .ok()?
+            .strip_prefix("Bearer ")
+            .map(str::to_owned)
+    };
+    let svc = CacheAsideLayer::new(cache(&server), "me", Policy::default())
+        .per_user(user_of)
+        .layer(origin.service());
+    let bob = [("authorization", "Bearer bob-secret-token")];
+    assert_eq!(
+        send(&svc, Method::GET, "http://h/me", &bob).await.text(),
+        "me=Bearer bob-secret-token"
+    );
+    let keys: Vec<String> = server.connection().keys("*").unwrap();
+    assert!(!keys.is_empty());
+    assert!(
+        keys.iter().all(|k| !k.contains("bob-secret-token")),
+        "{keys:?}"
+    );
+    for uri in [
+        "http://h/me|user=bob-secret-token",
+        "http://h/me?|user=bob-secret-token",
+    ] {
+        let forged = get(&svc, uri).await;
+        assert_ne!(forged.text(), "me=Bearer bob-secret-token", "{uri}");
+        assert_eq!(forged.x_cache, "MISS", "{uri}");
+    }
+}

@@ -57,6 +57,8 @@ pub use engine::{
 };
 pub use entry::{DecodeError, Entry};
 #[cfg(feature = "http")]
+pub use http::RequestClass;
+#[cfg(feature = "http")]
 pub use layer::cache_aside::{CacheAside, CacheAsideLayer};
 pub use layer::read_through::{ReadThrough, ReadThroughLayer};
 pub use layer::refresh_ahead::{RefreshAhead, RefreshAheadLayer};

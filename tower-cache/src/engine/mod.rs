@@ -30,6 +30,7 @@
 //! ```
 
 mod flight;
+mod invalidation;
 mod policy;
 mod profile;
 
@@ -48,6 +49,7 @@ use crate::clock;
 use crate::entry::Entry;
 use crate::store::{SharedStore, Store};
 use flight::{Flight, FlightGuard, FlightMap, Shared};
+use invalidation::Invalidations;
 pub(crate) use policy::Freshness;
 pub use policy::{DEFAULT_JITTER, DEFAULT_LOAD_TIMEOUT, DEFAULT_NEGATIVE_TTL, DEFAULT_TTL, Policy};
 pub use profile::{Profile, ProfileStats};
@@ -239,8 +241,28 @@ pub(crate) struct Inner<S> {
     pub(crate) store: S,
     flights: Arc<FlightMap>,
     refresh_permits: Arc<Semaphore>,
+    invalidations: Invalidations,
     tasks: TaskTracker,
     cancel: CancellationToken,
+}
+
+/// What a layer's check says of a stored entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Verdict {
+    /// Serve it (subject to the freshness policy).
+    Serve,
+    /// It does not decode: remove it and load.
+    Drop,
+    /// Valid, but not for this caller (another HTTP `Vary` variant): leave
+    /// it, and hand the loader back to the caller.
+    Skip,
+}
+
+/// The result of [`Cache::fetch_verdict`].
+pub(crate) enum Checked<T, E, F> {
+    Done(Result<Fetched<T>, LoadError<E>>),
+    /// The check skipped the stored entry; the loader was not used.
+    Skipped(F),
 }
 
 /// The cache handle every layer uses: a [`Store`] plus the engine's shared
@@ -257,6 +279,14 @@ pub(crate) struct Inner<S> {
 ///   XFetch) run on tasks owned by the cache, one per key at a time, at
 ///   most [`CacheBuilder::max_refreshes`] at once (default 64); a refresh
 ///   that finds no free slot is skipped and tried again on a later read.
+/// - **Invalidation wins over loads in flight**: a load that started
+///   before [`Cache::remove`], [`Cache::remove_tag`] (of a tag its value
+///   carries) or [`Cache::put`] on its key does not leave its result in
+///   the store, so a reader that loaded the old value from the database
+///   cannot put it back after a write deleted it. Callers that were already
+///   waiting for that load still get its result.
+/// - **After [`Cache::shutdown`]** loads run on the caller's task, so
+///   requests still being served get answers.
 /// - **Store trouble is a miss**: a store error never reaches the caller.
 pub struct Cache<S = SharedStore> {
     inner: Arc<Inner<S>>,
@@ -300,6 +330,7 @@ impl<S: Store> CacheBuilder<S> {
                 store: self.store,
                 flights: Arc::new(Mutex::new(HashMap::new())),
                 refresh_permits: Arc::new(Semaphore::new(self.max_refreshes)),
+                invalidations: Invalidations::new(),
                 tasks: TaskTracker::new(),
                 cancel: CancellationToken::new(),
             }),
@@ -371,6 +402,34 @@ impl<S: Store> Cache<S> {
         T: Send + 'static,
         E: fmt::Display + Send + 'static,
     {
+        let check = move |entry: &Entry| {
+            if check(entry) {
+                Verdict::Serve
+            } else {
+                Verdict::Drop
+            }
+        };
+        match self.fetch_verdict(key, profile, check, load).await {
+            Checked::Done(result) => result,
+            Checked::Skipped(load) => self.load(key, profile, load, None, None).await,
+        }
+    }
+
+    /// [`Cache::fetch_checked`] with a three-way check: an entry the check
+    /// skips is left in place and the loader is handed back unused.
+    pub(crate) async fn fetch_verdict<T, E, F, Fut>(
+        &self,
+        key: &str,
+        profile: &Profile,
+        mut check: impl FnMut(&Entry) -> Verdict + Send,
+        load: F,
+    ) -> Checked<T, E, F>
+    where
+        F: FnOnce() -> Fut + Send + 'static,
+        Fut: Future<Output = Result<Loaded<T>, E>> + Send + 'static,
+        T: Send + 'static,
+        E: fmt::Display + Send + 'static,
+    {
         let mut cached = match self.inner.store.get(key).await {
             Ok(found) => found,
             Err(error) => {
@@ -378,14 +437,20 @@ impl<S: Store> Cache<S> {
                 None
             }
         };
-        if cached.as_ref().is_some_and(|entry| !check(entry)) {
-            tracing::warn!(cache = %profile.name(), key, "dropping a cached value that does not decode");
-            metrics::counter!("tower_cache_undecodable_total", "cache" => profile.name().to_owned())
-                .increment(1);
-            self.remove(key).await;
-            cached = None;
+        match cached.as_ref().map(&mut check) {
+            Some(Verdict::Drop) => {
+                tracing::warn!(cache = %profile.name(), key, "dropping a cached value that does not decode");
+                metrics::counter!("tower_cache_undecodable_total", "cache" => profile.name().to_owned())
+                    .increment(1);
+                if let Err(error) = self.inner.store.remove(key).await {
+                    tracing::debug!(key, %error, "store remove failed");
+                }
+                cached = None;
+            }
+            Some(Verdict::Skip) => return Checked::Skipped(load),
+            Some(Verdict::Serve) | None => {}
         }
-        if let Some(entry) = cached {
+        let done = if let Some(entry) = cached {
             match profile.policy().classify(&entry, clock::now_ms()) {
                 Freshness::Fresh { refresh } => {
                     if refresh {
@@ -393,19 +458,24 @@ impl<S: Store> Cache<S> {
                     }
                     profile.record_hit();
                     tracing::trace!(cache = %profile.name(), key, "hit");
-                    return Ok(Fetched::Hit(entry));
+                    Ok(Fetched::Hit(entry))
                 }
                 Freshness::Revalidate => {
                     self.refresh(key, profile, load);
                     profile.record_stale();
                     tracing::debug!(cache = %profile.name(), key, "stale, revalidating");
-                    return Ok(Fetched::Stale(entry));
+                    Ok(Fetched::Stale(entry))
                 }
-                Freshness::IfError => return self.load(key, profile, load, Some(entry)).await,
-                Freshness::Expired => {}
+                Freshness::IfError => {
+                    self.load(key, profile, load, Some(entry), Some(&mut check))
+                        .await
+                }
+                Freshness::Expired => self.load(key, profile, load, None, Some(&mut check)).await,
             }
-        }
-        self.load(key, profile, load, None).await
+        } else {
+            self.load(key, profile, load, None, Some(&mut check)).await
+        };
+        Checked::Done(done)
     }
 
     /// Loads `key` without reading the stored entry (an HTTP request's
@@ -422,28 +492,44 @@ impl<S: Store> Cache<S> {
         T: Send + 'static,
         E: fmt::Display + Send + 'static,
     {
-        self.load(key, profile, load, None).await
+        self.load(key, profile, load, None, None).await
     }
 
     /// Stores `fill` under `key` as a fresh entry loaded now, under
-    /// `profile`'s policy (write-through).
+    /// `profile`'s policy (write-through). A load of `key` already running
+    /// does not overwrite it.
     pub async fn put(&self, key: &str, profile: &Profile, fill: Fill) {
         let entry = make_entry(profile.policy(), fill, clock::now_ms(), 0);
+        self.inner.invalidations.key(key);
         if let Err(error) = self.inner.store.put(key, entry).await {
             tracing::debug!(cache = %profile.name(), key, %error, "store write failed");
         }
     }
 
-    /// Removes `key`. Store errors are logged, not returned.
+    /// Removes `key`. A load of `key` already running does not store its
+    /// result, and callers arriving after this call start a new load
+    /// instead of waiting for that one. Store errors are logged, not
+    /// returned.
     pub async fn remove(&self, key: &str) {
+        self.inner.invalidations.key(key);
+        {
+            let mut flights = self
+                .inner
+                .flights
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            flights.remove(key);
+        }
         if let Err(error) = self.inner.store.remove(key).await {
             tracing::debug!(key, %error, "store remove failed");
         }
     }
 
-    /// Invalidates every entry tagged `tag`. Store errors are logged, not
+    /// Invalidates every entry tagged `tag`. A load already running whose
+    /// value carries `tag` does not store it. Store errors are logged, not
     /// returned.
     pub async fn remove_tag(&self, tag: &str) {
+        self.inner.invalidations.tag(tag);
         if let Err(error) = self.inner.store.remove_tag(tag).await {
             tracing::debug!(tag, %error, "store tag invalidation failed");
         }
@@ -469,6 +555,8 @@ impl<S: Store> Cache<S> {
 
     /// Stops background refreshes and loads, and waits for their tasks to
     /// end. Callers waiting on a stopped load get [`LoadError::Aborted`].
+    /// Afterwards no background work starts, and a miss runs its loader on
+    /// the caller's own task, so requests still being served get answers.
     pub async fn shutdown(&self) {
         self.inner.cancel.cancel();
         self.inner.tasks.close();
@@ -530,6 +618,7 @@ impl<S: Store> Cache<S> {
     {
         let started_ms = clock::now_ms();
         let started = Instant::now();
+        let generation = self.inner.invalidations.snapshot();
         let result = tokio::time::timeout(profile.policy().load_timeout, load()).await;
         let took = started.elapsed();
         profile.record_load(took);
@@ -552,9 +641,8 @@ impl<S: Store> Cache<S> {
             Ok(Ok(Loaded::Store(fill))) => {
                 let load_ms = took.as_millis().min(u32::MAX as u128) as u32;
                 let entry = make_entry(profile.policy(), fill, started_ms, load_ms);
-                if let Err(error) = self.inner.store.put(guard.key(), entry.clone()).await {
-                    tracing::debug!(cache = %profile.name(), key = guard.key(), %error, "store write failed");
-                }
+                self.store_loaded(guard.key(), profile, &entry, generation)
+                    .await;
                 guard.finish(Shared::Stored(entry.clone()));
                 Ok(Outcome::Stored(entry))
             }
@@ -579,6 +667,7 @@ impl<S: Store> Cache<S> {
         profile: &Profile,
         load: F,
         stale: Option<Entry>,
+        recheck: Option<&mut (dyn FnMut(&Entry) -> Verdict + Send)>,
     ) -> Result<Fetched<T>, LoadError<E>>
     where
         F: FnOnce() -> Fut + Send + 'static,
@@ -587,20 +676,39 @@ impl<S: Store> Cache<S> {
         E: fmt::Display + Send + 'static,
     {
         let outcome: Result<Outcome<T>, LoadError<E>> = match self.join_or_lead(key) {
-            Role::Leader(guard) => {
-                // The load runs on its own task so that this caller going
-                // away does not cancel it for the others.
-                let (tx, rx) = tokio::sync::oneshot::channel();
-                let cache = self.clone();
-                let task_profile = profile.clone();
-                self.spawn("load", async move {
-                    let result = cache.run_load(guard, &task_profile, load).await;
-                    let _ = tx.send(result);
-                });
-                rx.await.unwrap_or(Err(LoadError::Aborted))
+            Role::Leader(mut guard) => {
+                // A load may have finished between this caller's read and
+                // its taking the lead: read again before loading.
+                let rechecked = match recheck {
+                    Some(check) => self.recheck(key, profile, check).await,
+                    None => None,
+                };
+                if let Some(entry) = rechecked {
+                    guard.finish(Shared::Stored(entry.clone()));
+                    profile.record_hit();
+                    tracing::trace!(cache = %profile.name(), key, "hit after a finished load");
+                    return Ok(Fetched::Hit(entry));
+                }
+                tracing::trace!(cache = %profile.name(), key, "miss, loading");
+                if self.inner.cancel.is_cancelled() {
+                    // Shut down: no task would run the load; run it here.
+                    self.run_load(guard, profile, load).await
+                } else {
+                    // The load runs on its own task so that this caller
+                    // going away does not cancel it for the others.
+                    let (tx, rx) = tokio::sync::oneshot::channel();
+                    let cache = self.clone();
+                    let task_profile = profile.clone();
+                    self.spawn("load", async move {
+                        let result = cache.run_load(guard, &task_profile, load).await;
+                        let _ = tx.send(result);
+                    });
+                    rx.await.unwrap_or(Err(LoadError::Aborted))
+                }
             }
             Role::Waiter(flight) => {
                 profile.record_joined();
+                tracing::trace!(cache = %profile.name(), key, "miss, waiting for the load in flight");
                 match flight.wait().await {
                     Shared::Stored(entry) => Ok(Outcome::Stored(entry)),
                     Shared::Pass => self.load_alone(key, profile, load).await,
@@ -640,18 +748,70 @@ impl<S: Store> Cache<S> {
         Fut: Future<Output = Result<Loaded<T>, E>>,
     {
         let started_ms = clock::now_ms();
-        match tokio::time::timeout(profile.policy().load_timeout, load()).await {
-            Err(_) => Err(LoadError::Timeout),
-            Ok(Err(error)) => Err(LoadError::Origin(error)),
+        let started = Instant::now();
+        let generation = self.inner.invalidations.snapshot();
+        let result = tokio::time::timeout(profile.policy().load_timeout, load()).await;
+        let took = started.elapsed();
+        profile.record_load(took);
+        match result {
+            Err(_) => {
+                profile.record_load_error();
+                tracing::warn!(cache = %profile.name(), key, "load timed out");
+                Err(LoadError::Timeout)
+            }
+            Ok(Err(error)) => {
+                profile.record_load_error();
+                Err(LoadError::Origin(error))
+            }
             Ok(Ok(Loaded::Store(fill))) => {
-                let entry = make_entry(profile.policy(), fill, started_ms, 0);
-                if let Err(error) = self.inner.store.put(key, entry.clone()).await {
-                    tracing::debug!(cache = %profile.name(), key, %error, "store write failed");
-                }
+                let load_ms = took.as_millis().min(u32::MAX as u128) as u32;
+                let entry = make_entry(profile.policy(), fill, started_ms, load_ms);
+                self.store_loaded(key, profile, &entry, generation).await;
                 Ok(Outcome::Stored(entry))
             }
             Ok(Ok(Loaded::Pass(value))) => Ok(Outcome::Pass(value)),
-            Ok(Ok(Loaded::Failed(value, _))) => Ok(Outcome::Failed(value)),
+            Ok(Ok(Loaded::Failed(value, _))) => {
+                profile.record_load_error();
+                Ok(Outcome::Failed(value))
+            }
+        }
+    }
+
+    /// Reads `key` again for a caller that just took the lead: a fresh
+    /// entry `check` serves, or `None`.
+    async fn recheck(
+        &self,
+        key: &str,
+        profile: &Profile,
+        check: &mut (dyn FnMut(&Entry) -> Verdict + Send),
+    ) -> Option<Entry> {
+        let entry = self.inner.store.get(key).await.ok().flatten()?;
+        let fresh = matches!(
+            profile.policy().classify(&entry, clock::now_ms()),
+            Freshness::Fresh { .. }
+        );
+        (fresh && check(&entry) == Verdict::Serve).then_some(entry)
+    }
+
+    /// Stores what a load that started at `generation` produced, unless
+    /// its key or one of its tags was invalidated since. The check runs
+    /// again after the write: an invalidation that raced with it removes
+    /// the entry.
+    async fn store_loaded(&self, key: &str, profile: &Profile, entry: &Entry, generation: u64) {
+        let invalidations = &self.inner.invalidations;
+        if invalidations.since(generation, key, &entry.tags) {
+            tracing::debug!(cache = %profile.name(), key, "invalidated while loading; not stored");
+            return;
+        }
+        if let Err(error) = self.inner.store.put(key, entry.clone()).await {
+            tracing::debug!(cache = %profile.name(), key, %error, "store write failed");
+            return;
+        }
+        if invalidations.since(generation, key, &entry.tags) {
+            tracing::debug!(cache = %profile.name(), key, "invalidated while storing; removed");
+            if let Err(error) = self.inner.store.remove(key).await {
+                tracing::debug!(key, %error, "store remove failed");
+            }
         }
     }
 }

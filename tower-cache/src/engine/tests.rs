@@ -392,3 +392,227 @@ async fn passed_results_are_not_stored() {
     assert!(matches!(got, Fetched::Passed(7)));
     assert!(cache.store().get("k").await.unwrap().is_none());
 }
+
+/// A `MemoryStore` whose reads answer `delay` after reading, like a
+/// remote store whose reply is still on the wire when another caller's
+/// load finishes.
+struct LateReads {
+    inner: MemoryStore,
+    delay: Duration,
+}
+
+impl Store for LateReads {
+    async fn get(&self, key: &str) -> Result<Option<Entry>, crate::StoreError> {
+        let found = self.inner.get(key).await;
+        tokio::time::sleep(self.delay).await;
+        found
+    }
+    async fn put(&self, key: &str, entry: Entry) -> Result<(), crate::StoreError> {
+        self.inner.put(key, entry).await
+    }
+    async fn remove(&self, key: &str) -> Result<(), crate::StoreError> {
+        self.inner.remove(key).await
+    }
+    async fn remove_tag(&self, tag: &str) -> Result<(), crate::StoreError> {
+        self.inner.remove_tag(tag).await
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_miss_read_before_the_load_finished_does_not_load_again() {
+    let cache = Cache::new(LateReads {
+        inner: MemoryStore::new(16 << 20),
+        delay: Duration::from_millis(100),
+    });
+    let profile = profile(Policy::ttl(Duration::from_secs(60)));
+    let calls = Arc::new(AtomicUsize::new(0));
+    // The first caller loads at once for 10 ms; the second reads the empty
+    // store at 5 ms but learns it only at 105 ms, after the load finished.
+    let first = tokio::spawn({
+        let (cache, profile, calls) = (cache.clone(), profile.clone(), calls.clone());
+        async move {
+            cache
+                .reload(
+                    "k",
+                    &profile,
+                    loader(&calls, "v", Duration::from_millis(10)),
+                )
+                .await
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    let second = cache
+        .fetch("k", &profile, loader(&calls, "again", Duration::ZERO))
+        .await
+        .unwrap();
+    assert!(matches!(first.await.unwrap().unwrap(), Fetched::Miss(_)));
+    assert!(matches!(second, Fetched::Hit(_)));
+    assert_eq!(value(&second), b"v");
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn staggered_misses_with_slow_reads_load_once() {
+    let cache = Cache::new(LateReads {
+        inner: MemoryStore::new(16 << 20),
+        delay: Duration::from_millis(20),
+    });
+    let profile = profile(Policy::ttl(Duration::from_secs(60)));
+    let calls = Arc::new(AtomicUsize::new(0));
+    let tasks: Vec<_> = (0..400u64)
+        .map(|i| {
+            let (cache, profile, calls) = (cache.clone(), profile.clone(), calls.clone());
+            tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_micros(i * 100)).await;
+                cache
+                    .fetch("k", &profile, loader(&calls, "v", Duration::from_millis(5)))
+                    .await
+                    .map(|f| value(&f).to_vec())
+            })
+        })
+        .collect();
+    for t in tasks {
+        assert_eq!(t.await.unwrap().unwrap(), b"v");
+    }
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_load_that_started_before_a_remove_does_not_store_the_old_value() {
+    let cache = cache();
+    let profile = profile(Policy::ttl(Duration::from_secs(60)));
+    let db = Arc::new(std::sync::atomic::AtomicU64::new(1));
+    let read_db = Arc::new(tokio::sync::Notify::new());
+    let release = Arc::new(tokio::sync::Notify::new());
+    let reader = tokio::spawn({
+        let (cache, profile, db) = (cache.clone(), profile.clone(), db.clone());
+        let (read_db, release) = (read_db.clone(), release.clone());
+        async move {
+            cache
+                .fetch::<(), Err, _, _>("k", &profile, move || async move {
+                    let old = db.load(Ordering::SeqCst);
+                    read_db.notify_one();
+                    release.notified().await;
+                    Ok(Loaded::Store(Fill::new(old.to_string())))
+                })
+                .await
+        }
+    });
+    read_db.notified().await;
+    // The writer: update the database, delete the key.
+    db.store(2, Ordering::SeqCst);
+    cache.remove("k").await;
+    // A reader arriving after the delete does not wait for the old load.
+    let after = cache
+        .fetch::<(), Err, _, _>("k", &profile, || async {
+            Ok(Loaded::Store(Fill::new("2")))
+        })
+        .await
+        .unwrap();
+    assert_eq!(value(&after), b"2");
+    release.notify_one();
+    let old = reader.await.unwrap().unwrap();
+    assert_eq!(value(&old), b"1", "the racing reader gets what it loaded");
+    let stored = cache.store().get("k").await.unwrap().expect("stored");
+    assert_eq!(&stored.value[..], b"2", "the old value was not put back");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn loads_racing_with_writes_never_leave_an_old_value() {
+    let cache = cache();
+    let profile = profile(Policy::ttl(Duration::from_secs(600)));
+    let db = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    for round in 0..40u64 {
+        let readers: Vec<_> = (0..50u64)
+            .map(|i| {
+                let (cache, profile, db) = (cache.clone(), profile.clone(), db.clone());
+                tokio::spawn(async move {
+                    tokio::time::sleep(Duration::from_micros(i * 20)).await;
+                    let load = move || async move {
+                        let v = db.load(Ordering::SeqCst);
+                        tokio::time::sleep(Duration::from_micros(300)).await;
+                        Ok::<_, Err>(Loaded::<()>::Store(Fill::new(v.to_string())))
+                    };
+                    let _ = cache.fetch("k", &profile, load).await;
+                })
+            })
+            .collect();
+        tokio::time::sleep(Duration::from_micros(500)).await;
+        db.store(round + 1, Ordering::SeqCst);
+        cache.remove("k").await;
+        for r in readers {
+            r.await.unwrap();
+        }
+        if let Some(entry) = cache.store().get("k").await.unwrap() {
+            assert_eq!(
+                std::str::from_utf8(&entry.value).unwrap(),
+                (round + 1).to_string(),
+                "round {round}: an old value outlived the write"
+            );
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_load_in_flight_does_not_survive_its_tags_invalidation() {
+    let cache = cache();
+    let profile = profile(Policy::ttl(Duration::from_secs(60)));
+    let release = Arc::new(tokio::sync::Notify::new());
+    let reader = tokio::spawn({
+        let (cache, profile, release) = (cache.clone(), profile.clone(), release.clone());
+        async move {
+            cache
+                .fetch::<(), Err, _, _>("k", &profile, move || async move {
+                    release.notified().await;
+                    Ok(Loaded::Store(
+                        Fill::new("old").with_tags(vec!["p:1".into()]),
+                    ))
+                })
+                .await
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    cache.remove_tag("p:1").await;
+    release.notify_one();
+    reader.await.unwrap().unwrap();
+    assert!(cache.store().get("k").await.unwrap().is_none());
+}
+
+#[tokio::test(start_paused = true)]
+async fn misses_after_shutdown_are_loaded_on_the_callers_task() {
+    let cache = cache();
+    let profile = profile(Policy::default());
+    cache.shutdown().await;
+    let calls = Arc::new(AtomicUsize::new(0));
+    let got = cache
+        .fetch("k", &profile, loader(&calls, "v", Duration::from_millis(5)))
+        .await
+        .unwrap();
+    assert_eq!(value(&got), b"v");
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn loads_of_callers_whose_shared_load_passed_are_counted() {
+    let cache = cache();
+    let profile = profile(Policy::default());
+    let tasks: Vec<_> = (0..10)
+        .map(|_| {
+            let (cache, profile) = (cache.clone(), profile.clone());
+            tokio::spawn(async move {
+                cache
+                    .fetch::<u32, Err, _, _>("k", &profile, || async {
+                        tokio::time::sleep(Duration::from_millis(10)).await;
+                        Ok(Loaded::Pass(7))
+                    })
+                    .await
+            })
+        })
+        .collect();
+    for t in tasks {
+        assert!(matches!(t.await.unwrap().unwrap(), Fetched::Passed(7)));
+    }
+    let stats = profile.stats();
+    assert_eq!(stats.loads, 10, "{stats:?}");
+    assert_eq!(stats.joined, 9, "{stats:?}");
+}

@@ -1,10 +1,16 @@
 //! The HTTP adapter: what the layers need to cache `http::Request` /
 //! `http::Response` services.
 //!
-//! - **Keys**: method, host, path and sorted query, plus the request
-//!   headers a route names, under a namespace and version prefix; or a key
-//!   function of the user's. Keys longer than [`MAX_PLAIN_KEY_LEN`] are
-//!   replaced by their SHA-256, never truncated.
+//! - **Reads and writes**: `GET` and `HEAD` are reads; `POST`, `PUT`,
+//!   `PATCH` and `DELETE` are writes; or what a route's classifier says
+//!   ([`RequestClass`]).
+//! - **Keys**: method, host, path and query (sorted by parameter name),
+//!   plus the request headers a route names, under a namespace and version
+//!   prefix; or a key function of the user's. Every part taken from the
+//!   request is escaped, so no request can spell a part of another's key;
+//!   per-user keys carry a SHA-256 of the user, never the user itself.
+//!   Keys longer than [`MAX_PLAIN_KEY_LEN`] are replaced by their SHA-256,
+//!   never truncated.
 //! - **Privacy**: a request with `Authorization` or `Cookie` bypasses the
 //!   shared cache unless the route gives a per-user key; a response with
 //!   `Set-Cookie`, `Cache-Control: no-store` or `no-cache` is never stored,
@@ -17,12 +23,22 @@
 //!   the origin set the TTL. Bodies are read up to a maximum size; a larger
 //!   body streams through uncached and intact. Trailers are kept.
 //! - **Response headers**: `X-Cache: HIT | MISS | STALE | BYPASS` and
-//!   `Age`. An `ETag` is stored with each entry (computed from the body
-//!   when the origin sends none) and `If-None-Match` is answered with 304.
-//! - **Vary**: a response's `Vary` is recorded with the entry; a request
-//!   whose values differ is not served that entry (it is reloaded). Name
-//!   the headers a route varies on with `vary_on` to keep one entry per
-//!   value instead.
+//!   `Age`. An `ETag` is stored with each entry (the origin's, or one
+//!   computed from the body when the origin sends none) and
+//!   `If-None-Match` is answered with 304 from the cache. A cacheable load
+//!   does not forward the client's `If-None-Match`, `If-Modified-Since`,
+//!   `If-Match`, `If-Unmodified-Since`, `If-Range` or `Range`, so the
+//!   origin answers with the whole representation.
+//! - **Vary**: a response's `Vary` is recorded with the entry, and the
+//!   values of the request headers it names pick the entry: the first
+//!   variant loaded sits under the request's key, every other one under
+//!   that key plus its header values, so variants live side by side and
+//!   never replace one another. Naming the headers with `vary_on` puts
+//!   them in the key from the start (one store read per request instead
+//!   of two for the other variants).
+//! - **Waiters never get another client's private answer**: callers that
+//!   waited on a load whose response was a failure carrying `Set-Cookie`,
+//!   `private` or `no-store` get a `502` of their own, not that response.
 
 mod body;
 mod cache_control;
@@ -35,8 +51,8 @@ pub(crate) use body::{Collected, collect_limited};
 pub(crate) use cache_control::CacheControl;
 pub(crate) use key::KeyScheme;
 pub use key::{KeyFn, MAX_PLAIN_KEY_LEN};
-pub use rules::{DEFAULT_MAX_BODY_BYTES, path_tag};
-pub(crate) use rules::{Decision, HttpRules, Storability, TagsFn, UserFn, mark};
+pub(crate) use rules::{ClassifyFn, Decision, HttpRules, Storability, TagsFn, UserFn, mark};
+pub use rules::{DEFAULT_MAX_BODY_BYTES, RequestClass, path_tag};
 pub(crate) use stored::StoredResponse;
 
 use http::HeaderName;

@@ -18,6 +18,42 @@ use super::{CacheBody, CacheControl, CacheStatus, KeyScheme, StoredResponse, X_C
 pub(crate) type UserFn = Arc<dyn Fn(&Parts) -> Option<String> + Send + Sync>;
 /// Gives tags from a request.
 pub(crate) type TagsFn = Arc<dyn Fn(&Parts) -> Vec<String> + Send + Sync>;
+/// Says what a request is to the cache.
+pub(crate) type ClassifyFn = Arc<dyn Fn(&Parts) -> RequestClass + Send + Sync>;
+
+/// What a request is to a cache-aside route, as told by a classifier
+/// given to [`CacheAsideLayer::classify`](crate::CacheAsideLayer::classify).
+///
+/// Whatever the class, the privacy rules still apply: a read carrying
+/// credentials without a per-user key, or with `Cache-Control: no-store`,
+/// bypasses the cache.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum RequestClass {
+    /// A read: answered from the cache, loaded from the service on a miss.
+    /// The key is built from the request head (method, host, path, query,
+    /// the headers named with `vary_on`), never from the body: classify as
+    /// a read only requests whose head says what they ask for.
+    Read,
+    /// A write: passed through; when it succeeds (2xx), the entries of its
+    /// path and the tags named with
+    /// [`invalidates`](crate::CacheAsideLayer::invalidates) are deleted.
+    Write,
+    /// Not for the cache: passed through, marked `X-Cache: BYPASS`.
+    Bypass,
+}
+
+impl RequestClass {
+    /// The default classification: `GET` and `HEAD` are reads; `POST`,
+    /// `PUT`, `PATCH` and `DELETE` are writes; any other method bypasses.
+    pub fn of_method(method: &Method) -> RequestClass {
+        match *method {
+            Method::GET | Method::HEAD => RequestClass::Read,
+            Method::POST | Method::PUT | Method::PATCH | Method::DELETE => RequestClass::Write,
+            _ => RequestClass::Bypass,
+        }
+    }
+}
 
 /// Default largest body stored: 1 MiB.
 pub const DEFAULT_MAX_BODY_BYTES: usize = 1024 * 1024;
@@ -32,6 +68,7 @@ pub(crate) struct HttpRules {
     pub per_user: Option<UserFn>,
     pub tags: Option<TagsFn>,
     pub invalidates: Option<TagsFn>,
+    pub classify: Option<ClassifyFn>,
     pub statuses: Vec<StatusCode>,
     pub max_body_bytes: usize,
     pub respect_origin_ttl: bool,
@@ -45,6 +82,7 @@ impl Default for HttpRules {
             per_user: None,
             tags: None,
             invalidates: None,
+            classify: None,
             statuses: DEFAULT_STATUSES
                 .iter()
                 .filter_map(|s| StatusCode::from_u16(*s).ok())
@@ -104,20 +142,25 @@ impl HttpRules {
         let grpc = *method == Method::POST
             && !self.grpc_methods.is_empty()
             && self.grpc_methods.iter().any(|m| m == parts.uri.path());
-        let read = *method == Method::GET || *method == Method::HEAD || grpc;
-        if !read {
-            return if matches!(
-                *method,
-                Method::POST | Method::PUT | Method::PATCH | Method::DELETE
-            ) {
+        let class = match &self.classify {
+            _ if grpc => RequestClass::Read,
+            Some(classify) => classify(parts),
+            None => match RequestClass::of_method(method) {
+                // Methods the cache has nothing to do with pass unmarked.
+                RequestClass::Bypass => return Decision::Pass,
+                class => class,
+            },
+        };
+        match class {
+            RequestClass::Read => {}
+            RequestClass::Write => {
                 let mut tags = vec![path_tag(parts.uri.path())];
                 if let Some(f) = &self.invalidates {
                     tags.extend(f(parts));
                 }
-                Decision::Write { tags }
-            } else {
-                Decision::Pass
-            };
+                return Decision::Write { tags };
+            }
+            RequestClass::Bypass => return Decision::Bypass,
         }
         let cc = CacheControl::parse(&parts.headers);
         if cc.no_store {
@@ -212,6 +255,27 @@ impl HttpRules {
         }
     }
 
+    /// Whether a failed response (not stored) may be handed to the callers
+    /// that waited for the load that got it: never when it sets a cookie
+    /// or is marked `private` or `no-store`, since it answers another
+    /// client's request.
+    pub(crate) fn shareable_failure(&self, res: &ResponseParts) -> bool {
+        let cc = CacheControl::parse(&res.headers);
+        !(res.headers.contains_key(SET_COOKIE) || cc.private || cc.no_store)
+    }
+
+    /// The request sent to the origin for a cacheable read: the client's
+    /// conditional and range headers are removed, so that the origin
+    /// answers with the whole representation, which can be stored; a 304
+    /// for the client is then computed from the cache.
+    pub(crate) fn origin_request(parts: &Parts) -> Parts {
+        let mut origin = parts.clone();
+        for name in CLIENT_CONDITIONALS {
+            origin.headers.remove(name);
+        }
+        origin
+    }
+
     /// The response as the cache keeps it, with the request header values
     /// its `Vary` names (those not already in the key).
     pub(crate) fn to_stored(
@@ -261,6 +325,16 @@ impl HttpRules {
         }
     }
 }
+
+/// Request headers a cacheable load does not forward.
+const CLIENT_CONDITIONALS: [HeaderName; 6] = [
+    IF_NONE_MATCH,
+    http::header::IF_MODIFIED_SINCE,
+    http::header::IF_MATCH,
+    http::header::IF_UNMODIFIED_SINCE,
+    http::header::IF_RANGE,
+    http::header::RANGE,
+];
 
 const HOP_BY_HOP: [&str; 8] = [
     "connection",
@@ -384,7 +458,7 @@ mod tests {
         else {
             panic!("per-user read expected");
         };
-        assert!(key.ends_with("|user=user-1"), "{key}");
+        assert!(key.contains("|user=") && !key.contains("user-1"), "{key}");
         assert_eq!(
             per_user.decide(&cookie),
             Decision::Bypass,

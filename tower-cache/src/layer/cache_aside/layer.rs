@@ -8,7 +8,7 @@ use http::{HeaderName, StatusCode};
 use tower_layer::Layer;
 
 use super::CacheAside;
-use crate::http::{HttpRules, KeyScheme};
+use crate::http::{HttpRules, KeyScheme, RequestClass};
 use crate::store::SharedStore;
 use crate::{Cache, Policy, Profile};
 
@@ -118,6 +118,42 @@ impl<St> CacheAsideLayer<St> {
         self.rules(|r| r.per_user = Some(user))
     }
 
+    /// Decides which requests are reads, writes or not for the cache,
+    /// instead of their method. `classify` sees the request head; return
+    /// [`RequestClass::of_method`] for the default. Reads are still keyed
+    /// by their head only (see [`RequestClass::Read`]), and the privacy
+    /// rules apply to them whatever the class. Methods named with
+    /// [`grpc_method`](Self::grpc_method) are reads regardless. Default:
+    /// `GET` and `HEAD` are reads; `POST`, `PUT`, `PATCH` and `DELETE` are
+    /// writes; other methods pass through untouched.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use http::Method;
+    /// use tower_cache::store::MemoryStore;
+    /// use tower_cache::{Cache, CacheAsideLayer, Policy, RequestClass};
+    ///
+    /// let layer = CacheAsideLayer::new(
+    ///     Cache::new(MemoryStore::default()),
+    ///     "/search",
+    ///     Policy::ttl(Duration::from_secs(10)),
+    /// )
+    /// .classify(|parts| match (&parts.method, parts.uri.path()) {
+    ///     // A live feed is never cached.
+    ///     (&Method::GET, "/search/live") => RequestClass::Bypass,
+    ///     // A report read with `QUERY` (its parameters in the URI).
+    ///     (m, _) if m.as_str() == "QUERY" => RequestClass::Read,
+    ///     (m, _) => RequestClass::of_method(m),
+    /// });
+    /// ```
+    pub fn classify(
+        self,
+        classify: impl Fn(&Parts) -> RequestClass + Send + Sync + 'static,
+    ) -> Self {
+        let classify: crate::http::ClassifyFn = Arc::new(classify);
+        self.rules(|r| r.classify = Some(classify))
+    }
+
     /// Extra tags for stored reads, besides `path:{path}`, which every
     /// entry carries. Default: none.
     pub fn tags(self, tags: impl Fn(&Parts) -> Vec<String> + Send + Sync + 'static) -> Self {
@@ -177,7 +213,11 @@ impl<St> CacheAsideLayer<St> {
     /// bytes. `make_body` rebuilds the request body the inner service
     /// expects from those bytes (for tonic:
     /// `|b| tonic::body::Body::new(http_body_util::Full::new(b))`). A
-    /// response is stored only when its `grpc-status` is 0 (OK).
+    /// response is stored only when its `grpc-status` is 0 (OK). A request
+    /// message larger than [`max_body_bytes`](Self::max_body_bytes) is
+    /// handed to the service whole and uncached (the service's own
+    /// message size limit applies to it); one whose body fails while being
+    /// read gets a `400`.
     pub fn grpc_method<B: 'static>(
         mut self,
         path: impl Into<String>,

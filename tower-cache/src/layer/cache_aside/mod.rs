@@ -4,8 +4,9 @@
 //! [`CacheAsideLayer`] wraps a service of `http::Request` to
 //! `http::Response` (an axum route, a tonic service, a hyper client):
 //!
-//! - **Reads** (`GET`, `HEAD`, and the gRPC methods named with
-//!   [`grpc_method`](CacheAsideLayer::grpc_method)) are answered from the
+//! - **Reads** (`GET`, `HEAD`, the gRPC methods named with
+//!   [`grpc_method`](CacheAsideLayer::grpc_method), or what a classifier
+//!   given to [`classify`](CacheAsideLayer::classify) says) are answered from the
 //!   cache; a miss goes to the inner service and its response is stored
 //!   under the rules of the [`http`](crate::http) module (never 5xx, never
 //!   `Set-Cookie` or `private` in the shared cache, bodies up to

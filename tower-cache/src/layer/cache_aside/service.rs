@@ -9,8 +9,12 @@ use http_body::Body;
 use tower_service::Service;
 
 use super::{CacheAsideLayer, ResponseFuture};
+use http_body_util::BodyExt;
+
+use crate::engine::{Checked, Verdict};
 use crate::http::{
-    CacheBody, CacheStatus, Collected, Decision, Storability, StoredResponse, collect_limited, mark,
+    CacheBody, CacheStatus, Collected, Decision, HttpRules, Storability, StoredResponse,
+    collect_limited, mark,
 };
 use crate::store::{SharedStore, Store};
 use crate::{Entry, Fetched, Fill, LoadError, Loaded, clock};
@@ -235,16 +239,20 @@ where
         layer.profile.record_bypass();
         return Ok(mark(pass(inner, parts, body).await?, CacheStatus::Bypass));
     };
-    let message = match collect_limited(body, layer.rules.max_body_bytes).await {
-        Collected::Complete { data, .. } => data,
-        Collected::TooLarge(_) | Collected::Failed(_) => {
-            // The request cannot be replayed: answer as the server would to
-            // a request it could not read.
-            let mut res = Response::new(CacheBody::empty());
-            *res.status_mut() = StatusCode::PAYLOAD_TOO_LARGE;
-            return Ok(mark(res, CacheStatus::Bypass));
-        }
+    let Some(message) = read_whole(body).await else {
+        layer.profile.record_bypass();
+        return Ok(unreadable_request());
     };
+    if message.len() > layer.rules.max_body_bytes {
+        // Too large to key and store: the service gets the whole message,
+        // uncached. A unary message is read whole by the service anyway,
+        // which enforces its own size limit.
+        layer.profile.record_bypass();
+        return Ok(mark(
+            pass(inner, parts, make_body(message)).await?,
+            CacheStatus::Bypass,
+        ));
+    }
     let Some(key) = layer
         .rules
         .key
@@ -280,6 +288,8 @@ struct Read {
 /// loader did not take stays here for the read to use.
 struct Pending<S, B> {
     parts: Parts,
+    /// `parts` as a cacheable load sends them to the origin.
+    origin: Parts,
     unsent: Mutex<Option<(S, B)>>,
 }
 
@@ -290,6 +300,36 @@ impl<S, B> Pending<S, B> {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
             .take()
     }
+}
+
+/// Reads a request body whole; `None` when it fails.
+async fn read_whole<B: Body<Data = Bytes> + Unpin>(mut body: B) -> Option<Bytes> {
+    let mut chunks = Vec::new();
+    while let Some(frame) = body.frame().await {
+        let Ok(frame) = frame else {
+            return None;
+        };
+        if let Ok(data) = frame.into_data() {
+            chunks.push(data);
+        }
+    }
+    Some(match chunks.len() {
+        1 => chunks.pop().unwrap_or_default(),
+        _ => chunks.concat().into(),
+    })
+}
+
+/// The answer to a request whose body failed while being read: it cannot
+/// be handed to the service.
+fn unreadable_request<B: Body>() -> Response<CacheBody<B>> {
+    let mut res = Response::new(CacheBody::empty());
+    *res.status_mut() = StatusCode::BAD_REQUEST;
+    mark(res, CacheStatus::Bypass)
+}
+
+/// Whether `a` and `b` are the same bytes of the same buffer.
+fn same_buffer(a: &Bytes, b: &Bytes) -> bool {
+    a.as_ptr() == b.as_ptr() && a.len() == b.len()
 }
 
 fn error_response<B: Body>(status: StatusCode) -> Response<CacheBody<B>> {
@@ -316,6 +356,7 @@ impl Read {
         St: Store,
     {
         let pending = Arc::new(Pending {
+            origin: HttpRules::origin_request(&parts),
             parts,
             unsent: Mutex::new(Some((inner, body))),
         });
@@ -332,7 +373,7 @@ impl Read {
                     )));
                 };
                 let res = inner
-                    .call(Request::from_parts(pending.parts.clone(), body))
+                    .call(Request::from_parts(pending.origin.clone(), body))
                     .await?;
                 let (res_parts, res_body) = res.into_parts();
                 if head {
@@ -349,6 +390,7 @@ impl Read {
                         CacheBody::stream(res_body),
                     )));
                 }
+                let shareable = rules.shareable_failure(&res_parts);
                 let (data, trailers) = match collect_limited(res_body, rules.max_body_bytes).await {
                     Collected::Complete { data, trailers } => (data, trailers),
                     Collected::TooLarge(body) | Collected::Failed(body) => {
@@ -380,10 +422,12 @@ impl Read {
                         Loaded::Store(fill)
                     }
                     _ => {
-                        let payload = stored.encode();
+                        // Waiters get this failure only when it is no one's
+                        // private answer; otherwise a 502 of their own.
+                        let payload = shareable.then(|| stored.encode());
                         Loaded::Failed(
                             stored.respond(CacheStatus::Miss, 0, false, &http::HeaderMap::new()),
-                            Some(payload),
+                            payload,
                         )
                     }
                 })
@@ -391,20 +435,41 @@ impl Read {
         };
 
         let headers = &pending.parts.headers;
-        let mut decoded: Option<StoredResponse> = None;
-        let check = |entry: &Entry| match StoredResponse::decode(&entry.value) {
-            Ok(stored) if stored.vary_matches(headers) => {
-                decoded = Some(stored);
-                true
-            }
-            _ => false,
-        };
+        // What the check decoded, with the buffer it decoded, so that a
+        // hit is decoded once and an older entry is never mistaken for the
+        // one returned.
+        let mut decoded: Option<(Bytes, StoredResponse)> = None;
+        // The `Vary` names of an entry of another variant.
+        let mut other_variant: Option<Vec<http::HeaderName>> = None;
         let cache = &layer.cache;
         let profile = &layer.profile;
         let fetched = if self.reload {
             cache.reload(&self.key, profile, load).await
         } else {
-            cache.fetch_checked(&self.key, profile, check, load).await
+            match cache
+                .fetch_verdict(
+                    &self.key,
+                    profile,
+                    |entry: &Entry| check(entry, headers, &mut decoded, &mut other_variant),
+                    load,
+                )
+                .await
+            {
+                Checked::Done(fetched) => fetched,
+                Checked::Skipped(load) => {
+                    // Another variant holds the key: ours has a key of its own.
+                    let names = other_variant.take().unwrap_or_default();
+                    let key = layer.rules.key.variant(&self.key, &names, headers);
+                    let check =
+                        |entry: &Entry| check(entry, headers, &mut decoded, &mut other_variant);
+                    match cache.fetch_verdict(&key, profile, check, load).await {
+                        Checked::Done(fetched) => fetched,
+                        // The origin changed what it varies on: ask it
+                        // for ours, unstored.
+                        Checked::Skipped(_) => return pass_unstored(&pending).await,
+                    }
+                }
+            }
         };
         let (entry, status) = match fetched {
             Ok(Fetched::Hit(entry)) => (entry, CacheStatus::Hit),
@@ -428,22 +493,61 @@ impl Read {
             Err(LoadError::Aborted) => return Ok(error_response(StatusCode::BAD_GATEWAY)),
         };
         let stored = match decoded {
-            Some(stored) => stored,
-            None => match StoredResponse::decode(&entry.value) {
+            Some((bytes, stored)) if same_buffer(&bytes, &entry.value) => stored,
+            _ => match StoredResponse::decode(&entry.value) {
                 Ok(stored) => stored,
                 Err(_) => return Ok(error_response(StatusCode::BAD_GATEWAY)),
             },
         };
         if !stored.vary_matches(headers) {
-            // Another caller's variant: ask the origin for ours, unstored.
-            if let Some((mut inner, body)) = pending.take() {
-                let res = inner
-                    .call(Request::from_parts(pending.parts.clone(), body))
-                    .await?;
-                return Ok(mark(res.map(CacheBody::stream), CacheStatus::Miss));
-            }
+            // The load this caller waited for answered another variant:
+            // ask the origin for ours, unstored.
+            return pass_unstored(&pending).await;
         }
         let age = clock::now_ms().saturating_sub(entry.stored_at) / 1_000;
         Ok(stored.respond(status, age, self.head, headers))
+    }
+}
+
+/// Whether a stored entry answers a request with `headers`: served when
+/// it decodes and is the request's `Vary` variant (kept in `decoded` with
+/// its buffer), skipped when it is another variant (its `Vary` names kept
+/// in `other_variant`), dropped when it does not decode.
+fn check(
+    entry: &Entry,
+    headers: &http::HeaderMap,
+    decoded: &mut Option<(Bytes, StoredResponse)>,
+    other_variant: &mut Option<Vec<http::HeaderName>>,
+) -> Verdict {
+    match StoredResponse::decode(&entry.value) {
+        Ok(stored) if stored.vary_matches(headers) => {
+            *decoded = Some((entry.value.clone(), stored));
+            Verdict::Serve
+        }
+        Ok(stored) => {
+            *other_variant = Some(stored.vary.into_iter().map(|(name, _)| name).collect());
+            Verdict::Skip
+        }
+        Err(_) => Verdict::Drop,
+    }
+}
+
+/// Sends the request, as the client sent it, to the origin without
+/// storing the answer; a `502` if the request was already used.
+async fn pass_unstored<S, ReqB, ResB>(
+    pending: &Pending<S, ReqB>,
+) -> Result<Response<CacheBody<ResB>>, S::Error>
+where
+    S: Service<Request<ReqB>, Response = Response<ResB>>,
+    ResB: Body,
+{
+    match pending.take() {
+        Some((mut inner, body)) => {
+            let res = inner
+                .call(Request::from_parts(pending.parts.clone(), body))
+                .await?;
+            Ok(mark(res.map(CacheBody::stream), CacheStatus::Miss))
+        }
+        None => Ok(error_response(StatusCode::BAD_GATEWAY)),
     }
 }

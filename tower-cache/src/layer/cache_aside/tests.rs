@@ -19,6 +19,7 @@ type Body = UnsyncBoxBody<Bytes, Infallible>;
 struct Origin {
     calls: Arc<AtomicUsize>,
     failing: Arc<AtomicBool>,
+    saw_conditional: Arc<AtomicBool>,
 }
 
 fn body(b: impl Into<Bytes>) -> Body {
@@ -45,9 +46,24 @@ impl Origin {
             let origin = origin.clone();
             async move {
                 let n = origin.calls.fetch_add(1, Ordering::SeqCst) + 1;
-                let path = req.uri().path().to_owned();
+                let (req, req_body) = req.into_parts();
+                let req_len = req_body.collect().await.map_or(0, |b| b.to_bytes().len());
+                let path = req.uri.path().to_owned();
+                let conditional = [
+                    "if-none-match",
+                    "if-modified-since",
+                    "if-match",
+                    "if-unmodified-since",
+                    "if-range",
+                    "range",
+                ]
+                .iter()
+                .any(|h| req.headers.contains_key(*h));
+                if conditional {
+                    origin.saw_conditional.store(true, Ordering::SeqCst);
+                }
                 let res = Response::builder();
-                let res = match (req.method().clone(), path.as_str()) {
+                let res = match (req.method.clone(), path.as_str()) {
                     (Method::PUT, _) => res.body(body("saved")),
                     (_, "/slow") => {
                         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -64,9 +80,28 @@ impl Origin {
                         .header("set-cookie", "session=1")
                         .body(body(format!("cookie {n}"))),
                     (_, "/missing") => res.status(404).body(body("not found")),
+                    (_, "/gone") => res.status(410).body(body(format!("gone {n}"))),
+                    (_, "/etag") => res
+                        .header("etag", "\"origin-7\"")
+                        .body(body(format!("tagged {n}"))),
+                    (_, "/len") => res.body(body(format!("len={req_len}"))),
+                    (_, "/fail-cookie") => {
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        res.status(503)
+                            .header("set-cookie", format!("session={n}"))
+                            .body(body("down"))
+                    }
+                    (_, "/cond") if req.headers.contains_key("if-none-match") => {
+                        res.status(304).body(body(""))
+                    }
+                    (_, "/cond") if req.headers.contains_key("range") => res
+                        .status(206)
+                        .header("content-range", "bytes 0-1/8")
+                        .body(body("fu")),
+                    (_, "/cond") => res.body(body(format!("full {n}"))),
                     (_, "/me") => {
                         let who = req
-                            .headers()
+                            .headers
                             .get("authorization")
                             .map(|v| v.to_str().unwrap_or("").to_owned())
                             .unwrap_or_default();
@@ -74,7 +109,7 @@ impl Origin {
                     }
                     (_, "/lang") => {
                         let lang = req
-                            .headers()
+                            .headers
                             .get("accept-language")
                             .map(|v| v.to_str().unwrap_or("").to_owned())
                             .unwrap_or_default();
@@ -525,4 +560,403 @@ async fn http_write_through_stores_the_written_representation() {
     let read = get(&svc, "http://h/products/1").await;
     assert_eq!((read.x_cache(), read.text()), ("HIT", "saved".to_owned()));
     assert_eq!(origin.calls(), 2);
+}
+
+fn per_user_layer(policy: Policy) -> CacheAsideLayer<MemoryStore> {
+    layer(policy).per_user(|parts| {
+        parts
+            .headers
+            .get("authorization")?
+            .to_str()
+            .ok()?
+            .strip_prefix("Bearer ")
+            .map(str::to_owned)
+    })
+}
+
+#[tokio::test(start_paused = true)]
+async fn forged_paths_and_headers_never_get_another_users_entry() {
+    let origin = Origin::default();
+    let svc = per_user_layer(Policy::default())
+        .vary_on([http::header::ACCEPT_LANGUAGE])
+        .layer(origin.service());
+    let bob = [("authorization", "Bearer bob"), ("accept-language", "fr")];
+    let mine = send(&svc, Method::GET, "http://h/me", &bob).await;
+    assert_eq!(mine.text(), "me=Bearer bob");
+    assert_eq!(
+        send(&svc, Method::GET, "http://h/me", &bob).await.x_cache(),
+        "HIT"
+    );
+    let attempts: [(&str, &[(&str, &str)]); 4] = [
+        ("http://h/me|user=bob", &[("accept-language", "fr")]),
+        ("http://h/me", &[("accept-language", "fr|user=bob")]),
+        (
+            "http://h/me",
+            &[
+                ("authorization", "Bearer mallory"),
+                ("accept-language", "fr|user=bob"),
+            ],
+        ),
+        ("http://h/me?|user=bob", &[("accept-language", "fr")]),
+    ];
+    for (uri, headers) in attempts {
+        let r = send(&svc, Method::GET, uri, headers).await;
+        assert_ne!(r.text(), "me=Bearer bob", "{uri} {headers:?}");
+        assert_eq!(r.x_cache(), "MISS", "{uri} {headers:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn waiters_never_get_another_clients_set_cookie() {
+    let origin = Origin::default();
+    let svc = layer(Policy::default()).layer(origin.service());
+    let tasks: Vec<_> = (0..300)
+        .map(|_| {
+            let svc = svc.clone();
+            tokio::spawn(async move { get(&svc, "http://h/fail-cookie").await })
+        })
+        .collect();
+    let mut cookies = std::collections::HashSet::new();
+    for t in tasks {
+        let r = t.await.unwrap();
+        assert!(r.status.is_server_error(), "{}", r.status);
+        for cookie in r.headers.get_all("set-cookie") {
+            let cookie = cookie.to_str().unwrap().to_owned();
+            assert!(cookies.insert(cookie.clone()), "{cookie} sent twice");
+        }
+    }
+    assert!(!cookies.is_empty(), "the leader gets its own cookie");
+}
+
+#[tokio::test(start_paused = true)]
+async fn conditional_and_range_headers_are_not_forwarded_on_a_cacheable_miss() {
+    let origin = Origin::default();
+    let svc = layer(Policy::default()).layer(origin.service());
+    let revalidating = send(
+        &svc,
+        Method::GET,
+        "http://h/cond",
+        &[("if-none-match", "\"from-elsewhere\"")],
+    )
+    .await;
+    assert_eq!(
+        (revalidating.status, revalidating.text()),
+        (StatusCode::OK, "full 1".to_owned())
+    );
+    let etag = revalidating.headers["etag"].to_str().unwrap().to_owned();
+    let not_modified = send(
+        &svc,
+        Method::GET,
+        "http://h/cond",
+        &[("if-none-match", &etag)],
+    )
+    .await;
+    assert_eq!(
+        (not_modified.status, not_modified.x_cache()),
+        (StatusCode::NOT_MODIFIED, "HIT")
+    );
+    let ranged = send(
+        &svc,
+        Method::GET,
+        "http://h/cond?r=1",
+        &[
+            ("range", "bytes=0-1"),
+            ("if-modified-since", "Sun, 06 Nov 1994 08:49:37 GMT"),
+        ],
+    )
+    .await;
+    assert_eq!(
+        (ranged.status, ranged.text()),
+        (StatusCode::OK, "full 2".to_owned())
+    );
+    assert_eq!(get(&svc, "http://h/cond?r=1").await.x_cache(), "HIT");
+    assert!(!origin.saw_conditional.load(Ordering::SeqCst));
+}
+
+#[tokio::test(start_paused = true)]
+async fn alternating_vary_variants_live_side_by_side() {
+    let origin = Origin::default();
+    let svc = layer(Policy::default()).layer(origin.service());
+    for round in 0..4 {
+        for lang in ["fr", "en", "de"] {
+            let r = send(
+                &svc,
+                Method::GET,
+                "http://h/lang",
+                &[("accept-language", lang)],
+            )
+            .await;
+            assert_eq!(r.text(), format!("lang={lang}"));
+            assert_eq!(r.x_cache(), if round == 0 { "MISS" } else { "HIT" });
+        }
+    }
+    assert_eq!(origin.calls(), 3, "one load per variant");
+    // A write still invalidates every variant.
+    send(&svc, Method::PUT, "http://h/lang", &[]).await;
+    let after = send(
+        &svc,
+        Method::GET,
+        "http://h/lang",
+        &[("accept-language", "en")],
+    )
+    .await;
+    assert_eq!(after.x_cache(), "MISS");
+}
+
+#[tokio::test(start_paused = true)]
+async fn grpc_request_larger_than_the_limit_reaches_the_service_intact() {
+    let origin = Origin::default();
+    let svc = layer(Policy::default())
+        .max_body_bytes(1024)
+        .grpc_method("/len", |b: Bytes| Full::new(b))
+        .layer(origin.service());
+    for size in [10 * 1024, 100] {
+        let req = Request::post("http://h/len")
+            .body(Full::new(Bytes::from(vec![b'm'; size])))
+            .unwrap();
+        let res = svc.clone().oneshot(req).await.unwrap();
+        assert_eq!(res.status(), StatusCode::OK);
+        let text = res.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(text, format!("len={size}").as_bytes());
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn requests_after_shutdown_still_get_answers() {
+    let origin = Origin::default();
+    let l = layer(Policy::default());
+    let cache = l.cache.clone();
+    let svc = l.layer(origin.service());
+    cache.shutdown().await;
+    let r = get(&svc, "http://h/products/1").await;
+    assert_eq!(
+        (r.status, r.text()),
+        (StatusCode::OK, "/products/1 #1".to_owned())
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_classifier_decides_reads_writes_and_bypasses() {
+    let origin = Origin::default();
+    let svc = layer(Policy::default())
+        .classify(|parts| match (&parts.method, parts.uri.path()) {
+            (&Method::GET, "/live") => crate::RequestClass::Bypass,
+            (m, _) if m.as_str() == "QUERY" => crate::RequestClass::Read,
+            (m, _) => crate::RequestClass::of_method(m),
+        })
+        .layer(origin.service());
+    let query = Method::from_bytes(b"QUERY").unwrap();
+    assert_eq!(
+        send(&svc, query.clone(), "http://h/report", &[])
+            .await
+            .x_cache(),
+        "MISS"
+    );
+    assert_eq!(
+        send(&svc, query, "http://h/report", &[]).await.x_cache(),
+        "HIT"
+    );
+    for _ in 0..2 {
+        assert_eq!(get(&svc, "http://h/live").await.x_cache(), "BYPASS");
+    }
+    // Writes still invalidate by default.
+    get(&svc, "http://h/products/1").await;
+    send(&svc, Method::DELETE, "http://h/products/1", &[]).await;
+    assert_eq!(get(&svc, "http://h/products/1").await.x_cache(), "MISS");
+    assert_eq!(
+        origin.calls(),
+        6,
+        "QUERY once, /live twice, GET, DELETE, GET"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn key_fn_namespace_and_custom_tags() {
+    let origin = Origin::default();
+    let cache = Cache::new(MemoryStore::default());
+    let svc = CacheAsideLayer::new(cache.clone(), "products", Policy::default())
+        .namespace("shop:")
+        .key_fn(|parts| {
+            // One entry per product, whatever the query; `nocache` bypasses.
+            let path = parts.uri.path();
+            (!path.contains("nocache")).then(|| format!("product {path}"))
+        })
+        .tags(|parts| {
+            vec![format!(
+                "catalog:{}",
+                parts.uri.path().split('/').nth(1).unwrap_or("")
+            )]
+        })
+        .invalidates(|parts| {
+            (parts.uri.path() == "/admin/reindex")
+                .then(|| "catalog:products".to_owned())
+                .into_iter()
+                .collect()
+        })
+        .layer(origin.service());
+    let first = get(&svc, "http://h/products/1?view=a").await;
+    let second = get(&svc, "http://h/products/1?view=b").await;
+    assert_eq!((second.x_cache(), &second.body), ("HIT", &first.body));
+    assert!(
+        cache
+            .store()
+            .get("shop:v1:product /products/1")
+            .await
+            .unwrap()
+            .is_some(),
+        "the key is the namespace, the version and the key function's"
+    );
+    assert_eq!(get(&svc, "http://h/nocache").await.x_cache(), "BYPASS");
+    // A write elsewhere invalidates the tag the entries carry.
+    send(&svc, Method::POST, "http://h/admin/reindex", &[]).await;
+    assert_eq!(get(&svc, "http://h/products/1").await.x_cache(), "MISS");
+}
+
+#[tokio::test(start_paused = true)]
+async fn gone_is_cached_for_the_negative_ttl() {
+    let origin = Origin::default();
+    let svc = layer(Policy::ttl(Duration::from_secs(60)).negative_ttl(Duration::from_secs(2)))
+        .layer(origin.service());
+    let first = get(&svc, "http://h/gone").await;
+    assert_eq!(first.status, StatusCode::GONE);
+    tokio::time::advance(Duration::from_secs(1)).await;
+    let hit = get(&svc, "http://h/gone").await;
+    assert_eq!((hit.status, hit.x_cache()), (StatusCode::GONE, "HIT"));
+    tokio::time::advance(Duration::from_secs(2)).await;
+    let again = get(&svc, "http://h/gone").await;
+    assert_eq!(
+        (again.x_cache(), again.text()),
+        ("MISS", "gone 2".to_owned())
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_origins_etag_is_kept() {
+    let origin = Origin::default();
+    let svc = layer(Policy::default()).layer(origin.service());
+    let first = get(&svc, "http://h/etag").await;
+    assert_eq!(first.headers["etag"], "\"origin-7\"");
+    let hit = get(&svc, "http://h/etag").await;
+    assert_eq!(
+        (hit.x_cache(), &hit.headers["etag"]),
+        ("HIT", &first.headers["etag"])
+    );
+    let revalidated = send(
+        &svc,
+        Method::GET,
+        "http://h/etag",
+        &[("if-none-match", "W/\"origin-7\"")],
+    )
+    .await;
+    assert_eq!(revalidated.status, StatusCode::NOT_MODIFIED);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_successful_reload_after_the_ttl_serves_the_new_response() {
+    let origin = Origin::default();
+    let svc = layer(Policy::ttl(Duration::from_secs(1)).stale_if_error(Duration::from_secs(60)))
+        .layer(origin.service());
+    assert_eq!(get(&svc, "http://h/flaky").await.text(), "/flaky #1");
+    tokio::time::advance(Duration::from_secs(2)).await;
+    let reloaded = get(&svc, "http://h/flaky").await;
+    assert_eq!(
+        (reloaded.x_cache(), reloaded.text()),
+        ("MISS", "/flaky #2".to_owned())
+    );
+}
+
+/// A metrics recorder keeping every counter it hands out by its key.
+#[derive(Default)]
+struct Counters(std::sync::Mutex<Vec<(metrics::Key, Arc<std::sync::atomic::AtomicU64>)>>);
+
+impl Counters {
+    fn value(&self, name: &str, labels: &[(&str, &str)]) -> u64 {
+        let all = self.0.lock().unwrap();
+        let mut total = 0;
+        for (key, counter) in all.iter() {
+            let matches = key.name() == name
+                && labels.iter().all(|(l, v)| {
+                    key.labels()
+                        .any(|label| label.key() == *l && label.value() == *v)
+                });
+            if matches {
+                total += counter.load(Ordering::SeqCst);
+            }
+        }
+        total
+    }
+}
+
+impl metrics::Recorder for Counters {
+    fn describe_counter(
+        &self,
+        _: metrics::KeyName,
+        _: Option<metrics::Unit>,
+        _: metrics::SharedString,
+    ) {
+    }
+    fn describe_gauge(
+        &self,
+        _: metrics::KeyName,
+        _: Option<metrics::Unit>,
+        _: metrics::SharedString,
+    ) {
+    }
+    fn describe_histogram(
+        &self,
+        _: metrics::KeyName,
+        _: Option<metrics::Unit>,
+        _: metrics::SharedString,
+    ) {
+    }
+    fn register_counter(&self, key: &metrics::Key, _: &metrics::Metadata<'_>) -> metrics::Counter {
+        let counter = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        self.0.lock().unwrap().push((key.clone(), counter.clone()));
+        metrics::Counter::from_arc(counter)
+    }
+    fn register_gauge(&self, _: &metrics::Key, _: &metrics::Metadata<'_>) -> metrics::Gauge {
+        metrics::Gauge::noop()
+    }
+    fn register_histogram(
+        &self,
+        _: &metrics::Key,
+        _: &metrics::Metadata<'_>,
+    ) -> metrics::Histogram {
+        metrics::Histogram::noop()
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn metrics_are_labelled_with_the_layers_name() {
+    let counters = Counters::default();
+    let origin = Origin::default();
+    let layer = metrics::with_local_recorder(&counters, || {
+        CacheAsideLayer::new(
+            Cache::new(MemoryStore::default()),
+            "/products/{id}",
+            Policy::default(),
+        )
+    });
+    let svc = layer.layer(origin.service());
+    get(&svc, "http://h/products/1").await;
+    get(&svc, "http://h/products/1").await;
+    send(
+        &svc,
+        Method::GET,
+        "http://h/products/1",
+        &[("cookie", "s=1")],
+    )
+    .await;
+    let cache = ("cache", "/products/{id}");
+    let requests =
+        |result| counters.value("tower_cache_requests_total", &[cache, ("result", result)]);
+    assert_eq!(
+        (requests("miss"), requests("hit"), requests("bypass")),
+        (1, 1, 1)
+    );
+    assert_eq!(counters.value("tower_cache_loads_total", &[cache]), 1);
+    assert_eq!(
+        counters.value("tower_cache_requests_total", &[("cache", "other")]),
+        0
+    );
 }

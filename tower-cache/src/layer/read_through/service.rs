@@ -1,5 +1,7 @@
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
+
+use bytes::Bytes;
 
 use tower_service::Service;
 
@@ -32,6 +34,9 @@ impl<S, St, C> ReadThrough<S, St, C> {
         &self.inner
     }
 }
+
+/// A loaded value with the bytes stored for it.
+type Slot<V> = Mutex<Option<(Bytes, V)>>;
 
 fn is_not_found<V: 'static>(
     negative: &Option<Arc<dyn std::any::Any + Send + Sync>>,
@@ -116,25 +121,37 @@ impl<S, St, C> ReadThrough<S, St, C> {
             let cache_key = key_in(&layer.namespace, &key);
             let codec = layer.codec.clone();
             let negative = layer.negative.clone();
+            // The loaded value with the bytes stored for it, for the caller
+            // whose loader ran: it is not decoded back.
+            let loaded: Arc<Slot<S::Response>> = Arc::default();
+            let slot = loaded.clone();
             let load = move || async move {
                 let value = inner.call(key).await.map_err(Into::into)?;
-                Ok::<_, tower::BoxError>(match codec.encode(&value) {
-                    Ok(bytes) => {
-                        let mut fill = Fill::new(bytes);
-                        fill.negative = is_not_found(&negative, &value, &fill.value);
-                        Loaded::Store(fill)
-                    }
+                let bytes = match codec.encode(&value) {
+                    Ok(bytes) => bytes,
                     Err(error) => {
                         tracing::warn!(%error, "value not cached: it does not encode");
-                        Loaded::Pass(value)
+                        return Ok(Loaded::Pass(value));
                     }
-                })
+                };
+                if let Err(error) = codec.decode(&bytes) {
+                    // Stored, it would fail every later read.
+                    tracing::warn!(%error, "value not cached: its encoding does not decode");
+                    return Ok(Loaded::Pass(value));
+                }
+                let mut fill = Fill::new(bytes);
+                fill.negative = is_not_found(&negative, &value, &fill.value);
+                *slot.lock().unwrap_or_else(|p| p.into_inner()) = Some((fill.value.clone(), value));
+                Ok::<_, tower::BoxError>(Loaded::Store(fill))
             };
-            let mut decoded = None;
+            // What the check decoded, with its buffer, so that a hit is
+            // decoded once and an older entry is never taken for the one
+            // returned.
+            let mut decoded: Option<(Bytes, S::Response)> = None;
             let codec = &layer.codec;
             let check = |entry: &crate::Entry| match codec.decode(&entry.value) {
                 Ok(v) => {
-                    decoded = Some(v);
+                    decoded = Some((entry.value.clone(), v));
                     true
                 }
                 Err(_) => false,
@@ -147,13 +164,99 @@ impl<S, St, C> ReadThrough<S, St, C> {
             let status = fetched.status();
             let value = match fetched {
                 Fetched::Passed(value) => value,
-                Fetched::Hit(entry) | Fetched::Stale(entry) | Fetched::Miss(entry) => match decoded
-                {
-                    Some(value) => value,
-                    None => codec.decode(&entry.value)?,
-                },
+                Fetched::Hit(entry) | Fetched::Stale(entry) | Fetched::Miss(entry) => {
+                    let same = |b: &Bytes| {
+                        b.as_ptr() == entry.value.as_ptr() && b.len() == entry.value.len()
+                    };
+                    let own = loaded.lock().unwrap_or_else(|p| p.into_inner()).take();
+                    match (decoded, own) {
+                        (Some((bytes, value)), _) if same(&bytes) => value,
+                        (_, Some((bytes, value))) if same(&bytes) => value,
+                        _ => codec.decode(&entry.value)?,
+                    }
+                }
             };
             Ok((value, status))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::time::Duration;
+
+    use tower::{ServiceExt, service_fn};
+    use tower_layer::Layer;
+
+    use crate::codec::CodecError;
+    use crate::store::MemoryStore;
+    use crate::{Cache, Policy, ReadThroughLayer};
+
+    use super::*;
+
+    /// Writes what it cannot read back.
+    #[derive(Clone)]
+    struct WriteOnly;
+
+    impl Codec<u64> for WriteOnly {
+        fn encode(&self, value: &u64) -> Result<Bytes, CodecError> {
+            Ok(Bytes::from(value.to_string()))
+        }
+        fn decode(&self, _: &[u8]) -> Result<u64, CodecError> {
+            Err(CodecError("not this format".into()))
+        }
+    }
+
+    fn counting() -> (
+        Arc<AtomicU64>,
+        impl tower_service::Service<
+            u64,
+            Response = u64,
+            Error = std::io::Error,
+            Future = impl Send + 'static,
+        > + Clone
+        + Send
+        + 'static,
+    ) {
+        let calls = Arc::new(AtomicU64::new(0));
+        let loader = {
+            let calls = calls.clone();
+            service_fn(move |id: u64| {
+                let n = calls.fetch_add(1, Ordering::SeqCst) + 1;
+                async move { Ok::<_, std::io::Error>(id * 100 + n) }
+            })
+        };
+        (calls, loader)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_value_whose_encoding_does_not_decode_is_answered_not_failed() {
+        let (calls, loader) = counting();
+        let cache = Cache::new(MemoryStore::default());
+        let svc = ReadThroughLayer::new(cache.clone(), "w", Policy::default())
+            .codec(WriteOnly)
+            .layer(loader);
+        assert_eq!(svc.clone().oneshot(1).await.unwrap(), 101);
+        assert_eq!(svc.clone().oneshot(1).await.unwrap(), 102, "reloaded");
+        assert_eq!(calls.load(Ordering::SeqCst), 2);
+        assert!(cache.store().get("1").await.unwrap().is_none());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_successful_reload_after_the_ttl_answers_the_new_value() {
+        let (_, loader) = counting();
+        let svc = ReadThroughLayer::new(
+            Cache::new(MemoryStore::default()),
+            "r",
+            Policy::ttl(Duration::from_secs(1))
+                .jitter(0.0)
+                .stale_if_error(Duration::from_secs(60)),
+        )
+        .layer(loader);
+        assert_eq!(svc.clone().oneshot(1).await.unwrap(), 101);
+        tokio::time::advance(Duration::from_secs(2)).await;
+        assert_eq!(svc.clone().oneshot(1).await.unwrap(), 102);
+        assert_eq!(svc.clone().oneshot(1).await.unwrap(), 102, "a hit");
     }
 }
