@@ -42,7 +42,9 @@ mod redis_queue;
 #[cfg(feature = "redis")]
 mod tiered;
 
-pub use memory::{DEFAULT_MAX_BYTES, MemoryStats, MemoryStore, MemoryStoreBuilder};
+pub use memory::{
+    DEFAULT_MAX_BYTES, ENTRY_OVERHEAD_BYTES, MemoryStats, MemoryStore, MemoryStoreBuilder,
+};
 #[cfg(feature = "redis")]
 pub use redis::{
     DEFAULT_CONNECT_TIMEOUT, DEFAULT_MAX_TTL, DEFAULT_OP_TIMEOUT, DEFAULT_PREFIX, RedisStore,
