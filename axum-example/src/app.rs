@@ -93,9 +93,20 @@ enum PriceError {
     Db(#[from] DbError),
 }
 
-/// Shared state of the handlers.
+/// Shared state of the handlers: one `Arc`, so the clone axum makes for
+/// every request is a reference count, not a copy of every handle.
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<AppInner>);
+
+impl std::ops::Deref for AppState {
+    type Target = AppInner;
+    fn deref(&self) -> &AppInner {
+        &self.0
+    }
+}
+
+/// What [`AppState`] shares.
+pub struct AppInner {
     db: Db,
     cache: Cache<SharedStore>,
     users: ReadThrough<Repo<u64, Option<User>>, SharedStore>,
@@ -261,7 +272,7 @@ pub fn router(
         prices: prices_layer.profile().clone(),
         views: views_layer.profile().clone(),
     };
-    let state = AppState {
+    let state = AppState(Arc::new(AppInner {
         users: users_layer.layer(repo(&db, |db: Db, id: u64| async move {
             db.user("/users/{id}", id).await
         })),
@@ -289,7 +300,7 @@ pub fn router(
         typed: Arc::new(typed),
         profiles: Arc::new(profiles),
         metrics,
-    };
+    }));
 
     let router = Router::new()
         .route("/", get(index))

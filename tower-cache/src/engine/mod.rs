@@ -411,7 +411,7 @@ impl<S: Store> Cache<S> {
         };
         match self.fetch_verdict(key, profile, check, load).await {
             Checked::Done(result) => result,
-            Checked::Skipped(load) => self.load(key, profile, load, None, None).await,
+            Checked::Skipped(load) => Box::pin(self.load(key, profile, load, None, None)).await,
         }
     }
 
@@ -467,13 +467,14 @@ impl<S: Store> Cache<S> {
                     Ok(Fetched::Stale(entry))
                 }
                 Freshness::IfError => {
-                    self.load(key, profile, load, Some(entry), Some(&mut check))
-                        .await
+                    Box::pin(self.load(key, profile, load, Some(entry), Some(&mut check))).await
                 }
-                Freshness::Expired => self.load(key, profile, load, None, Some(&mut check)).await,
+                Freshness::Expired => {
+                    Box::pin(self.load(key, profile, load, None, Some(&mut check))).await
+                }
             }
         } else {
-            self.load(key, profile, load, None, Some(&mut check)).await
+            Box::pin(self.load(key, profile, load, None, Some(&mut check))).await
         };
         Checked::Done(done)
     }

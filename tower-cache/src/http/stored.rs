@@ -75,7 +75,9 @@ impl Reader {
         HeaderValue::from_maybe_shared(self.bytes16()?).map_err(|_| Malformed)
     }
     fn headers(&mut self, count: u16) -> Result<HeaderMap, Malformed> {
-        let mut map = HeaderMap::with_capacity(count as usize);
+        // Room for the two headers every answer from the cache adds (Age,
+        // X-Cache), so adding them never grows the map.
+        let mut map = HeaderMap::with_capacity(count as usize + 2);
         for _ in 0..count {
             let name = self.name()?;
             let value = self.value()?;

@@ -41,6 +41,32 @@ end
 return 1
 ";
 
+/// Reads an entry and, in the same round trip, the namespace-wide
+/// invalidation timestamp and the timestamps of the tags its envelope
+/// names (`ARGV[1]` is the tag key prefix). Replies `nil` for a missing
+/// entry, else the envelope, the namespace timestamp and one timestamp per
+/// tag (`''` where none is set). The envelope is only read here as far as
+/// its tag list; it is decoded, and garbage rejected, by the caller.
+///
+/// The tag keys are not declared in `KEYS`: fine on one server; a Redis
+/// Cluster deployment would read them in a second pipeline instead.
+const READ: &str = r"
+local v = redis.call('GET', KEYS[1])
+if not v then return false end
+local out = {v, redis.call('GET', KEYS[2]) or ''}
+if #v >= 34 then
+  local n = string.byte(v, 33) * 256 + string.byte(v, 34)
+  local pos = 35
+  for i = 1, n do
+    if pos + 1 > #v then break end
+    local len = string.byte(v, pos) * 256 + string.byte(v, pos + 1)
+    out[#out + 1] = redis.call('GET', ARGV[1] .. string.sub(v, pos + 2, pos + 1 + len)) or ''
+    pos = pos + 2 + len
+  end
+end
+return out
+";
+
 struct Inner {
     client: Client,
     conn: ConnectionManager,
@@ -48,6 +74,7 @@ struct Inner {
     op_timeout: Duration,
     max_ttl: Duration,
     invalidate_tag: Script,
+    read: Script,
 }
 
 /// The shared L2 store, on Redis through redis-rs.
@@ -56,9 +83,9 @@ struct Inner {
 ///   by itself; the store can be built while Redis is down and starts
 ///   working when it comes up.
 /// - **One timeout per operation** (default [`DEFAULT_OP_TIMEOUT`],
-///   250 ms), however many commands the operation sends (a read of a
-///   tagged entry sends two round trips): a slow Redis costs a request at
-///   most that long.
+///   250 ms), however many commands the operation sends: a slow Redis
+///   costs a request at most that long. A read is one round trip (a
+///   script reads the entry with its tags' invalidation timestamps).
 /// - **A key namespace**: entries live under `{prefix}e:{key}`, tag
 ///   timestamps under `{prefix}t:{tag}`, the namespace-wide invalidation
 ///   timestamp ([`RedisStore::invalidate_all`]) under `{prefix}all`
@@ -170,6 +197,7 @@ impl RedisStoreBuilder {
                 op_timeout: self.op_timeout,
                 max_ttl: self.max_ttl,
                 invalidate_tag: Script::new(INVALIDATE),
+                read: Script::new(READ),
             }),
         })
     }
@@ -229,6 +257,11 @@ impl RedisStore {
         k.push_str("e:");
         k.push_str(key);
         k
+    }
+
+    /// What every tag key starts with.
+    fn tag_prefix(&self) -> String {
+        format!("{}t:", self.inner.prefix)
     }
 
     fn tag_key(&self, tag: &str) -> String {
@@ -371,10 +404,10 @@ fn redis_error(e: redis::RedisError) -> StoreError {
 }
 
 impl Store for RedisStore {
-    /// One `GET` of the entry (pipelined with the namespace-wide
-    /// invalidation timestamp), then, for a tagged entry, one pipeline of
-    /// its tags' timestamps; an invalidated or undecodable entry is deleted.
-    /// All of it runs under one [`RedisStoreBuilder::op_timeout`].
+    /// One round trip: a script reads the entry, the namespace-wide
+    /// invalidation timestamp and its tags' timestamps; an invalidated or
+    /// undecodable entry is deleted. All of it runs under one
+    /// [`RedisStoreBuilder::op_timeout`].
     fn get<'a>(
         &'a self,
         key: &'a str,
@@ -382,13 +415,21 @@ impl Store for RedisStore {
         let rkey = self.entry_key(key);
         self.timed(async move {
             let mut c = self.connection();
-            let (raw, all): (Option<Vec<u8>>, Option<u64>) = redis::pipe()
-                .get(&rkey)
-                .get(self.all_key())
-                .query_async(&mut c)
+            let reply: Option<Vec<Vec<u8>>> = self
+                .inner
+                .read
+                .key(&rkey)
+                .key(self.all_key())
+                .arg(self.tag_prefix())
+                .invoke_async(&mut c)
                 .await
                 .map_err(redis_error)?;
-            let Some(raw) = raw else { return Ok(None) };
+            let Some(mut reply) = reply.filter(|r| r.len() >= 2) else {
+                return Ok(None);
+            };
+            let stamps: Vec<Option<u64>> = reply.drain(1..).map(|b| stamp(&b)).collect();
+            let (all, tag_stamps) = (stamps[0], &stamps[1..]);
+            let raw = reply.swap_remove(0);
             let entry = match Entry::decode(Bytes::from(raw)) {
                 Ok(entry) => entry,
                 Err(error) => {
@@ -401,7 +442,14 @@ impl Store for RedisStore {
             if !entry.is_servable_at(clock::now_ms()) {
                 return Ok(None);
             }
-            if self.invalidated(&mut c, &entry, all).await? {
+            let invalidated = if tag_stamps.len() == entry.tags.len() {
+                all.into_iter()
+                    .chain(tag_stamps.iter().flatten().copied())
+                    .any(|t| t >= entry.stored_at)
+            } else {
+                self.invalidated(&mut c, &entry, all).await?
+            };
+            if invalidated {
                 let _: redis::RedisResult<i64> = c.del(&rkey).await;
                 return Ok(None);
             }
@@ -456,4 +504,9 @@ impl Store for RedisStore {
     ) -> impl Future<Output = Result<(), StoreError>> + Send + 'a {
         self.invalidate_stamp(self.tag_key(tag))
     }
+}
+
+/// An invalidation timestamp as the read script returns it (`''` for none).
+fn stamp(raw: &[u8]) -> Option<u64> {
+    std::str::from_utf8(raw).ok()?.parse().ok()
 }

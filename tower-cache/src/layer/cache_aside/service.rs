@@ -76,36 +76,37 @@ where
         let layer = self.layer.clone();
         let (parts, body) = req.into_parts();
         let decision = layer.rules.decide(&parts);
-        ResponseFuture {
-            inner: Box::pin(async move {
-                match decision {
-                    Decision::Pass => pass(inner, parts, body).await,
-                    Decision::Bypass => {
-                        layer.profile.record_bypass();
-                        Ok(mark(pass(inner, parts, body).await?, CacheStatus::Bypass))
-                    }
-                    Decision::Write { tags } => write(layer, inner, parts, body, tags).await,
-                    Decision::Read {
-                        key,
-                        head,
-                        reload,
-                        per_user,
-                    } => {
-                        let read = Read {
-                            key,
-                            head,
-                            reload,
-                            per_user,
-                            grpc: false,
-                        };
-                        read.run(layer, inner, parts, body).await
-                    }
-                    Decision::GrpcRead { per_user } => {
-                        grpc_read(layer, inner, parts, body, per_user).await
-                    }
-                }
-            }),
-        }
+        // Each decision boxes only its own future: a hit never pays to
+        // allocate and move the state of the write or gRPC paths.
+        let inner: futures_util::future::BoxFuture<'static, _> = match decision {
+            Decision::Pass => Box::pin(pass(inner, parts, body)),
+            Decision::Bypass => {
+                layer.profile.record_bypass();
+                Box::pin(
+                    async move { Ok(mark(pass(inner, parts, body).await?, CacheStatus::Bypass)) },
+                )
+            }
+            Decision::Write { tags } => Box::pin(write(layer, inner, parts, body, tags)),
+            Decision::Read {
+                key,
+                head,
+                reload,
+                per_user,
+            } => {
+                let read = Read {
+                    key,
+                    head,
+                    reload,
+                    per_user,
+                    grpc: false,
+                };
+                Box::pin(read.run(layer, inner, parts, body))
+            }
+            Decision::GrpcRead { per_user } => {
+                Box::pin(grpc_read(layer, inner, parts, body, per_user))
+            }
+        };
+        ResponseFuture { inner }
     }
 }
 
@@ -288,8 +289,6 @@ struct Read {
 /// loader did not take stays here for the read to use.
 struct Pending<S, B> {
     parts: Parts,
-    /// `parts` as a cacheable load sends them to the origin.
-    origin: Parts,
     unsent: Mutex<Option<(S, B)>>,
 }
 
@@ -356,7 +355,6 @@ impl Read {
         St: Store,
     {
         let pending = Arc::new(Pending {
-            origin: HttpRules::origin_request(&parts),
             parts,
             unsent: Mutex::new(Some((inner, body))),
         });
@@ -373,7 +371,12 @@ impl Read {
                     )));
                 };
                 let res = inner
-                    .call(Request::from_parts(pending.origin.clone(), body))
+                    // Built here, on a load, not on every read: a hit
+                    // never pays for the copy.
+                    .call(Request::from_parts(
+                        HttpRules::origin_request(&pending.parts),
+                        body,
+                    ))
                     .await?;
                 let (res_parts, res_body) = res.into_parts();
                 if head {
@@ -444,7 +447,7 @@ impl Read {
         let cache = &layer.cache;
         let profile = &layer.profile;
         let fetched = if self.reload {
-            cache.reload(&self.key, profile, load).await
+            Box::pin(cache.reload(&self.key, profile, load)).await
         } else {
             match cache
                 .fetch_verdict(
