@@ -50,6 +50,8 @@ pub mod entry;
 pub mod http;
 pub mod layer;
 pub mod store;
+#[cfg(test)]
+mod test_support;
 
 pub use engine::{
     Cache, CacheBuilder, CacheStatus, Fetched, Fill, JoinedError, LoadError, Loaded, Policy,

@@ -500,120 +500,9 @@ async fn dropping_the_last_handle_drains_in_the_background_with_a_log_line() {
     assert!(infos.iter().any(|e| e.contains("drained")), "{infos:?}");
 }
 
-/// A metrics recorder keeping every emission with its labels.
-#[derive(Clone, Default)]
-struct Metrics {
-    seen: Arc<Mutex<Vec<(String, String, f64)>>>,
-}
-
-struct Emission {
-    name: String,
-    labels: String,
-    seen: Arc<Mutex<Vec<(String, String, f64)>>>,
-}
-
-impl Emission {
-    fn push(&self, value: f64) {
-        self.seen
-            .lock()
-            .unwrap()
-            .push((self.name.clone(), self.labels.clone(), value));
-    }
-}
-
-impl metrics::CounterFn for Emission {
-    fn increment(&self, value: u64) {
-        self.push(value as f64);
-    }
-    fn absolute(&self, value: u64) {
-        self.push(value as f64);
-    }
-}
-
-impl metrics::GaugeFn for Emission {
-    fn increment(&self, value: f64) {
-        self.push(value);
-    }
-    fn decrement(&self, value: f64) {
-        self.push(-value);
-    }
-    fn set(&self, value: f64) {
-        self.push(value);
-    }
-}
-
-impl metrics::HistogramFn for Emission {
-    fn record(&self, value: f64) {
-        self.push(value);
-    }
-}
-
-impl Metrics {
-    fn emission(&self, key: &metrics::Key) -> Arc<Emission> {
-        let labels = key
-            .labels()
-            .map(|l| format!("{}={}", l.key(), l.value()))
-            .collect::<Vec<_>>()
-            .join(",");
-        Arc::new(Emission {
-            name: key.name().to_owned(),
-            labels,
-            seen: self.seen.clone(),
-        })
-    }
-
-    /// Values emitted under `name` with the label `cache=wb`.
-    fn values(&self, name: &str) -> Vec<f64> {
-        self.seen
-            .lock()
-            .unwrap()
-            .iter()
-            .filter(|(n, labels, _)| n == name && labels == "cache=wb")
-            .map(|(_, _, v)| *v)
-            .collect()
-    }
-}
-
-impl metrics::Recorder for Metrics {
-    fn describe_counter(
-        &self,
-        _: metrics::KeyName,
-        _: Option<metrics::Unit>,
-        _: metrics::SharedString,
-    ) {
-    }
-    fn describe_gauge(
-        &self,
-        _: metrics::KeyName,
-        _: Option<metrics::Unit>,
-        _: metrics::SharedString,
-    ) {
-    }
-    fn describe_histogram(
-        &self,
-        _: metrics::KeyName,
-        _: Option<metrics::Unit>,
-        _: metrics::SharedString,
-    ) {
-    }
-    fn register_counter(&self, key: &metrics::Key, _: &metrics::Metadata<'_>) -> metrics::Counter {
-        metrics::Counter::from_arc(self.emission(key))
-    }
-    fn register_gauge(&self, key: &metrics::Key, _: &metrics::Metadata<'_>) -> metrics::Gauge {
-        metrics::Gauge::from_arc(self.emission(key))
-    }
-    fn register_histogram(
-        &self,
-        key: &metrics::Key,
-        _: &metrics::Metadata<'_>,
-    ) -> metrics::Histogram {
-        metrics::Histogram::from_arc(self.emission(key))
-    }
-}
-
 #[tokio::test(start_paused = true)]
 async fn metrics_are_emitted_with_the_layer_name() {
-    let metrics = Metrics::default();
+    let metrics = crate::test_support::Metrics::default();
     let _guard = metrics::set_default_local_recorder(&metrics);
     let calls = Arc::new(AtomicUsize::new(0));
     // Fails its first call, and every batch holding key 99.
@@ -637,7 +526,7 @@ async fn metrics_are_emitted_with_the_layer_name() {
     }
     assert!(
         metrics
-            .values("tower_cache_write_behind_queue_depth")
+            .values("tower_cache_write_behind_queue_depth", &[("cache", "wb")])
             .contains(&1.0),
         "a queued write is counted"
     );
@@ -645,10 +534,10 @@ async fn metrics_are_emitted_with_the_layer_name() {
     svc.clone().oneshot(Write::new(99, 1)).await.unwrap();
     handle.flush().await.unwrap();
 
-    let sum = |name: &str| metrics.values(name).iter().sum::<f64>();
+    let sum = |name: &str| metrics.sum(name, &[("cache", "wb")]);
     assert_eq!(
         metrics
-            .values("tower_cache_write_behind_queue_depth")
+            .values("tower_cache_write_behind_queue_depth", &[("cache", "wb")])
             .last(),
         Some(&0.0)
     );
@@ -658,7 +547,7 @@ async fn metrics_are_emitted_with_the_layer_name() {
     assert_eq!(sum("tower_cache_write_behind_dead_letters_total"), 1.0);
     assert_eq!(
         metrics
-            .values("tower_cache_write_behind_flush_seconds")
+            .values("tower_cache_write_behind_flush_seconds", &[("cache", "wb")])
             .len(),
         1
     );
