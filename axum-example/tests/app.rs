@@ -96,22 +96,27 @@ impl App {
         send(req).await
     }
 
-    /// `origin_queries_total` for `route` from `/metrics`.
-    async fn origin_queries(&self, route: &str) -> u64 {
-        let text = self
-            .client
-            .get(self.url("/metrics"))
-            .send()
+    /// The text of the page at `path`.
+    async fn text(&self, path: &str) -> String {
+        let res = self.client.get(self.url(path)).send().await.unwrap();
+        res.text().await.unwrap()
+    }
+
+    /// The value of the `/metrics` line that starts with `series `, or 0.
+    async fn metric(&self, series: &str) -> f64 {
+        let prefix = format!("{series} ");
+        self.text("/metrics")
             .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
-        let prefix = format!("origin_queries_total{{route=\"{route}\"}} ");
-        text.lines()
+            .lines()
             .find_map(|l| l.strip_prefix(&prefix))
             .map(|n| n.trim().parse().unwrap())
-            .unwrap_or(0)
+            .unwrap_or(0.0)
+    }
+
+    /// `origin_queries_total` for `route` from `/metrics`.
+    async fn origin_queries(&self, route: &str) -> u64 {
+        let series = format!("origin_queries_total{{route=\"{route}\"}}");
+        self.metric(&series).await as u64
     }
 }
 
@@ -274,15 +279,7 @@ async fn assert_every_read_strategy(app: &App) {
     assert_eq!(app.send(post).await.0, StatusCode::NOT_FOUND);
 
     // the index page shows the hit ratio per route
-    let html = app
-        .client
-        .get(app.url("/"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let html = app.text("/").await;
     let row = html
         .split("<tr>")
         .find(|r| r.contains("<code>/products/{id}</code>"))
@@ -465,21 +462,7 @@ async fn thousand_concurrent_views_are_all_counted_and_survive_a_graceful_restar
         assert_eq!(t.await.unwrap().0, StatusCode::ACCEPTED);
     }
     assert_eq!(views(&app, 8).await, 1_000, "unflushed views are counted");
-    let flushes_before = {
-        let text = app
-            .client
-            .get(app.url("/metrics"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
-        text.lines()
-            .find_map(|l| l.strip_prefix("write_behind_flushes_total "))
-            .map(|n| n.trim().parse::<f64>().unwrap())
-            .unwrap_or(0.0)
-    };
+    let flushes_before = app.metric("write_behind_flushes_total").await;
     assert_eq!(flushes_before, 0.0, "nothing flushed yet");
     assert_eq!(in_database(), 0, "acknowledged, not yet in the database");
 
