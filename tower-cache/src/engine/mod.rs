@@ -617,6 +617,37 @@ impl<S: Store> Cache<S> {
         Fut: Future<Output = Result<Loaded<T>, E>>,
         E: fmt::Display,
     {
+        let (result, payload) = self.load_once(guard.key(), profile, load).await;
+        guard.finish(match &result {
+            Ok(Outcome::Stored(entry)) => Shared::Stored(entry.clone()),
+            Ok(Outcome::Pass(_)) => Shared::Pass,
+            Ok(Outcome::Failed(_)) => Shared::Failed(JoinedError {
+                message: "the origin answered with a failure".into(),
+                payload,
+            }),
+            Err(LoadError::Origin(error)) => Shared::Failed(JoinedError {
+                message: error.to_string().into(),
+                payload: None,
+            }),
+            Err(_) => Shared::Timeout,
+        });
+        result
+    }
+
+    /// Runs `load` once under the load timeout, records it, and stores a
+    /// cacheable result unless its key or tags were invalidated meanwhile.
+    /// Returns the outcome and, for [`Loaded::Failed`], the loader's bytes.
+    async fn load_once<T, E, F, Fut>(
+        &self,
+        key: &str,
+        profile: &Profile,
+        load: F,
+    ) -> (Result<Outcome<T>, LoadError<E>>, Option<Bytes>)
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<Loaded<T>, E>>,
+        E: fmt::Display,
+    {
         let started_ms = clock::now_ms();
         let started = Instant::now();
         let generation = self.inner.invalidations.snapshot();
@@ -626,38 +657,24 @@ impl<S: Store> Cache<S> {
         match result {
             Err(_) => {
                 profile.record_load_error();
-                tracing::warn!(cache = %profile.name(), key = guard.key(), "load timed out");
-                guard.finish(Shared::Timeout);
-                Err(LoadError::Timeout)
+                tracing::warn!(cache = %profile.name(), key, "load timed out");
+                (Err(LoadError::Timeout), None)
             }
             Ok(Err(error)) => {
                 profile.record_load_error();
-                tracing::debug!(cache = %profile.name(), key = guard.key(), %error, "load failed");
-                guard.finish(Shared::Failed(JoinedError {
-                    message: error.to_string().into(),
-                    payload: None,
-                }));
-                Err(LoadError::Origin(error))
+                tracing::debug!(cache = %profile.name(), key, %error, "load failed");
+                (Err(LoadError::Origin(error)), None)
             }
             Ok(Ok(Loaded::Store(fill))) => {
                 let load_ms = took.as_millis().min(u32::MAX as u128) as u32;
                 let entry = make_entry(profile.policy(), fill, started_ms, load_ms);
-                self.store_loaded(guard.key(), profile, &entry, generation)
-                    .await;
-                guard.finish(Shared::Stored(entry.clone()));
-                Ok(Outcome::Stored(entry))
+                self.store_loaded(key, profile, &entry, generation).await;
+                (Ok(Outcome::Stored(entry)), None)
             }
-            Ok(Ok(Loaded::Pass(value))) => {
-                guard.finish(Shared::Pass);
-                Ok(Outcome::Pass(value))
-            }
+            Ok(Ok(Loaded::Pass(value))) => (Ok(Outcome::Pass(value)), None),
             Ok(Ok(Loaded::Failed(value, payload))) => {
                 profile.record_load_error();
-                guard.finish(Shared::Failed(JoinedError {
-                    message: "the origin answered with a failure".into(),
-                    payload: payload.clone(),
-                }));
-                Ok(Outcome::Failed(value))
+                (Ok(Outcome::Failed(value)), payload)
             }
         }
     }
@@ -747,35 +764,9 @@ impl<S: Store> Cache<S> {
     where
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<Loaded<T>, E>>,
+        E: fmt::Display,
     {
-        let started_ms = clock::now_ms();
-        let started = Instant::now();
-        let generation = self.inner.invalidations.snapshot();
-        let result = tokio::time::timeout(profile.policy().load_timeout, load()).await;
-        let took = started.elapsed();
-        profile.record_load(took);
-        match result {
-            Err(_) => {
-                profile.record_load_error();
-                tracing::warn!(cache = %profile.name(), key, "load timed out");
-                Err(LoadError::Timeout)
-            }
-            Ok(Err(error)) => {
-                profile.record_load_error();
-                Err(LoadError::Origin(error))
-            }
-            Ok(Ok(Loaded::Store(fill))) => {
-                let load_ms = took.as_millis().min(u32::MAX as u128) as u32;
-                let entry = make_entry(profile.policy(), fill, started_ms, load_ms);
-                self.store_loaded(key, profile, &entry, generation).await;
-                Ok(Outcome::Stored(entry))
-            }
-            Ok(Ok(Loaded::Pass(value))) => Ok(Outcome::Pass(value)),
-            Ok(Ok(Loaded::Failed(value, _))) => {
-                profile.record_load_error();
-                Ok(Outcome::Failed(value))
-            }
-        }
+        self.load_once(key, profile, load).await.0
     }
 
     /// Reads `key` again for a caller that just took the lead: a fresh
