@@ -19,10 +19,20 @@ impl ResponseFuture {
         }
     }
 
-    pub(super) fn boxed(fut: BoxFuture<'static, Result<(), tower::BoxError>>) -> Self {
+    /// Runs `work` on a task of its own, so that it goes on whether or not
+    /// the caller polls the answer, and answers with its result.
+    pub(super) fn spawned(
+        work: impl std::future::Future<Output = Result<(), tower::BoxError>> + Send + 'static,
+    ) -> Self {
+        let task = tokio::spawn(work);
         ResponseFuture {
             ready: None,
-            boxed: Some(fut),
+            boxed: Some(Box::pin(async move {
+                match task.await {
+                    Ok(result) => result,
+                    Err(error) => Err(error.into()),
+                }
+            })),
         }
     }
 }

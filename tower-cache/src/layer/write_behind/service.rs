@@ -150,15 +150,7 @@ where
                 None => ResponseFuture::ready(Ok(())),
                 // On a task of its own: the worker waits for the append, so
                 // it must go on whether or not the caller polls the answer.
-                Some(append) => {
-                    let append = tokio::spawn(append);
-                    ResponseFuture::boxed(Box::pin(async move {
-                        match append.await {
-                            Ok(result) => result,
-                            Err(error) => Err(error.into()),
-                        }
-                    }))
-                }
+                Some(append) => ResponseFuture::spawned(append),
             };
         }
 
@@ -194,7 +186,7 @@ where
         );
         // The cache is set on a task of its own: a caller that stops
         // waiting for the answer does not leave the queued write uncached.
-        let settle = tokio::spawn(async move {
+        ResponseFuture::spawned(async move {
             let appended = match append {
                 Some(append) => append.await,
                 None => Ok(()),
@@ -228,13 +220,7 @@ where
                 map.remove(&key);
             }
             appended
-        });
-        ResponseFuture::boxed(Box::pin(async move {
-            match settle.await {
-                Ok(result) => result,
-                Err(error) => Err(error.into()),
-            }
-        }))
+        })
     }
 }
 
