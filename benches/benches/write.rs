@@ -57,31 +57,34 @@ fn writes(c: &mut Criterion) {
     group.bench_function("write_through", |b| {
         b.to_async(&rt).iter(|| {
             let svc = through.clone();
-            async move {
-                let tasks: Vec<_> = (0..WRITES)
-                    .map(|i| tokio::spawn(svc.clone().oneshot(Write::new(i % 100, i as i64))))
-                    .collect();
-                for t in tasks {
-                    t.await.expect("task").expect("write");
-                }
-            }
+            write_concurrently(svc)
         })
     });
     group.bench_function("write_behind_until_flushed", |b| {
         b.to_async(&rt).iter(|| {
             let (svc, handle) = (behind.clone(), handle.clone());
             async move {
-                let tasks: Vec<_> = (0..WRITES)
-                    .map(|i| tokio::spawn(svc.clone().oneshot(Write::new(i % 100, i as i64))))
-                    .collect();
-                for t in tasks {
-                    t.await.expect("task").expect("write");
-                }
+                write_concurrently(svc).await;
                 handle.flush().await.expect("flush");
             }
         })
     });
     group.finish();
+}
+
+/// [`WRITES`] writes over 100 keys, each on its own task, all acknowledged.
+async fn write_concurrently<S>(svc: S)
+where
+    S: tower::Service<Write<u64, i64>, Response = ()> + Clone + Send + 'static,
+    S::Future: Send,
+    S::Error: std::fmt::Debug + Send,
+{
+    let tasks: Vec<_> = (0..WRITES)
+        .map(|i| tokio::spawn(svc.clone().oneshot(Write::new(i % 100, i as i64))))
+        .collect();
+    for t in tasks {
+        t.await.expect("task").expect("write");
+    }
 }
 
 criterion_group!(benches, writes);
