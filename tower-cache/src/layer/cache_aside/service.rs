@@ -240,7 +240,7 @@ where
         layer.profile.record_bypass();
         return Ok(mark(pass(inner, parts, body).await?, CacheStatus::Bypass));
     };
-    let Some(message) = read_whole(body).await else {
+    let Ok(message) = body.collect().await.map(|whole| whole.to_bytes()) else {
         layer.profile.record_bypass();
         return Ok(unreadable_request());
     };
@@ -299,23 +299,6 @@ impl<S, B> Pending<S, B> {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
             .take()
     }
-}
-
-/// Reads a request body whole; `None` when it fails.
-async fn read_whole<B: Body<Data = Bytes> + Unpin>(mut body: B) -> Option<Bytes> {
-    let mut chunks = Vec::new();
-    while let Some(frame) = body.frame().await {
-        let Ok(frame) = frame else {
-            return None;
-        };
-        if let Ok(data) = frame.into_data() {
-            chunks.push(data);
-        }
-    }
-    Some(match chunks.len() {
-        1 => chunks.pop().unwrap_or_default(),
-        _ => chunks.concat().into(),
-    })
 }
 
 /// The answer to a request whose body failed while being read: it cannot
