@@ -330,6 +330,21 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn each_entry_weighs_its_bookkeeping_too() {
+        let store = MemoryStore::new(1 << 30);
+        for i in 0..10 {
+            let e = Entry::new(Bytes::from(vec![0u8; 1024]));
+            store.put(&format!("k{i}"), e).await.unwrap();
+        }
+        let stats = store.stats().await;
+        assert_eq!(stats.entries, 10);
+        assert!(
+            stats.bytes >= 10 * (1024 + ENTRY_OVERHEAD_BYTES as u64),
+            "the capacity bounds resident memory, not payload alone: {stats:?}"
+        );
+    }
+
+    #[tokio::test]
     async fn tag_invalidation_spares_later_entries() {
         let store = MemoryStore::new(1 << 20);
         store
