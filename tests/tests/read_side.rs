@@ -24,6 +24,13 @@ fn tiered(server: &RedisServer) -> TieredStore {
     )
 }
 
+/// The Redis key of the entry a GET of `uri` is stored under.
+fn redis_key<St>(layer: &CacheAsideLayer<St>, uri: &str) -> String {
+    let request = http::Request::get(uri).body(()).expect("valid request");
+    let key = layer.key_for(&request).expect("a cacheable read");
+    format!("{}e:{key}", tower_cache::store::DEFAULT_PREFIX)
+}
+
 fn cache(server: &RedisServer) -> Cache<TieredStore> {
     Cache::new(tiered(server))
 }
@@ -121,20 +128,18 @@ async fn stale_while_revalidate_and_stale_if_error_with_redis() {
 async fn not_found_is_cached_for_the_negative_ttl_with_redis() {
     let server = RedisServer::start();
     let origin = Origin::default();
-    let svc = CacheAsideLayer::new(
+    let layer = CacheAsideLayer::new(
         cache(&server),
         "neg",
         Policy::ttl(Duration::from_secs(60))
             .jitter(0.0)
             .negative_ttl(Duration::from_millis(300)),
-    )
-    .layer(origin.service());
+    );
+    let key = redis_key(&layer, "http://h/missing");
+    let svc = layer.layer(origin.service());
     assert_eq!(get(&svc, "http://h/missing").await.status, 404);
     assert_eq!(get(&svc, "http://h/missing").await.x_cache, "HIT");
-    let pttl: i64 = server
-        .connection()
-        .pttl("tc:e:http:v1:GET h/missing")
-        .unwrap();
+    let pttl: i64 = server.connection().pttl(&key).unwrap();
     assert!((1..=300).contains(&pttl), "negative TTL in Redis: {pttl}");
     tokio::time::sleep(Duration::from_millis(400)).await;
     assert_eq!(get(&svc, "http://h/missing").await.x_cache, "MISS");
@@ -242,19 +247,17 @@ async fn two_users_never_see_each_others_private_response() {
 async fn body_over_the_limit_passes_through_unchanged() {
     let server = RedisServer::start();
     let origin = Origin::default();
-    let svc = CacheAsideLayer::new(cache(&server), "big", Policy::default())
-        .max_body_bytes(100 * 1024)
-        .layer(origin.service());
+    let layer =
+        CacheAsideLayer::new(cache(&server), "big", Policy::default()).max_body_bytes(100 * 1024);
+    let key = redis_key(&layer, "http://h/big");
+    let svc = layer.layer(origin.service());
     for _ in 0..2 {
         let r = get(&svc, "http://h/big").await;
         assert_eq!(r.body.len(), 2 * 1024 * 1024);
         assert!(r.body.iter().all(|b| *b == b'x'));
         assert_eq!(r.x_cache, "MISS");
     }
-    let exists: bool = server
-        .connection()
-        .exists("tc:e:http:v1:GET h/big")
-        .unwrap();
+    let exists: bool = server.connection().exists(&key).unwrap();
     assert!(!exists, "nothing stored");
 }
 
@@ -262,15 +265,16 @@ async fn body_over_the_limit_passes_through_unchanged() {
 async fn corrupt_entry_in_redis_reads_as_a_miss() {
     let server = RedisServer::start();
     let origin = Origin::default();
-    let key = "tc:e:http:v1:GET h/products/9";
+    let layer = CacheAsideLayer::new(cache(&server), "p", Policy::default());
+    let key = &redis_key(&layer, "http://h/products/9");
     let mut conn = server.connection();
     let _: () = conn.set(key, b"\x00\x01 not an entry".as_slice()).unwrap();
-    let svc = CacheAsideLayer::new(cache(&server), "p", Policy::default()).layer(origin.service());
+    let svc = layer.layer(origin.service());
     let r = get(&svc, "http://h/products/9").await;
     assert_eq!((r.status.as_u16(), r.x_cache.as_str()), (200, "MISS"));
     assert_eq!(r.text(), "/products/9 #1");
     // An envelope whose payload is not a stored response is a miss too.
-    let bad_payload = tower_cache::Entry::new("not a response").encode();
+    let bad_payload = tower_cache::Entry::new("not a response").encode(key);
     let _: () = conn.set(key, bad_payload.as_ref()).unwrap();
     let fresh =
         CacheAsideLayer::new(cache(&server), "p", Policy::default()).layer(origin.service());

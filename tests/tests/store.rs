@@ -79,7 +79,7 @@ async fn garbage_in_redis_reads_as_miss_and_is_removed() {
     let store = redis_store(&server);
     let mut conn = server.connection();
 
-    let valid = entry("v", 60_000).encode();
+    let valid = entry("v", 60_000).encode("tc:e:truncated");
     let mut unknown_version = valid.to_vec();
     unknown_version[2] = 42;
     let cases: Vec<(&str, Vec<u8>)> = vec![
@@ -339,7 +339,7 @@ async fn redis_outage_never_fails_callers_and_recovers() {
         store.remove_tag("tag").await.unwrap();
     }
     let stats = store.stats();
-    assert!(stats.l2_errors >= 3, "{stats:?}");
+    assert!(stats.l2_errors >= 1, "{stats:?}");
     assert_eq!(stats.outages, 1, "one outage, logged once: {stats:?}");
     assert!(
         stats.l2_skipped > 0,
@@ -487,7 +487,11 @@ async fn removes_during_an_outage_are_replayed_on_recovery() {
 
     server.restart(); // with "gone" and "tagged" still in it
     let recovered = wait_until(Duration::from_secs(5), || async {
-        store.stats().invalidations_pending == 0 && store.stats().invalidations_replayed == 2
+        // A read lets the breaker probe Redis once its interval is over.
+        let _ = store.get("probe").await;
+        store.stats().invalidations_pending == 0
+            && store.stats().invalidations_replayed == 2
+            && store.l2_available()
     })
     .await;
     assert!(recovered.is_some(), "replayed: {:?}", store.stats());
@@ -597,7 +601,7 @@ async fn l1_copy_is_reread_from_l2_after_l1_ttl() {
     // Changed underneath, with no invalidation message.
     let _: () = server
         .connection()
-        .set("tc:e:k", entry("new", 60_000).encode().to_vec())
+        .set("tc:e:k", entry("new", 60_000).encode("tc:e:k").to_vec())
         .unwrap();
     assert_eq!(value(&reader, "k").await.as_deref(), Some("old"), "from L1");
     tokio::time::sleep(Duration::from_millis(400)).await;

@@ -1,18 +1,23 @@
-//! The stored entry and its versioned binary envelope.
+//! The stored entry and its versioned, self-checking binary envelope.
 //!
 //! An [`Entry`] is what every [`Store`](crate::store::Store) keeps: the
 //! payload as [`Bytes`], three timestamps that drive freshness, and the tags
 //! it can be invalidated by. Stores that leave the process (Redis) write it
-//! as one compact envelope:
+//! as one compact envelope, bound to the key it is stored under:
 //!
 //! ```text
-//! magic "TC" | version u8 | flags u8 | stored_at u64 | fresh_until u64 | stale_until u64 | load_ms u32
+//! magic "TC" | version u8 | flags u8 | key hash u64
+//! | stored_at u64 | fresh_until u64 | stale_until u64 | load_ms u32
 //! | tag count u16 | (tag len u16, tag bytes)* | payload len u32 | payload
+//! | checksum u64
 //! ```
 //!
-//! All integers are big-endian. Anything that does not decode exactly
-//! (wrong magic, unknown version, truncated, trailing bytes, a tag that is
-//! not UTF-8) is a [`DecodeError`]; stores read it as a miss.
+//! All integers are big-endian. The checksum is the XXH3-64 of every byte
+//! before it; the key hash is the XXH3-64 of the key the entry was written
+//! under. Anything that does not decode exactly (wrong magic, another
+//! version, a checksum that does not match, another key's entry, a count
+//! larger than the bytes that remain, trailing bytes, a tag that is not
+//! UTF-8) is a [`DecodeError`]; stores read it as a miss and remove it.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -21,10 +26,22 @@ use bytes::{BufMut, Bytes, BytesMut};
 
 use crate::clock;
 
+use xxhash_rust::xxh3::xxh3_64;
+
 const MAGIC: [u8; 2] = *b"TC";
-/// The envelope version this build writes and reads.
-pub const ENVELOPE_VERSION: u8 = 1;
-const HEADER_LEN: usize = 2 + 1 + 1 + 8 * 3 + 4 + 2;
+/// The envelope version this build writes and reads. Entries written by
+/// another version read as misses.
+pub const ENVELOPE_VERSION: u8 = 2;
+/// Bytes before the tags: magic, version, flags, key hash, timestamps,
+/// load time and tag count.
+const HEADER_LEN: usize = 2 + 1 + 1 + 8 + 8 * 3 + 4 + 2;
+/// The checksum that ends the envelope.
+const CHECKSUM_LEN: usize = 8;
+
+/// The hash an envelope carries of the key it was written under.
+fn key_hash(key: &str) -> u64 {
+    xxh3_64(key.as_bytes())
+}
 
 /// One cached value with its freshness metadata.
 ///
@@ -143,13 +160,24 @@ impl Entry {
             + self.tags.iter().map(|t| t.len() + 24).sum::<usize>()
     }
 
-    /// Encodes the entry into its versioned binary envelope.
-    pub fn encode(&self) -> Bytes {
+    /// Encodes the entry into its versioned binary envelope, bound to
+    /// `key`: [`Entry::decode`] accepts it only under the same key.
+    ///
+    /// ```
+    /// use tower_cache::{Entry, DecodeError};
+    ///
+    /// let bytes = Entry::new("v").encode("users/15");
+    /// assert!(Entry::decode("users/15", bytes.clone()).is_ok());
+    /// assert_eq!(Entry::decode("users/73", bytes), Err(DecodeError::WrongKey));
+    /// ```
+    pub fn encode(&self, key: &str) -> Bytes {
         let tags_len: usize = self.tags.iter().map(|t| 2 + t.len()).sum();
-        let mut buf = BytesMut::with_capacity(HEADER_LEN + tags_len + 4 + self.value.len());
+        let mut buf =
+            BytesMut::with_capacity(HEADER_LEN + tags_len + 4 + self.value.len() + CHECKSUM_LEN);
         buf.put_slice(&MAGIC);
         buf.put_u8(ENVELOPE_VERSION);
         buf.put_u8(0);
+        buf.put_u64(key_hash(key));
         buf.put_u64(self.stored_at);
         buf.put_u64(self.fresh_until);
         buf.put_u64(self.stale_until);
@@ -160,27 +188,40 @@ impl Entry {
             buf.put_u16(bytes.len() as u16);
             buf.put_slice(bytes);
         }
-        buf.put_u32(self.value.len().min(u32::MAX as usize) as u32);
-        buf.put_slice(&self.value);
+        let len = self.value.len().min(u32::MAX as usize);
+        buf.put_u32(len as u32);
+        buf.put_slice(&self.value[..len]);
+        let checksum = xxh3_64(&buf);
+        buf.put_u64(checksum);
         buf.freeze()
     }
 
-    /// Decodes an envelope written by [`Entry::encode`].
+    /// Decodes an envelope that [`Entry::encode`] wrote under `key`.
     ///
-    /// The payload shares `bytes`' buffer instead of being copied.
-    pub fn decode(bytes: Bytes) -> Result<Entry, DecodeError> {
-        let mut r = Reader {
-            buf: &bytes,
-            pos: 0,
-        };
-        if r.take(2)? != MAGIC {
+    /// The payload shares `bytes`' buffer instead of being copied. Nothing
+    /// is allocated from a count before it is checked against the bytes
+    /// that remain.
+    pub fn decode(key: &str, bytes: Bytes) -> Result<Entry, DecodeError> {
+        if bytes.get(..2) != Some(&MAGIC[..]) {
             return Err(DecodeError::BadMagic);
         }
-        let version = r.u8()?;
-        if version != ENVELOPE_VERSION {
-            return Err(DecodeError::UnknownVersion(version));
+        match bytes.get(2) {
+            Some(&ENVELOPE_VERSION) => {}
+            Some(&version) => return Err(DecodeError::UnknownVersion(version)),
+            None => return Err(DecodeError::Truncated),
         }
+        let Some(body_len) = bytes.len().checked_sub(CHECKSUM_LEN).filter(|n| *n >= 3) else {
+            return Err(DecodeError::Truncated);
+        };
+        let (body, checksum) = bytes.split_at(body_len);
+        if xxh3_64(body).to_be_bytes() != checksum {
+            return Err(DecodeError::Checksum);
+        }
+        let mut r = Reader { buf: body, pos: 3 };
         let _flags = r.u8()?;
+        if r.u64()? != key_hash(key) {
+            return Err(DecodeError::WrongKey);
+        }
         let stored_at = r.u64()?;
         let fresh_until = r.u64()?;
         let stale_until = r.u64()?;
@@ -189,7 +230,11 @@ impl Entry {
             return Err(DecodeError::BadTimestamps);
         }
         let count = r.u16()? as usize;
-        let mut tags = Vec::with_capacity(count.min(64));
+        // Each tag takes at least its 2-byte length.
+        if count * 2 > r.remaining() {
+            return Err(DecodeError::Truncated);
+        }
+        let mut tags = Vec::with_capacity(count);
         for _ in 0..count {
             let len = r.u16()? as usize;
             let raw = r.take(len)?;
@@ -199,7 +244,7 @@ impl Entry {
         let len = r.u32()? as usize;
         let start = r.pos;
         r.take(len)?;
-        if r.pos != bytes.len() {
+        if r.pos != body.len() {
             return Err(DecodeError::TrailingBytes);
         }
         Ok(Entry {
@@ -234,6 +279,12 @@ pub enum DecodeError {
     /// A tag is not valid UTF-8.
     #[error("entry envelope has a tag that is not UTF-8")]
     BadTag,
+    /// The bytes are not those the envelope was written with.
+    #[error("entry envelope fails its checksum")]
+    Checksum,
+    /// The envelope was written under another key.
+    #[error("entry envelope was written under another key")]
+    WrongKey,
 }
 
 struct Reader<'a> {
@@ -242,6 +293,9 @@ struct Reader<'a> {
 }
 
 impl<'a> Reader<'a> {
+    fn remaining(&self) -> usize {
+        self.buf.len().saturating_sub(self.pos)
+    }
     fn take(&mut self, n: usize) -> Result<&'a [u8], DecodeError> {
         let end = self.pos.checked_add(n).ok_or(DecodeError::Truncated)?;
         let out = self.buf.get(self.pos..end).ok_or(DecodeError::Truncated)?;
@@ -271,6 +325,8 @@ impl<'a> Reader<'a> {
 mod tests {
     use super::*;
 
+    const KEY: &str = "tc:e:users/15";
+
     fn sample() -> Entry {
         Entry::new(Bytes::from_static(b"payload"))
             .with_ttl(Duration::from_secs(10))
@@ -281,46 +337,126 @@ mod tests {
     #[test]
     fn envelope_round_trips() {
         let e = sample();
-        let decoded = Entry::decode(e.encode()).expect("valid envelope");
+        let decoded = Entry::decode(KEY, e.encode(KEY)).expect("valid envelope");
         assert_eq!(decoded, e);
     }
 
     #[test]
     fn every_truncation_is_rejected() {
-        let bytes = sample().encode();
+        let bytes = sample().encode(KEY);
         for len in 0..bytes.len() {
             assert!(
-                Entry::decode(bytes.slice(..len)).is_err(),
+                Entry::decode(KEY, bytes.slice(..len)).is_err(),
                 "prefix of {len} accepted"
             );
         }
     }
 
     #[test]
-    fn garbage_unknown_version_and_trailing_bytes_are_rejected() {
+    fn garbage_other_versions_and_trailing_bytes_are_rejected() {
         assert_eq!(
-            Entry::decode(Bytes::from_static(b"hello world, not an entry")),
+            Entry::decode(KEY, Bytes::from_static(b"hello world, not an entry")),
             Err(DecodeError::BadMagic)
         );
-        let mut v = sample().encode().to_vec();
+        let mut v = sample().encode(KEY).to_vec();
         v[2] = 99;
         assert_eq!(
-            Entry::decode(Bytes::from(v)),
+            Entry::decode(KEY, Bytes::from(v)),
             Err(DecodeError::UnknownVersion(99))
         );
-        let mut v = sample().encode().to_vec();
+        let mut v = sample().encode(KEY).to_vec();
+        v[2] = 1;
+        assert_eq!(
+            Entry::decode(KEY, Bytes::from(v)),
+            Err(DecodeError::UnknownVersion(1)),
+            "entries of the previous format are misses"
+        );
+        let mut v = sample().encode(KEY).to_vec();
         v.push(0);
         assert_eq!(
-            Entry::decode(Bytes::from(v)),
+            Entry::decode(KEY, Bytes::from(v)),
+            Err(DecodeError::Checksum)
+        );
+        let mut v = sample().encode(KEY).to_vec();
+        let end = v.len() - CHECKSUM_LEN;
+        v.insert(end, 0);
+        let checksum = xxh3_64(&v[..end + 1]);
+        v[end + 1..].copy_from_slice(&checksum.to_be_bytes());
+        assert_eq!(
+            Entry::decode(KEY, Bytes::from(v)),
             Err(DecodeError::TrailingBytes)
         );
     }
 
     #[test]
+    fn every_flipped_bit_is_caught() {
+        let bytes = sample().encode(KEY);
+        for i in 0..bytes.len() {
+            for bit in 0..8 {
+                let mut v = bytes.to_vec();
+                v[i] ^= 1 << bit;
+                assert!(
+                    Entry::decode(KEY, Bytes::from(v)).is_err(),
+                    "bit {bit} of byte {i} flipped and accepted"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn another_keys_entry_is_rejected() {
+        let bytes = sample().encode("tc:e:users/73");
+        assert_eq!(Entry::decode(KEY, bytes), Err(DecodeError::WrongKey));
+    }
+
+    #[test]
+    fn counts_beyond_the_input_are_rejected_before_allocating() {
+        // A header whose tag count claims far more tags than bytes follow,
+        // with a valid checksum: rejected as truncated.
+        let mut v = Entry::new("").encode(KEY).to_vec();
+        let count_at = HEADER_LEN - 2;
+        v[count_at..count_at + 2].copy_from_slice(&u16::MAX.to_be_bytes());
+        let end = v.len() - CHECKSUM_LEN;
+        let checksum = xxh3_64(&v[..end]);
+        v[end..].copy_from_slice(&checksum.to_be_bytes());
+        assert_eq!(
+            Entry::decode(KEY, Bytes::from(v)),
+            Err(DecodeError::Truncated)
+        );
+    }
+
+    #[test]
     fn decoded_payload_shares_the_buffer() {
-        let bytes = sample().encode();
-        let decoded = Entry::decode(bytes.clone()).expect("valid");
+        let bytes = sample().encode(KEY);
+        let decoded = Entry::decode(KEY, bytes.clone()).expect("valid");
         let range = bytes.as_ptr_range();
         assert!(range.contains(&decoded.value.as_ptr()));
+    }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        proptest! {
+            #[test]
+            fn decoding_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..256)) {
+                let _ = Entry::decode(KEY, Bytes::from(bytes));
+            }
+
+            #[test]
+            fn what_is_encoded_decodes_under_its_key_only(
+                value in proptest::collection::vec(any::<u8>(), 0..64),
+                tags in proptest::collection::vec("[a-z:0-9]{0,8}", 0..4),
+                key in "[a-z/]{0,8}",
+                other in "[a-z/]{0,8}",
+            ) {
+                let entry = Entry::new(value).with_tags(tags);
+                let bytes = entry.encode(&key);
+                prop_assert_eq!(Entry::decode(&key, bytes.clone()), Ok(entry));
+                if other != key {
+                    prop_assert_eq!(Entry::decode(&other, bytes), Err(DecodeError::WrongKey));
+                }
+            }
+        }
     }
 }

@@ -522,7 +522,7 @@ impl<S: Store> Cache<S> {
             flights.remove(key);
         }
         if let Err(error) = self.inner.store.remove(key).await {
-            tracing::debug!(key, %error, "store remove failed");
+            tracing::warn!(key, %error, "store remove failed");
         }
     }
 
@@ -532,7 +532,7 @@ impl<S: Store> Cache<S> {
     pub async fn remove_tag(&self, tag: &str) {
         self.inner.invalidations.tag(tag);
         if let Err(error) = self.inner.store.remove_tag(tag).await {
-            tracing::debug!(tag, %error, "store tag invalidation failed");
+            tracing::warn!(tag, %error, "store tag invalidation failed");
         }
     }
 

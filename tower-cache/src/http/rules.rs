@@ -129,11 +129,24 @@ pub(crate) enum Storability {
 }
 
 /// The tag every entry stored for `path` carries, and every successful
-/// write to `path` invalidates: `path:{path}`. Name it in
+/// write to `path` invalidates: `path:{path}`, the path normalized as keys
+/// are (percent-encoded unreserved characters decoded), so that
+/// `/products/%31%32` and `/products/12` share a tag. Name it in
 /// [`CacheAsideLayer::invalidates`](crate::CacheAsideLayer::invalidates) to
 /// invalidate another path's entries.
+///
+/// ```
+/// use tower_cache::http::path_tag;
+///
+/// assert_eq!(path_tag("/products/%31%32"), "path:/products/12");
+/// ```
 pub fn path_tag(path: &str) -> String {
-    format!("path:{path}")
+    let normalized = super::key::normalize_path(path);
+    let mut tag = String::with_capacity(5 + normalized.len());
+    tag.push_str("path:");
+    // Normalizing decodes only ASCII escapes, so a `&str` stays UTF-8.
+    tag.push_str(&String::from_utf8_lossy(&normalized));
+    tag
 }
 
 impl HttpRules {
@@ -458,7 +471,7 @@ mod tests {
         else {
             panic!("per-user read expected");
         };
-        assert!(key.contains("|user=") && !key.contains("user-1"), "{key}");
+        assert!(key.contains(" u") && !key.contains("user-1"), "{key}");
         assert_eq!(
             per_user.decide(&cookie),
             Decision::Bypass,

@@ -74,10 +74,21 @@ impl Reader {
     fn value(&mut self) -> Result<HeaderValue, Malformed> {
         HeaderValue::from_maybe_shared(self.bytes16()?).map_err(|_| Malformed)
     }
+    /// Fails unless `count` items of at least `min_len` bytes each can
+    /// still follow: nothing is allocated from a count the input cannot
+    /// hold.
+    fn check_count(&self, count: usize, min_len: usize) -> Result<(), Malformed> {
+        if count.saturating_mul(min_len) > self.buf.len().saturating_sub(self.pos) {
+            return Err(Malformed);
+        }
+        Ok(())
+    }
     fn headers(&mut self, count: u16) -> Result<HeaderMap, Malformed> {
+        // A header is at least its name's and its value's 2-byte lengths.
+        self.check_count(count as usize, 4)?;
         // Room for the two headers every answer from the cache adds (Age,
         // X-Cache), so adding them never grows the map.
-        let mut map = HeaderMap::with_capacity(count as usize + 2);
+        let mut map = HeaderMap::try_with_capacity(count as usize + 2).map_err(|_| Malformed)?;
         for _ in 0..count {
             let name = self.name()?;
             let value = self.value()?;
@@ -124,6 +135,8 @@ impl StoredResponse {
         let count = r.u16()?;
         let headers = r.headers(count)?;
         let vary_count = r.u16()?;
+        // A name's 2-byte length and the presence byte.
+        r.check_count(vary_count as usize, 3)?;
         let mut vary = Vec::with_capacity(vary_count as usize);
         for _ in 0..vary_count {
             let name = r.name()?;
@@ -208,6 +221,43 @@ mod tests {
                 StoredResponse::decode(&bytes.slice(..len)).is_err(),
                 "{len}"
             );
+        }
+    }
+
+    #[test]
+    fn huge_counts_are_malformed_not_a_panic() {
+        // 24,575 headers or more once made `HeaderMap::with_capacity` panic.
+        for count in [24_575u16, 40_000, u16::MAX - 1] {
+            let mut v = vec![0, 200, 0, 0];
+            v.extend_from_slice(&count.to_be_bytes());
+            v.extend_from_slice(&[0; 64]);
+            assert!(StoredResponse::decode(&Bytes::from(v)).is_err(), "{count}");
+        }
+        // The trailer count takes the same path.
+        let mut v = sample().encode().to_vec();
+        let trailers_at = v.len() - (2 + 2 + "grpc-status".len() + 2 + 1);
+        v.truncate(trailers_at);
+        v.extend_from_slice(&40_000u16.to_be_bytes());
+        assert!(StoredResponse::decode(&Bytes::from(v)).is_err());
+    }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        proptest! {
+            #[test]
+            fn decoding_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..256)) {
+                let _ = StoredResponse::decode(&Bytes::from(bytes));
+            }
+
+            #[test]
+            fn decoding_a_mutated_response_never_panics(at in 0usize..64, byte in any::<u8>()) {
+                let mut v = sample().encode().to_vec();
+                let at = at % v.len();
+                v[at] = byte;
+                let _ = StoredResponse::decode(&Bytes::from(v));
+            }
         }
     }
 

@@ -34,14 +34,20 @@ use std::sync::Arc;
 
 use crate::entry::Entry;
 
+#[cfg(feature = "redis")]
+mod breaker;
 mod memory;
 #[cfg(feature = "redis")]
 mod redis;
 #[cfg(feature = "redis")]
 mod redis_queue;
 #[cfg(feature = "redis")]
+mod replay;
+#[cfg(feature = "redis")]
 mod tiered;
 
+#[cfg(feature = "redis")]
+pub use breaker::{DEFAULT_FAILURE_THRESHOLD, DEFAULT_RETRY_INTERVAL};
 pub use memory::{
     DEFAULT_MAX_BYTES, ENTRY_OVERHEAD_BYTES, MemoryStats, MemoryStore, MemoryStoreBuilder,
 };
@@ -53,10 +59,9 @@ pub use redis::{
 #[cfg(feature = "redis")]
 pub use redis_queue::RedisQueue;
 #[cfg(feature = "redis")]
-pub use tiered::{
-    DEFAULT_FAILURE_THRESHOLD, DEFAULT_L1_TTL, DEFAULT_MAX_PENDING_INVALIDATIONS,
-    DEFAULT_RETRY_INTERVAL, TieredStats, TieredStore, TieredStoreBuilder,
-};
+pub use replay::DEFAULT_MAX_PENDING_INVALIDATIONS;
+#[cfg(feature = "redis")]
+pub use tiered::{DEFAULT_L1_TTL, TieredStats, TieredStore, TieredStoreBuilder};
 
 /// What a store can fail with. The engine treats every error as "the cache
 /// is unavailable" and goes to the origin: a store error never reaches the
@@ -66,12 +71,16 @@ pub enum StoreError {
     /// The backend did not answer within the configured timeout.
     #[error("cache store timed out")]
     Timeout,
-    /// The backend is known to be unavailable (circuit breaker open).
+    /// The backend is known to be unavailable: its circuit breaker is
+    /// open, or the connection was refused, reset or closed.
     #[error("cache store unavailable")]
     Unavailable,
     /// The backend returned an error.
     #[error("cache store backend error: {0}")]
     Backend(String),
+    /// The store was configured with a value it cannot work with.
+    #[error("invalid cache store configuration: {0}")]
+    Config(String),
 }
 
 /// A byte-level, asynchronous key-value store of [`Entry`] values.
@@ -79,7 +88,11 @@ pub enum StoreError {
 /// Implementations must:
 /// - never return an entry whose stale window has ended
 ///   ([`Entry::stale_until`]), nor one invalidated by a tag;
-/// - read whatever they cannot decode as a miss (and drop it);
+/// - read whatever they cannot decode or check as a miss (and drop it);
+/// - never lose a remove or tag invalidation: one that cannot be applied
+///   now is kept and applied before the store serves again (then the call
+///   may answer `Ok`), and a write that fails never leaves an older value
+///   to be served;
 /// - be safe to call from many tasks at once.
 pub trait Store: Send + Sync + 'static {
     /// Reads the entry stored under `key`.

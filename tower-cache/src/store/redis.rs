@@ -8,6 +8,8 @@ use bytes::Bytes;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{AsyncCommands, Client, Script};
 
+use super::breaker::{Breaker, DEFAULT_FAILURE_THRESHOLD, DEFAULT_RETRY_INTERVAL};
+use super::replay::{DEFAULT_MAX_PENDING_INVALIDATIONS, Invalidation, ReplayQueue};
 use super::{Store, StoreError};
 use crate::clock;
 use crate::entry::Entry;
@@ -20,14 +22,27 @@ pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 pub const DEFAULT_MAX_TTL: Duration = Duration::from_secs(24 * 60 * 60);
 /// Default key namespace prefix.
 pub const DEFAULT_PREFIX: &str = "tc:";
+/// What closes a namespace prefix; a prefix may not contain it elsewhere.
+const PREFIX_SEPARATOR: char = ':';
 
 /// Sets an invalidation timestamp (of a tag, or of the whole namespace),
 /// never moving it backwards, and keeps it at least `ARGV[2]` ms past the
 /// latest timestamp it holds: as long as any entry stored before that
 /// timestamp can live in Redis (see [`RedisStore::put`]). Never shortens the
-/// key's lifetime.
+/// key's lifetime. Whatever else sits at the key (another type, a value
+/// that is not a number) is replaced, so an invalidation always lands.
 const INVALIDATE: &str = r"
-local cur = tonumber(redis.call('GET', KEYS[1]) or '0') or 0
+local raw = redis.pcall('GET', KEYS[1])
+local cur = 0
+if type(raw) == 'table' then
+  redis.call('DEL', KEYS[1])
+elseif raw then
+  cur = tonumber(raw)
+  if not cur then
+    redis.call('DEL', KEYS[1])
+    cur = 0
+  end
+end
 local t = tonumber(ARGV[1])
 local keep = tonumber(ARGV[2])
 if t > cur then
@@ -45,22 +60,34 @@ return 1
 /// invalidation timestamp and the timestamps of the tags its envelope
 /// names (`ARGV[1]` is the tag key prefix). Replies `nil` for a missing
 /// entry, else the envelope, the namespace timestamp and one timestamp per
-/// tag (`''` where none is set). The envelope is only read here as far as
-/// its tag list; it is decoded, and garbage rejected, by the caller.
+/// tag (`''` where none is set, `'?'` where the key holds another type).
+/// An entry key of another type is deleted and read as a miss. The
+/// envelope is only read here as far as its tag list (its tag count is
+/// the big-endian `u16` at bytes 41-42); it is decoded, checked, and
+/// garbage rejected, by the caller.
 ///
 /// The tag keys are not declared in `KEYS`: fine on one server; a Redis
 /// Cluster deployment would read them in a second pipeline instead.
 const READ: &str = r"
-local v = redis.call('GET', KEYS[1])
+local v = redis.pcall('GET', KEYS[1])
+if type(v) == 'table' then
+  redis.call('DEL', KEYS[1])
+  return false
+end
 if not v then return false end
-local out = {v, redis.call('GET', KEYS[2]) or ''}
-if #v >= 34 then
-  local n = string.byte(v, 33) * 256 + string.byte(v, 34)
-  local pos = 35
+local function stamp(key)
+  local s = redis.pcall('GET', key)
+  if type(s) == 'table' then return '?' end
+  return s or ''
+end
+local out = {v, stamp(KEYS[2])}
+if #v >= 42 then
+  local n = string.byte(v, 41) * 256 + string.byte(v, 42)
+  local pos = 43
   for i = 1, n do
     if pos + 1 > #v then break end
     local len = string.byte(v, pos) * 256 + string.byte(v, pos + 1)
-    out[#out + 1] = redis.call('GET', ARGV[1] .. string.sub(v, pos + 2, pos + 1 + len)) or ''
+    out[#out + 1] = stamp(ARGV[1] .. string.sub(v, pos + 2, pos + 1 + len))
     pos = pos + 2 + len
   end
 end
@@ -75,6 +102,8 @@ struct Inner {
     max_ttl: Duration,
     invalidate_tag: Script,
     read: Script,
+    breaker: Breaker,
+    replay: ReplayQueue,
 }
 
 /// The shared L2 store, on Redis through redis-rs.
@@ -104,8 +133,22 @@ struct Inner {
 ///   outlives the entries it invalidates. Timestamps never move backwards.
 ///   They come from the instances' clocks, which are assumed to agree
 ///   within a few milliseconds.
-/// - **Garbage reads as a miss**: bytes that are not a valid envelope are
-///   deleted and reported as a miss.
+/// - **Garbage reads as a miss**: bytes that are not a valid envelope (a
+///   checksum that fails, an entry written under another key, another
+///   format version, a key of another type) are deleted, counted in
+///   `tower_cache_store_corrupt_total` and reported as a miss. A tag key
+///   that holds anything but a timestamp invalidates its entries.
+/// - **A circuit breaker**: after
+///   [`RedisStoreBuilder::failure_threshold`] failures in a row (default
+///   3), or at once when the connection is refused, reset or closed, every
+///   operation fails at once with [`StoreError::Unavailable`] (the engine
+///   goes to the origin) and one operation probes Redis every
+///   [`RedisStoreBuilder::retry_interval`] (default 1 s). One warning per
+///   outage.
+/// - **Invalidations are never lost**: a remove or tag invalidation that
+///   fails, and the key of a write that fails, are kept (bounded by
+///   [`RedisStoreBuilder::max_pending_invalidations`]) and replayed before
+///   the next operation once Redis answers again.
 ///
 /// ```no_run
 /// use std::time::Duration;
@@ -143,10 +186,50 @@ pub struct RedisStoreBuilder {
     op_timeout: Duration,
     connect_timeout: Duration,
     max_ttl: Duration,
+    failure_threshold: u64,
+    retry_interval: Duration,
+    max_pending: usize,
 }
 
 impl RedisStoreBuilder {
+    /// How many distinct removes and tag invalidations (and keys whose
+    /// write failed) are kept for replay while Redis cannot be reached.
+    /// Past that, they are dropped and every entry of the namespace is
+    /// invalidated on recovery instead. Default:
+    /// [`DEFAULT_MAX_PENDING_INVALIDATIONS`](super::DEFAULT_MAX_PENDING_INVALIDATIONS)
+    /// (10 000).
+    pub fn max_pending_invalidations(mut self, max: usize) -> Self {
+        self.max_pending = max;
+        self
+    }
+
+    /// Consecutive failures (errors, timeouts) that open the circuit
+    /// breaker; a refused, reset or closed connection opens it at once.
+    /// While it is open every operation fails at once with
+    /// [`StoreError::Unavailable`], so a dead or paused Redis never makes a
+    /// request wait. Default: [`DEFAULT_FAILURE_THRESHOLD`] (3).
+    ///
+    /// A [`TieredStore`](super::TieredStore) has a breaker of its own
+    /// (configured on its builder) and does not go through this one.
+    pub fn failure_threshold(mut self, failures: u64) -> Self {
+        self.failure_threshold = failures.max(1);
+        self
+    }
+
+    /// How often Redis is probed (one operation goes through) while the
+    /// circuit breaker is open. Default: [`DEFAULT_RETRY_INTERVAL`] (1 s).
+    pub fn retry_interval(mut self, interval: Duration) -> Self {
+        self.retry_interval = interval;
+        self
+    }
+
     /// The key namespace prefix. Default: [`DEFAULT_PREFIX`] (`"tc:"`).
+    ///
+    /// A prefix is a name closed by `:` (given with or without it: `"shop"`
+    /// and `"shop:"` are the same prefix). The name may not be empty nor
+    /// contain `:`, so that no prefix is the start of another's keys
+    /// (`"app:"` and `"app:e:"` would overlap): [`build`](Self::build)
+    /// refuses one that does.
     pub fn prefix(mut self, prefix: impl Into<String>) -> Self {
         self.prefix = prefix.into();
         self
@@ -181,6 +264,7 @@ impl RedisStoreBuilder {
     ///
     /// Must be called within a Tokio runtime.
     pub fn build(self) -> Result<RedisStore, StoreError> {
+        let prefix = closed_prefix(&self.prefix)?;
         let client = Client::open(self.url.as_str()).map_err(backend)?;
         let config = ConnectionManagerConfig::new()
             .set_response_timeout(Some(self.op_timeout))
@@ -193,14 +277,29 @@ impl RedisStoreBuilder {
             inner: Arc::new(Inner {
                 client,
                 conn,
-                prefix: self.prefix,
+                prefix,
                 op_timeout: self.op_timeout,
                 max_ttl: self.max_ttl,
                 invalidate_tag: Script::new(INVALIDATE),
                 read: Script::new(READ),
+                breaker: Breaker::new(self.failure_threshold, self.retry_interval),
+                replay: ReplayQueue::new(self.max_pending),
             }),
         })
     }
+}
+
+/// `prefix` closed by the separator, or why it cannot be one.
+fn closed_prefix(prefix: &str) -> Result<String, StoreError> {
+    let name = prefix.strip_suffix(PREFIX_SEPARATOR).unwrap_or(prefix);
+    if name.is_empty() || name.contains(PREFIX_SEPARATOR) {
+        return Err(StoreError::Config(format!(
+            "Redis key prefix {prefix:?} must be a non-empty name without \
+             {PREFIX_SEPARATOR:?} (optionally ending with one), so that no \
+             prefix is the start of another's keys"
+        )));
+    }
+    Ok(format!("{name}{PREFIX_SEPARATOR}"))
 }
 
 fn backend(e: redis::RedisError) -> StoreError {
@@ -216,6 +315,9 @@ impl RedisStore {
             op_timeout: DEFAULT_OP_TIMEOUT,
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             max_ttl: DEFAULT_MAX_TTL,
+            failure_threshold: DEFAULT_FAILURE_THRESHOLD,
+            retry_interval: DEFAULT_RETRY_INTERVAL,
+            max_pending: DEFAULT_MAX_PENDING_INVALIDATIONS,
         }
     }
 
@@ -224,7 +326,7 @@ impl RedisStore {
         Self::builder(url).build()
     }
 
-    /// The key namespace prefix.
+    /// The key namespace prefix, closed by `:`.
     pub fn prefix(&self) -> &str {
         &self.inner.prefix
     }
@@ -387,6 +489,9 @@ impl RedisStore {
         for msg in messages {
             pipe.publish(channel, msg).ignore();
         }
+        if keys.is_empty() && tags.is_empty() && !all && messages.is_empty() {
+            return Ok(());
+        }
         self.timed(async {
             let mut c = self.connection();
             pipe.query_async::<()>(&mut c).await.map_err(redis_error)
@@ -398,17 +503,57 @@ impl RedisStore {
 fn redis_error(e: redis::RedisError) -> StoreError {
     if e.is_timeout() {
         StoreError::Timeout
+    } else if e.is_connection_refusal() || e.is_connection_dropped() || e.is_io_error() {
+        StoreError::Unavailable
     } else {
         backend(e)
     }
 }
 
-impl Store for RedisStore {
+impl RedisStore {
+    /// Runs `op` through the circuit breaker: refused at once while it is
+    /// open, and its outcome recorded.
+    async fn guarded<T>(
+        &self,
+        op: impl Future<Output = Result<T, StoreError>>,
+    ) -> Result<T, StoreError> {
+        let breaker = &self.inner.breaker;
+        let Some(generation) = breaker.allow() else {
+            return Err(StoreError::Unavailable);
+        };
+        let replayed = if self.inner.replay.has_pending() {
+            self.replay_pending().await
+        } else {
+            Ok(())
+        };
+        let outcome = match replayed {
+            Ok(()) => op.await,
+            Err(error) => Err(error),
+        };
+        match outcome {
+            Ok(v) => {
+                if breaker.on_success(generation) {
+                    tracing::info!(prefix = %self.inner.prefix, "cache Redis is back");
+                }
+                Ok(v)
+            }
+            Err(error) => {
+                metrics::counter!("tower_cache_l2_errors_total").increment(1);
+                if breaker.on_failure(&error) {
+                    tracing::warn!(prefix = %self.inner.prefix, %error, "cache Redis unavailable; going to the origin until it returns");
+                } else {
+                    tracing::debug!(%error, "cache Redis call failed");
+                }
+                Err(error)
+            }
+        }
+    }
+
     /// One round trip: a script reads the entry, the namespace-wide
     /// invalidation timestamp and its tags' timestamps; an invalidated or
     /// undecodable entry is deleted. All of it runs under one
     /// [`RedisStoreBuilder::op_timeout`].
-    fn get<'a>(
+    pub(crate) fn get_direct<'a>(
         &'a self,
         key: &'a str,
     ) -> impl Future<Output = Result<Option<Entry>, StoreError>> + Send + 'a {
@@ -430,7 +575,7 @@ impl Store for RedisStore {
             let stamps: Vec<Option<u64>> = reply.drain(1..).map(|b| stamp(&b)).collect();
             let (all, tag_stamps) = (stamps[0], &stamps[1..]);
             let raw = reply.swap_remove(0);
-            let entry = match Entry::decode(Bytes::from(raw)) {
+            let entry = match Entry::decode(&rkey, Bytes::from(raw)) {
                 Ok(entry) => entry,
                 Err(error) => {
                     tracing::warn!(key = %rkey, %error, "dropping undecodable cache entry");
@@ -462,7 +607,7 @@ impl Store for RedisStore {
     /// timestamp is kept `max_ttl` past its own time, so it always outlives
     /// every entry it invalidates, even one loaded before the invalidation
     /// and written after it.
-    fn put<'a>(
+    pub(crate) fn put_direct<'a>(
         &'a self,
         key: &'a str,
         entry: Entry,
@@ -480,14 +625,14 @@ impl Store for RedisStore {
             if ttl_ms == 0 {
                 return c.del::<_, i64>(rkey).await.map(|_| ()).map_err(redis_error);
             }
-            let payload = entry.encode();
+            let payload = entry.encode(&rkey);
             c.pset_ex::<_, _, ()>(rkey, payload.as_ref(), ttl_ms)
                 .await
                 .map_err(redis_error)
         })
     }
 
-    fn remove<'a>(
+    pub(crate) fn remove_direct<'a>(
         &'a self,
         key: &'a str,
     ) -> impl Future<Output = Result<(), StoreError>> + Send + 'a {
@@ -498,7 +643,7 @@ impl Store for RedisStore {
         })
     }
 
-    fn remove_tag<'a>(
+    pub(crate) fn remove_tag_direct<'a>(
         &'a self,
         tag: &'a str,
     ) -> impl Future<Output = Result<(), StoreError>> + Send + 'a {
@@ -506,7 +651,78 @@ impl Store for RedisStore {
     }
 }
 
-/// An invalidation timestamp as the read script returns it (`''` for none).
+impl RedisStore {
+    /// Applies the removes and tag invalidations that missed Redis.
+    async fn replay_pending(&self) -> Result<(), StoreError> {
+        self.inner
+            .replay
+            .replay(|whole, items| async move {
+                let mut keys = Vec::new();
+                let mut tags = Vec::new();
+                for item in &items {
+                    match item {
+                        Invalidation::Key(k) => keys.push(k.as_str()),
+                        Invalidation::Tag(t) => tags.push(t.as_str()),
+                    }
+                }
+                self.apply_invalidations(whole, &keys, &tags, "", &[])
+                    .await?;
+                Ok(items)
+            })
+            .await
+            .map(|_| ())
+    }
+
+    /// How many removes and tag invalidations wait to be replayed.
+    pub fn pending_invalidations(&self) -> u64 {
+        self.inner.replay.counts().0
+    }
+}
+
+/// Every operation goes through the circuit breaker, after the removes and
+/// tag invalidations that missed Redis are replayed. A remove, tag
+/// invalidation or write that fails is kept for replay (a failed write as
+/// a remove of its key), so Redis never serves what the application
+/// removed or overwrote while it was away; they then answer `Ok`.
+impl Store for RedisStore {
+    async fn get(&self, key: &str) -> Result<Option<Entry>, StoreError> {
+        self.guarded(self.get_direct(key)).await
+    }
+
+    async fn put(&self, key: &str, entry: Entry) -> Result<(), StoreError> {
+        let put = self.guarded(self.put_direct(key, entry)).await;
+        if put.is_err() {
+            self.inner.replay.keep(Invalidation::Key(key.to_owned()));
+        }
+        put
+    }
+
+    async fn remove(&self, key: &str) -> Result<(), StoreError> {
+        if self.guarded(self.remove_direct(key)).await.is_err() {
+            self.inner.replay.keep(Invalidation::Key(key.to_owned()));
+        }
+        Ok(())
+    }
+
+    async fn remove_tag(&self, tag: &str) -> Result<(), StoreError> {
+        if self.guarded(self.remove_tag_direct(tag)).await.is_err() {
+            self.inner.replay.keep(Invalidation::Tag(tag.to_owned()));
+        }
+        Ok(())
+    }
+}
+
+/// An invalidation timestamp as the read script returns it: `None` for
+/// `''` (none set); anything that is not a number (another type at the
+/// key, garbage) invalidates everything, since what it held is unknown.
 fn stamp(raw: &[u8]) -> Option<u64> {
-    std::str::from_utf8(raw).ok()?.parse().ok()
+    if raw.is_empty() {
+        return None;
+    }
+    Some(
+        std::str::from_utf8(raw)
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(u64::MAX),
+    )
 }

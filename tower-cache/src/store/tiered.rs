@@ -1,10 +1,9 @@
 //! L1 in front of L2, coherent across instances through Redis pub/sub.
 
-use std::collections::HashSet;
 use std::future::Future;
 use std::hash::{Hash, Hasher};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use futures_util::StreamExt;
@@ -12,19 +11,14 @@ use tokio::sync::{RwLock, watch};
 use tokio::task::JoinHandle;
 use tracing::Instrument;
 
+use super::breaker::{Breaker, DEFAULT_FAILURE_THRESHOLD, DEFAULT_RETRY_INTERVAL};
+use super::replay::{DEFAULT_MAX_PENDING_INVALIDATIONS, Invalidation, ReplayQueue};
 use super::{MemoryStore, RedisStore, Store, StoreError};
 use crate::clock;
 use crate::entry::Entry;
 
 /// Default cap on how long an L1 copy lives: 30 s.
 pub const DEFAULT_L1_TTL: Duration = Duration::from_secs(30);
-/// Default wait before L2 is tried again after it failed: 1 s.
-pub const DEFAULT_RETRY_INTERVAL: Duration = Duration::from_secs(1);
-/// Default consecutive L2 failures that open the circuit breaker: 3.
-pub const DEFAULT_FAILURE_THRESHOLD: u64 = 3;
-/// Default bound on removes and tag invalidations kept for replay while L2
-/// is away: 10 000.
-pub const DEFAULT_MAX_PENDING_INVALIDATIONS: usize = 10_000;
 /// How many tag invalidations L1 remembers to refuse entries loaded before
 /// them.
 const SEEN_TAGS: u64 = 10_000;
@@ -73,97 +67,6 @@ struct Counters {
     replayed: AtomicU64,
 }
 
-/// Consecutive failures open it; while open, L2 is skipped; after the retry
-/// interval one call probes L2; a success closes it.
-///
-/// Each opening starts a new generation. A call remembers the generation
-/// it started in, and only a success from the current generation closes
-/// the breaker: a slow call that began before an outage was detected and
-/// answers afterwards says nothing about Redis now.
-struct Breaker {
-    threshold: u64,
-    retry_ms: u64,
-    failures: AtomicU64,
-    /// 0 when closed; otherwise when the next probe may go out.
-    open_until: AtomicU64,
-    /// Bumped each time the breaker opens.
-    generation: AtomicU64,
-}
-
-impl Breaker {
-    fn new(threshold: u64, retry: Duration) -> Self {
-        Breaker {
-            threshold,
-            retry_ms: retry.as_millis() as u64,
-            failures: AtomicU64::new(0),
-            open_until: AtomicU64::new(0),
-            generation: AtomicU64::new(0),
-        }
-    }
-
-    fn is_open(&self) -> bool {
-        self.open_until.load(Ordering::Acquire) != 0
-    }
-
-    /// `Some(generation)` when a call may go to L2 (closed, or this call is
-    /// the probe).
-    fn allow(&self) -> Option<u64> {
-        let generation = self.generation.load(Ordering::Acquire);
-        let until = self.open_until.load(Ordering::Acquire);
-        if until == 0 {
-            return Some(generation);
-        }
-        let now = clock::now_ms();
-        let probe = now >= until
-            && self
-                .open_until
-                .compare_exchange(
-                    until,
-                    now + self.retry_ms,
-                    Ordering::AcqRel,
-                    Ordering::Acquire,
-                )
-                .is_ok();
-        probe.then_some(generation)
-    }
-
-    /// Records a success of a call started in `generation`; `true` when it
-    /// closed the breaker.
-    fn on_success(&self, generation: u64) -> bool {
-        if self.generation.load(Ordering::Acquire) != generation {
-            return false;
-        }
-        self.failures.store(0, Ordering::Relaxed);
-        self.open_until.swap(0, Ordering::AcqRel) != 0
-    }
-
-    /// Records a failure; `true` when it opened the breaker.
-    fn on_failure(&self) -> bool {
-        let failures = self.failures.fetch_add(1, Ordering::Relaxed) + 1;
-        if self.is_open() {
-            // A failed probe: wait another interval.
-            self.open_until
-                .store(clock::now_ms() + self.retry_ms, Ordering::Release);
-            return false;
-        }
-        if failures >= self.threshold
-            && self
-                .open_until
-                .compare_exchange(
-                    0,
-                    clock::now_ms() + self.retry_ms,
-                    Ordering::AcqRel,
-                    Ordering::Acquire,
-                )
-                .is_ok()
-        {
-            self.generation.fetch_add(1, Ordering::AcqRel);
-            return true;
-        }
-        false
-    }
-}
-
 /// Fences between L1 copies of L2 reads and invalidations. Every
 /// invalidation applied to L1 (local or received) bumps a generation under
 /// a write lock: per key stripe for a key, globally for a tag or a clear. A
@@ -195,28 +98,6 @@ impl Fences {
     }
 }
 
-/// A remove or tag invalidation that did not reach L2.
-#[derive(Clone, PartialEq, Eq, Hash)]
-enum Invalidation {
-    Key(String),
-    Tag(String),
-}
-
-/// Removes and tag invalidations waiting for L2, bounded. On overflow the
-/// set is dropped and replaced by one namespace-wide invalidation.
-#[derive(Default)]
-struct Pending {
-    items: HashSet<Invalidation>,
-    overflows: u64,
-    replayed_overflows: u64,
-}
-
-impl Pending {
-    fn is_empty(&self) -> bool {
-        self.items.is_empty() && self.overflows == self.replayed_overflows
-    }
-}
-
 /// What the store and its invalidation subscriber share.
 struct Shared {
     l1: MemoryStore,
@@ -233,12 +114,8 @@ struct Shared {
     seen_tags: moka::future::Cache<String, u64>,
     /// The latest namespace-wide invalidation this instance saw.
     seen_all: AtomicU64,
-    max_pending: usize,
-    pending: Mutex<Pending>,
-    has_pending: AtomicBool,
-    /// One replay at a time; readers wait for it so none reads L2 before
-    /// the invalidations it missed are applied.
-    replay_turn: tokio::sync::Mutex<()>,
+    /// What missed L2; replayed before L2 is read again.
+    replay: ReplayQueue,
 }
 
 struct Inner {
@@ -277,8 +154,9 @@ impl Drop for Inner {
 ///   have missed invalidations) and carries on. Only a call started after
 ///   the breaker opened can close it. The invalidation subscription
 ///   reconnects by itself and clears L1 when it comes back.
-/// - **Nothing removed during an outage comes back**: a remove or tag
-///   invalidation that could not reach L2 is kept (up to
+/// - **Nothing removed or overwritten during an outage comes back**: a
+///   remove or tag invalidation that could not reach L2 (error, timeout,
+///   breaker open), and the key of a write L2 did not take, is kept (up to
 ///   [`TieredStoreBuilder::max_pending_invalidations`], default 10 000
 ///   distinct keys and tags) and replayed to L2, and published, before L2
 ///   is read again and as soon as the subscription is back. When more pile
@@ -404,10 +282,7 @@ impl TieredStoreBuilder {
             fences: Fences::new(),
             seen_tags,
             seen_all: AtomicU64::new(0),
-            max_pending: self.max_pending,
-            pending: Mutex::new(Pending::default()),
-            has_pending: AtomicBool::new(false),
-            replay_turn: tokio::sync::Mutex::new(()),
+            replay: ReplayQueue::new(self.max_pending),
         });
         let (tx, rx) = watch::channel(false);
         let listener = tokio::spawn(
@@ -478,10 +353,7 @@ impl TieredStore {
     pub fn stats(&self) -> TieredStats {
         let shared = &*self.inner.shared;
         let c = &shared.counters;
-        let (pending, overflows) = {
-            let p = shared.lock_pending();
-            (p.items.len() as u64, p.overflows)
-        };
+        let (pending, overflows) = shared.replay.counts();
         TieredStats {
             l1_hits: c.l1_hits.load(Ordering::Relaxed),
             l2_hits: c.l2_hits.load(Ordering::Relaxed),
@@ -499,12 +371,6 @@ impl TieredStore {
 }
 
 impl Shared {
-    fn lock_pending(&self) -> std::sync::MutexGuard<'_, Pending> {
-        self.pending
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-    }
-
     /// Runs `op` against L2 through the circuit breaker, after replaying
     /// what L2 missed. `None` when L2 was skipped or failed.
     async fn l2_call<T, Fut>(&self, op: impl FnOnce() -> Fut) -> Option<T>
@@ -515,7 +381,7 @@ impl Shared {
             self.counters.l2_skipped.fetch_add(1, Ordering::Relaxed);
             return None;
         };
-        if self.has_pending.load(Ordering::Acquire)
+        if self.replay.has_pending()
             && let Err(error) = self.replay_pending().await
         {
             self.on_l2_error(&error);
@@ -543,7 +409,7 @@ impl Shared {
     fn on_l2_error(&self, error: &StoreError) {
         self.counters.l2_errors.fetch_add(1, Ordering::Relaxed);
         metrics::counter!("tower_cache_l2_errors_total").increment(1);
-        if self.breaker.on_failure() {
+        if self.breaker.on_failure(error) {
             self.counters.outages.fetch_add(1, Ordering::Relaxed);
             tracing::warn!(%error, "cache L2 (Redis) unavailable; serving from L1 until it returns");
         } else {
@@ -615,82 +481,47 @@ impl Shared {
         published
     }
 
-    /// Keeps an invalidation that did not reach L2 (or other instances) for
-    /// replay.
-    fn keep_for_replay(&self, invalidation: Invalidation) {
-        let mut p = self.lock_pending();
-        if p.overflows != p.replayed_overflows {
-            // A namespace-wide invalidation is already due; it covers this.
-            return;
-        }
-        if p.items.len() >= self.max_pending && !p.items.contains(&invalidation) {
-            p.items.clear();
-            p.overflows += 1;
-            tracing::warn!(
-                max = self.max_pending,
-                "too many invalidations missed L2; it will be invalidated whole when it returns"
-            );
-        } else {
-            p.items.insert(invalidation);
-        }
-        self.has_pending.store(true, Ordering::Release);
-    }
-
     /// Applies to L2, and publishes, the removes and tag invalidations that
-    /// missed it. Callers that find work pending wait for the replay in
-    /// progress rather than read L2 before it is done.
+    /// missed it.
     async fn replay_pending(&self) -> Result<(), StoreError> {
-        let _turn = self.replay_turn.lock().await;
-        let (items, overflows, all) = {
-            let p = self.lock_pending();
-            if p.is_empty() {
-                return Ok(());
-            }
-            let items: Vec<Invalidation> = p.items.iter().cloned().collect();
-            (items, p.overflows, p.overflows != p.replayed_overflows)
-        };
-        let mut keys = Vec::new();
-        let mut tags = Vec::new();
-        let mut messages = Vec::with_capacity(items.len() + 1);
-        if all {
-            messages.push(self.message('a', ""));
-        }
-        for item in &items {
-            match item {
-                Invalidation::Key(k) => {
-                    keys.push(k.as_str());
-                    messages.push(self.message('k', k));
+        let replayed = self
+            .replay
+            .replay(|whole, items| async move {
+                let mut keys = Vec::new();
+                let mut tags = Vec::new();
+                let mut messages = Vec::with_capacity(items.len() + 1);
+                if whole {
+                    messages.push(self.message('a', ""));
                 }
-                Invalidation::Tag(t) => {
-                    tags.push(t.as_str());
-                    messages.push(self.message('t', t));
+                for item in &items {
+                    match item {
+                        Invalidation::Key(k) => {
+                            keys.push(k.as_str());
+                            messages.push(self.message('k', k));
+                        }
+                        Invalidation::Tag(t) => {
+                            tags.push(t.as_str());
+                            messages.push(self.message('t', t));
+                        }
+                    }
                 }
-            }
-        }
-        self.l2
-            .apply_invalidations(all, &keys, &tags, &self.channel, &messages)
+                self.l2
+                    .apply_invalidations(whole, &keys, &tags, &self.channel, &messages)
+                    .await?;
+                if whole {
+                    self.seen_all.fetch_max(clock::now_ms(), Ordering::AcqRel);
+                }
+                self.counters
+                    .published
+                    .fetch_add(messages.len() as u64, Ordering::Relaxed);
+                Ok(items)
+            })
             .await?;
-        if all {
-            self.seen_all.fetch_max(clock::now_ms(), Ordering::AcqRel);
+        if let Some(replayed) = replayed {
+            self.counters
+                .replayed
+                .fetch_add(replayed as u64, Ordering::Relaxed);
         }
-        let mut p = self.lock_pending();
-        for item in &items {
-            p.items.remove(item);
-        }
-        p.replayed_overflows = p.replayed_overflows.max(overflows);
-        self.has_pending.store(!p.is_empty(), Ordering::Release);
-        drop(p);
-        self.counters
-            .replayed
-            .fetch_add(items.len() as u64, Ordering::Relaxed);
-        self.counters
-            .published
-            .fetch_add(messages.len() as u64, Ordering::Relaxed);
-        tracing::info!(
-            replayed = items.len(),
-            whole = all,
-            "invalidations missed by L2 replayed"
-        );
         Ok(())
     }
 }
@@ -703,7 +534,7 @@ impl Store for TieredStore {
             return Ok(Some(hit));
         }
         let before = shared.fences.snapshot(key).await;
-        let Some(Some(entry)) = shared.l2_call(|| shared.l2.get(key)).await else {
+        let Some(Some(entry)) = shared.l2_call(|| shared.l2.get_direct(key)).await else {
             return Ok(None);
         };
         if !shared.l1_admits(&entry).await {
@@ -719,7 +550,7 @@ impl Store for TieredStore {
         let admitted = shared.l1_admits(&entry).await;
         let l2_entry = entry.clone();
         let stored = shared
-            .l2_call(|| shared.l2.put(key, l2_entry))
+            .l2_call(|| shared.l2.put_direct(key, l2_entry))
             .await
             .is_some();
         {
@@ -733,8 +564,11 @@ impl Store for TieredStore {
                 let _ = shared.l1.remove(key).await;
             }
         }
-        if stored && shared.publish_puts {
-            shared.publish('k', key).await;
+        // A write L2 did not take (or other instances did not hear of)
+        // becomes a pending remove of the key: L2 never serves a value
+        // older than one the application saw written.
+        if !stored || (shared.publish_puts && !shared.publish('k', key).await) {
+            shared.replay.keep(Invalidation::Key(key.to_owned()));
         }
         Ok(())
     }
@@ -742,12 +576,15 @@ impl Store for TieredStore {
     async fn remove(&self, key: &str) -> Result<(), StoreError> {
         let shared = &*self.inner.shared;
         shared.drop_key_from_l1(key).await;
-        let removed = shared.l2_call(|| shared.l2.remove(key)).await.is_some();
+        let removed = shared
+            .l2_call(|| shared.l2.remove_direct(key))
+            .await
+            .is_some();
         // Again once L2 is done: a read that fetched the old value from L2
         // meanwhile must not leave it in L1.
         shared.drop_key_from_l1(key).await;
         if !(removed && shared.publish('k', key).await) {
-            shared.keep_for_replay(Invalidation::Key(key.to_owned()));
+            shared.replay.keep(Invalidation::Key(key.to_owned()));
         }
         Ok(())
     }
@@ -755,12 +592,15 @@ impl Store for TieredStore {
     async fn remove_tag(&self, tag: &str) -> Result<(), StoreError> {
         let shared = &*self.inner.shared;
         shared.drop_tag_from_l1(tag).await?;
-        let invalidated = shared.l2_call(|| shared.l2.remove_tag(tag)).await.is_some();
+        let invalidated = shared
+            .l2_call(|| shared.l2.remove_tag_direct(tag))
+            .await
+            .is_some();
         // Again once L2 is done, for reads that fetched tagged values
         // from L2 meanwhile.
         shared.drop_tag_from_l1(tag).await?;
         if !(invalidated && shared.publish('t', tag).await) {
-            shared.keep_for_replay(Invalidation::Tag(tag.to_owned()));
+            shared.replay.keep(Invalidation::Tag(tag.to_owned()));
         }
         Ok(())
     }
@@ -805,10 +645,18 @@ async fn listen(shared: Arc<Shared>, subscribed: watch::Sender<bool>) {
         }
         ever_subscribed = true;
         subscribed.send_replace(true);
-        if shared.has_pending.load(Ordering::Acquire)
+        if shared.replay.has_pending()
             && let Err(error) = shared.replay_pending().await
         {
             tracing::debug!(%error, "replaying missed invalidations failed; will retry");
+        }
+        // Redis answers again: close the breaker now rather than when
+        // traffic that misses L1 happens to probe it.
+        if shared.breaker.is_open() {
+            let generation = shared.breaker.generation();
+            if shared.l2.ping().await.is_ok() {
+                shared.on_l2_success(generation).await;
+            }
         }
 
         let mut messages = pubsub.into_on_message();
@@ -845,29 +693,5 @@ async fn listen(shared: Arc<Shared>, subscribed: watch::Sender<bool>) {
         // Logged once per loss: reconnection attempts log at debug level.
         subscribed.send_replace(false);
         tracing::warn!("invalidation channel lost; L1 may miss invalidations until it returns");
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[tokio::test(start_paused = true)]
-    async fn success_of_a_call_started_before_the_breaker_opened_does_not_close_it() {
-        let breaker = Breaker::new(3, Duration::from_secs(1));
-        let slow = breaker.allow().expect("closed");
-        for _ in 0..3 {
-            breaker.on_failure();
-        }
-        assert!(breaker.is_open());
-        assert!(!breaker.on_success(slow), "an old success is ignored");
-        assert!(breaker.is_open());
-        assert_eq!(breaker.allow(), None, "still skipping L2");
-
-        tokio::time::advance(Duration::from_millis(1_001)).await;
-        let probe = breaker.allow().expect("one probe after the interval");
-        assert_eq!(breaker.allow(), None, "only one probe at a time");
-        assert!(breaker.on_success(probe), "the probe closes it");
-        assert!(!breaker.is_open());
     }
 }

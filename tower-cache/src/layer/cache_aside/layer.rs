@@ -49,11 +49,19 @@ impl<St> std::fmt::Debug for CacheAsideLayer<St> {
 impl<St> CacheAsideLayer<St> {
     /// A layer over `cache`, named `name` (the metrics label; for axum,
     /// the route), with `policy` and the default HTTP rules.
+    ///
+    /// Every key of the layer starts with `name`, so two layers with
+    /// different names never read or write each other's entries, whatever
+    /// a request's `Host`, path or query says. Give two layers the same
+    /// name only when they should share entries.
     pub fn new(cache: Cache<St>, name: impl Into<String>, policy: Policy) -> Self {
+        let name = name.into();
+        let mut rules = HttpRules::default();
+        rules.key.name = name.clone();
         CacheAsideLayer {
             cache,
             profile: Profile::new(name, policy),
-            rules: Arc::new(HttpRules::default()),
+            rules: Arc::new(rules),
             double_delete: None,
             write_through: false,
             grpc_body: None,
@@ -72,7 +80,8 @@ impl<St> CacheAsideLayer<St> {
     }
 
     /// A version in every key; bump it to drop every entry of the route at
-    /// once (after a change in the response format). Default: 1.
+    /// once (after a change in the response format). Default: 2 (the key
+    /// format of this release).
     pub fn key_version(self, version: u32) -> Self {
         self.rules(|r| r.key.version = version)
     }
@@ -239,6 +248,35 @@ impl<St> CacheAsideLayer<St> {
     /// The profile: name, policy and counters.
     pub fn profile(&self) -> &Profile {
         &self.profile
+    }
+
+    /// The key a read of `request` is stored under, as the layer would
+    /// compute it (user, named headers and all); `None` when the request
+    /// is not a cacheable read (a write, a request that bypasses the
+    /// cache, an invalid `Host`). For removing one entry by hand with
+    /// [`Cache::remove`](crate::Cache::remove).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tower_cache::{Cache, CacheAsideLayer, Policy, store::MemoryStore};
+    ///
+    /// let cache = Cache::new(MemoryStore::default());
+    /// let layer = CacheAsideLayer::new(cache, "/products/{id}", Policy::ttl(Duration::from_secs(30)));
+    /// let get = http::Request::get("http://shop.example/products/%31%32").body(()).unwrap();
+    /// let same = http::Request::get("http://shop.example/products/12").body(()).unwrap();
+    /// assert!(layer.key_for(&get).is_some());
+    /// assert_eq!(layer.key_for(&get), layer.key_for(&same));
+    /// ```
+    pub fn key_for<B>(&self, request: &http::Request<B>) -> Option<String> {
+        let mut parts = http::Request::new(()).into_parts().0;
+        parts.method = request.method().clone();
+        parts.uri = request.uri().clone();
+        parts.version = request.version();
+        parts.headers = request.headers().clone();
+        match self.rules.decide(&parts) {
+            crate::http::Decision::Read { key, .. } => Some(key),
+            _ => None,
+        }
     }
 }
 

@@ -1,0 +1,152 @@
+//! The circuit breaker in front of every Redis call.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use super::StoreError;
+use crate::clock;
+
+/// Default wait before Redis is tried again after it failed: 1 s.
+pub const DEFAULT_RETRY_INTERVAL: Duration = Duration::from_secs(1);
+/// Default consecutive Redis failures that open the circuit breaker: 3.
+pub const DEFAULT_FAILURE_THRESHOLD: u64 = 3;
+
+/// Consecutive failures open it; while open, L2 is skipped; after the retry
+/// interval one call probes L2; a success closes it.
+///
+/// Each opening starts a new generation. A call remembers the generation
+/// it started in, and only a success from the current generation closes
+/// the breaker: a slow call that began before an outage was detected and
+/// answers afterwards says nothing about Redis now.
+pub(crate) struct Breaker {
+    threshold: u64,
+    retry_ms: u64,
+    failures: AtomicU64,
+    /// 0 when closed; otherwise when the next probe may go out.
+    open_until: AtomicU64,
+    /// Bumped each time the breaker opens.
+    generation: AtomicU64,
+}
+
+impl Breaker {
+    pub(crate) fn new(threshold: u64, retry: Duration) -> Self {
+        Breaker {
+            threshold,
+            retry_ms: retry.as_millis() as u64,
+            failures: AtomicU64::new(0),
+            open_until: AtomicU64::new(0),
+            generation: AtomicU64::new(0),
+        }
+    }
+
+    /// The current generation, for a call made outside [`Breaker::allow`]
+    /// (a health check) whose success may close the breaker.
+    pub(crate) fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn is_open(&self) -> bool {
+        self.open_until.load(Ordering::Acquire) != 0
+    }
+
+    /// `Some(generation)` when a call may go to L2 (closed, or this call is
+    /// the probe).
+    pub(crate) fn allow(&self) -> Option<u64> {
+        let generation = self.generation.load(Ordering::Acquire);
+        let until = self.open_until.load(Ordering::Acquire);
+        if until == 0 {
+            return Some(generation);
+        }
+        let now = clock::now_ms();
+        let probe = now >= until
+            && self
+                .open_until
+                .compare_exchange(
+                    until,
+                    now + self.retry_ms,
+                    Ordering::AcqRel,
+                    Ordering::Acquire,
+                )
+                .is_ok();
+        probe.then_some(generation)
+    }
+
+    /// Records a success of a call started in `generation`; `true` when it
+    /// closed the breaker.
+    pub(crate) fn on_success(&self, generation: u64) -> bool {
+        if self.generation.load(Ordering::Acquire) != generation {
+            return false;
+        }
+        self.failures.store(0, Ordering::Relaxed);
+        self.open_until.swap(0, Ordering::AcqRel) != 0
+    }
+
+    /// Records a failure; `true` when it opened the breaker. An error that
+    /// says the server is gone ([`StoreError::Unavailable`]: connection
+    /// refused, reset or closed) opens it at once; others after
+    /// `threshold` in a row.
+    pub(crate) fn on_failure(&self, error: &StoreError) -> bool {
+        let failures = self.failures.fetch_add(1, Ordering::Relaxed) + 1;
+        if self.is_open() {
+            // A failed probe: wait another interval.
+            self.open_until
+                .store(clock::now_ms() + self.retry_ms, Ordering::Release);
+            return false;
+        }
+        let fatal = matches!(error, StoreError::Unavailable);
+        if (fatal || failures >= self.threshold)
+            && self
+                .open_until
+                .compare_exchange(
+                    0,
+                    clock::now_ms() + self.retry_ms,
+                    Ordering::AcqRel,
+                    Ordering::Acquire,
+                )
+                .is_ok()
+        {
+            self.generation.fetch_add(1, Ordering::AcqRel);
+            return true;
+        }
+        false
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn success_of_a_call_started_before_the_breaker_opened_does_not_close_it() {
+        let breaker = Breaker::new(3, Duration::from_secs(1));
+        let slow = breaker.allow().expect("closed");
+        for _ in 0..3 {
+            breaker.on_failure(&StoreError::Timeout);
+        }
+        assert!(breaker.is_open());
+        assert!(!breaker.on_success(slow), "an old success is ignored");
+        assert!(breaker.is_open());
+        assert_eq!(breaker.allow(), None, "still skipping L2");
+
+        tokio::time::advance(Duration::from_millis(1_001)).await;
+        let probe = breaker.allow().expect("one probe after the interval");
+        assert_eq!(breaker.allow(), None, "only one probe at a time");
+        assert!(breaker.on_success(probe), "the probe closes it");
+        assert!(!breaker.is_open());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_server_that_is_gone_opens_it_at_once() {
+        let breaker = Breaker::new(3, Duration::from_secs(1));
+        assert!(
+            !breaker.on_failure(&StoreError::Timeout),
+            "one timeout is not an outage"
+        );
+        assert!(
+            breaker.on_failure(&StoreError::Unavailable),
+            "a refused connection is"
+        );
+        assert!(breaker.is_open());
+        assert_eq!(breaker.allow(), None);
+    }
+}
