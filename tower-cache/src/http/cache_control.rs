@@ -11,6 +11,8 @@ pub(crate) struct CacheControl {
     pub no_store: bool,
     pub no_cache: bool,
     pub private: bool,
+    /// Request directive: answer from the cache or with 504.
+    pub only_if_cached: bool,
     pub max_age: Option<Duration>,
     pub s_maxage: Option<Duration>,
 }
@@ -34,6 +36,7 @@ impl CacheControl {
                     "no-store" => cc.no_store = true,
                     "no-cache" => cc.no_cache = true,
                     "private" => cc.private = true,
+                    "only-if-cached" => cc.only_if_cached = true,
                     "max-age" => cc.max_age = seconds(),
                     "s-maxage" => cc.s_maxage = seconds(),
                     _ => {}
@@ -74,6 +77,7 @@ mod tests {
         assert_eq!(c.shared_max_age(), Some(Duration::from_secs(30)));
         assert!(!c.private && !c.no_store && !c.no_cache);
         assert!(cc("Private").private);
+        assert!(cc("max-age=5, Only-If-Cached").only_if_cached);
         assert!(cc("no-store").no_store);
         assert!(cc("no-cache, max-age=0").no_cache);
         assert_eq!(cc("max-age=0").max_age, Some(Duration::ZERO));

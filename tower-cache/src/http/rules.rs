@@ -103,6 +103,8 @@ pub(crate) enum Decision {
         head: bool,
         /// `no-cache`: skip the stored entry and load.
         reload: bool,
+        /// `only-if-cached`: answer from the store or with 504, never load.
+        only_if_cached: bool,
         per_user: bool,
     },
     /// A cacheable gRPC unary call: its key needs the request body.
@@ -199,6 +201,7 @@ impl HttpRules {
                 key,
                 head: *method == Method::HEAD,
                 reload: cc.no_cache || cc.max_age == Some(Duration::ZERO),
+                only_if_cached: cc.only_if_cached,
                 per_user,
             },
             None => Decision::Bypass,
@@ -281,8 +284,13 @@ impl HttpRules {
     /// conditional and range headers are removed, so that the origin
     /// answers with the whole representation, which can be stored; a 304
     /// for the client is then computed from the cache.
+    /// A `HEAD` is sent as a `GET`, so that what it loads can be stored
+    /// and answer both.
     pub(crate) fn origin_request(parts: &Parts) -> Parts {
         let mut origin = parts.clone();
+        if origin.method == Method::HEAD {
+            origin.method = Method::GET;
+        }
         for name in CLIENT_CONDITIONALS {
             origin.headers.remove(name);
         }
@@ -395,6 +403,7 @@ impl StoredResponse {
         let not_modified = request_headers
             .get(IF_NONE_MATCH)
             .is_some_and(|inm| etag_matches(inm, &self.etag));
+        let body_len = self.body.len();
         let (code, body) = if not_modified {
             (StatusCode::NOT_MODIFIED, CacheBody::empty())
         } else if head {
@@ -418,6 +427,10 @@ impl StoredResponse {
             }
         } else {
             *headers = self.headers;
+            if head && code != StatusCode::NO_CONTENT {
+                // What a GET would carry, not the empty body's length.
+                headers.insert(http::header::CONTENT_LENGTH, HeaderValue::from(body_len));
+            }
         }
         headers.insert(http::header::AGE, HeaderValue::from(age_secs));
         mark(res, status)

@@ -91,12 +91,14 @@ where
                 key,
                 head,
                 reload,
+                only_if_cached,
                 per_user,
             } => {
                 let read = Read {
                     key,
                     head,
                     reload,
+                    only_if_cached,
                     per_user,
                     grpc: false,
                 };
@@ -269,6 +271,7 @@ where
         key,
         head: false,
         reload: false,
+        only_if_cached: false,
         per_user: per_user.is_some(),
         grpc: true,
     };
@@ -280,6 +283,7 @@ struct Read {
     key: String,
     head: bool,
     reload: bool,
+    only_if_cached: bool,
     per_user: bool,
     grpc: bool,
 }
@@ -362,25 +366,18 @@ impl Read {
                     ))
                     .await?;
                 let (res_parts, res_body) = res.into_parts();
-                if head {
-                    // A HEAD response has no body to store.
-                    return Ok(Loaded::Pass(Response::from_parts(
-                        res_parts,
-                        CacheBody::stream(res_body),
-                    )));
-                }
                 let storability = rules.storability(&res_parts, per_user, grpc);
                 if storability == Storability::Pass {
-                    return Ok(Loaded::Pass(Response::from_parts(
-                        res_parts,
-                        CacheBody::stream(res_body),
+                    return Ok(Loaded::Pass(head_only(
+                        Response::from_parts(res_parts, CacheBody::stream(res_body)),
+                        head,
                     )));
                 }
                 let shareable = rules.shareable_failure(&res_parts);
                 let (data, trailers) = match collect_limited(res_body, rules.max_body_bytes).await {
                     Collected::Complete { data, trailers } => (data, trailers),
                     Collected::TooLarge(body) | Collected::Failed(body) => {
-                        let res = Response::from_parts(res_parts, body);
+                        let res = head_only(Response::from_parts(res_parts, body), head);
                         return Ok(match storability {
                             Storability::Failed => Loaded::Failed(res, None),
                             _ => Loaded::Pass(res),
@@ -412,7 +409,7 @@ impl Read {
                         // private answer; otherwise a 502 of their own.
                         let payload = shareable.then(|| stored.encode());
                         Loaded::Failed(
-                            stored.respond(CacheStatus::Miss, 0, false, &http::HeaderMap::new()),
+                            stored.respond(CacheStatus::Miss, 0, head, &http::HeaderMap::new()),
                             payload,
                         )
                     }
@@ -421,6 +418,9 @@ impl Read {
         };
 
         let headers = &pending.parts.headers;
+        if self.only_if_cached {
+            return Ok(from_store_only(&layer, &self.key, headers, self.head).await);
+        }
         // What the check decoded, with the buffer it decoded, so that a
         // hit is decoded once and an older entry is never mistaken for the
         // one returned.
@@ -493,6 +493,60 @@ impl Read {
         let age = clock::now_ms().saturating_sub(entry.stored_at) / 1_000;
         Ok(stored.respond(status, age, self.head, headers))
     }
+}
+
+/// The answer to `Cache-Control: only-if-cached`: the stored response
+/// (fresh, or stale within its window), or 504 without asking the origin
+/// (RFC 9111 §5.2.1.7).
+async fn from_store_only<B: Body, St: Store>(
+    layer: &CacheAsideLayer<St>,
+    key: &str,
+    headers: &http::HeaderMap,
+    head: bool,
+) -> Response<CacheBody<B>> {
+    let now = clock::now_ms();
+    let found = layer.cache.store().get(key).await.ok().flatten();
+    let stored = found
+        .filter(|entry| entry.is_servable_at(now))
+        .and_then(|entry| {
+            let stored = StoredResponse::decode(&entry.value).ok()?;
+            stored.vary_matches(headers).then_some((entry, stored))
+        });
+    match stored {
+        Some((entry, stored)) => {
+            let status = if entry.is_fresh_at(now) {
+                layer.profile.record_hit();
+                CacheStatus::Hit
+            } else {
+                layer.profile.record_stale();
+                CacheStatus::Stale
+            };
+            let age = now.saturating_sub(entry.stored_at) / 1_000;
+            stored.respond(status, age, head, headers)
+        }
+        None => {
+            layer.profile.record_miss();
+            error_response(StatusCode::GATEWAY_TIMEOUT)
+        }
+    }
+}
+
+/// `res` without its body, for a `HEAD` that was loaded as a `GET`: the
+/// headers say what the `GET` would carry, `Content-Length` included.
+fn head_only<B: Body<Data = Bytes>>(
+    mut res: Response<CacheBody<B>>,
+    head: bool,
+) -> Response<CacheBody<B>> {
+    if !head {
+        return res;
+    }
+    if !res.headers().contains_key(http::header::CONTENT_LENGTH)
+        && let Some(len) = res.body().size_hint().exact()
+    {
+        res.headers_mut()
+            .insert(http::header::CONTENT_LENGTH, http::HeaderValue::from(len));
+    }
+    res.map(|_| CacheBody::empty())
 }
 
 /// Whether a stored entry answers a request with `headers`: served when

@@ -64,6 +64,8 @@ impl Origin {
                 }
                 let res = Response::builder();
                 let res = match (req.method.clone(), path.as_str()) {
+                    // As a server does: a HEAD gets the headers, no body.
+                    (Method::HEAD, _) => res.body(body("")),
                     (Method::PUT, _) => res.body(body("saved")),
                     (_, "/slow") => {
                         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -223,6 +225,78 @@ async fn concurrent_misses_make_one_inner_call() {
     for t in tasks {
         assert_eq!(t.await.unwrap(), "slow 1");
     }
+    assert_eq!(origin.calls(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cold_heads_load_one_get_that_every_head_and_get_shares() {
+    let origin = Origin::default();
+    let svc = layer(Policy::default()).layer(origin.service());
+    let tasks: Vec<_> = (0..300)
+        .map(|i| {
+            let svc = svc.clone();
+            let method = if i % 3 == 0 {
+                Method::GET
+            } else {
+                Method::HEAD
+            };
+            tokio::spawn(async move {
+                let r = send(&svc, method.clone(), "http://h/slow", &[]).await;
+                (method, r)
+            })
+        })
+        .collect();
+    for t in tasks {
+        let (method, r) = t.await.unwrap();
+        assert_eq!(r.status, StatusCode::OK);
+        let len = r
+            .headers
+            .get("content-length")
+            .map(|v| v.to_str().unwrap().to_owned());
+        if method == Method::HEAD {
+            assert!(r.body.is_empty(), "a HEAD gets no body");
+            assert_eq!(len.as_deref(), Some("6"), "but the GET's length");
+        } else {
+            assert_eq!(r.text(), "slow 1");
+        }
+    }
+    assert_eq!(origin.calls(), 1, "one GET for 200 HEADs and 100 GETs");
+    let r = get(&svc, "http://h/slow").await;
+    assert_eq!((r.x_cache(), r.text().as_str()), ("HIT", "slow 1"));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_head_from_the_cache_carries_the_stored_content_length() {
+    let origin = Origin::default();
+    let svc = layer(Policy::default()).layer(origin.service());
+    let got = get(&svc, "http://h/products/1").await;
+    let head = send(&svc, Method::HEAD, "http://h/products/1", &[]).await;
+    assert_eq!(head.x_cache(), "HIT");
+    assert!(head.body.is_empty());
+    assert_eq!(head.headers["content-length"], got.body.len().to_string());
+    let cold = send(&svc, Method::HEAD, "http://h/products/2", &[]).await;
+    assert_eq!(cold.x_cache(), "MISS");
+    assert_eq!(cold.headers["content-length"], "14", "\"/products/2 #2\"");
+    let stored = get(&svc, "http://h/products/2").await;
+    assert_eq!(
+        (stored.x_cache(), stored.text().as_str()),
+        ("HIT", "/products/2 #2")
+    );
+    assert_eq!(origin.calls(), 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn only_if_cached_answers_504_on_a_miss_without_the_origin() {
+    let origin = Origin::default();
+    let svc = layer(Policy::default()).layer(origin.service());
+    let only = [("cache-control", "only-if-cached")];
+    let cold = send(&svc, Method::GET, "http://h/products/1", &only).await;
+    assert_eq!(cold.status, StatusCode::GATEWAY_TIMEOUT);
+    assert_eq!(origin.calls(), 0);
+    get(&svc, "http://h/products/1").await;
+    let warm = send(&svc, Method::GET, "http://h/products/1", &only).await;
+    assert_eq!((warm.status, warm.x_cache()), (StatusCode::OK, "HIT"));
+    assert_eq!(warm.text(), "/products/1 #1");
     assert_eq!(origin.calls(), 1);
 }
 
