@@ -16,7 +16,6 @@ use serde::Deserialize;
 use serde_json::json;
 use tower::util::BoxCloneSyncService;
 use tower::{Service, ServiceExt};
-use tower_cache::http::path_tag;
 use tower_cache::store::SharedStore;
 use tower_cache::{
     Cache, CacheAsideLayer, CacheStatus, Policy, Profile, ReadThrough, ReadThroughLayer,
@@ -169,7 +168,15 @@ pub fn router(
         Policy::ttl(Duration::from_secs(60)).stale_while_revalidate(Duration::from_secs(30)),
     )
     // One site: instances behind a balancer share entries whatever Host they see.
-    .key_host(false);
+    .key_host(false)
+    // Every spelling of a product (`/products/012`, `/products/%31%32`)
+    // carries its tag, which a write of the product drops.
+    .invalidates(|parts| {
+        product_id_of(parts.uri.path())
+            .map(product_tag)
+            .into_iter()
+            .collect()
+    });
     let users_layer = ReadThroughLayer::new(
         cache.clone(),
         "/users/{id}",
@@ -354,7 +361,25 @@ async fn product_json(
     let Path(id) = id?;
     let product = db.product(route, id).await?;
     let product = product.ok_or_else(|| not_found("product", id))?;
-    Ok(Json(product).into_response())
+    // The resource tag: the cache stores it with the entry and takes the
+    // header out of the response.
+    Ok(([("cache-tag", product_tag(id))], Json(product)).into_response())
+}
+
+/// The tag of everything cached about product `id`.
+fn product_tag(id: u64) -> String {
+    format!("product:{id}")
+}
+
+/// The product a `/products/{id}` path names, read as axum's `Path<u64>`
+/// reads it (percent-decoded, `012` and `+12` are 12).
+fn product_id_of(path: &str) -> Option<u64> {
+    let segment = path.strip_prefix("/products/")?;
+    percent_encoding::percent_decode_str(segment)
+        .decode_utf8()
+        .ok()?
+        .parse()
+        .ok()
 }
 
 #[derive(Deserialize)]
@@ -468,9 +493,7 @@ async fn put_price(
     match written.await {
         Ok(()) => {
             // The product's own representation carries the price too.
-            s.cache
-                .remove_tag(&path_tag(&format!("/products/{id}")))
-                .await;
+            s.cache.remove_tag(&product_tag(id)).await;
             Ok(Json(json!({ "id": id, "price_cents": update.price_cents })).into_response())
         }
         Err(e)

@@ -481,3 +481,65 @@ async fn thousand_concurrent_views_are_all_counted_and_survive_a_graceful_restar
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A crafted `Host` once made `GET /reports/top` land on the key of
+/// `GET /products/2?x=/reports/top`, which then answered with the report.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crafted_host_never_poisons_another_route() {
+    let app = App::start(&[]).await;
+    let crafted = app
+        .client
+        .get(app.url("/reports/top"))
+        .header("host", "/products/2?x=");
+    let (status, x_cache, _) = app.send(crafted).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(x_cache, "BYPASS", "an invalid Host is not cached");
+    for _ in 0..2 {
+        let (status, _, body) = app.get("/products/2?x=/reports/top").await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(body["id"], json!(2), "the product, not the report: {body}");
+    }
+}
+
+/// Every spelling the app reads as product 12 is cached under its own key
+/// but tagged `product:12`, so one write invalidates them all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_invalidates_every_spelling_of_the_product() {
+    let app = App::start(&[]).await;
+    let spellings = [
+        "/products/12",
+        "/products/%31%32",
+        "/products/012",
+        "/products/+12",
+    ];
+    for path in spellings {
+        let (status, _, body) = app.get(path).await;
+        assert_eq!(
+            (status, &body["id"]),
+            (StatusCode::OK, &json!(12)),
+            "{path}"
+        );
+        assert_eq!(app.get(path).await.1, "HIT", "{path}");
+    }
+    let res = app
+        .client
+        .get(app.url("/products/12"))
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        res.headers().get("cache-tag").is_none(),
+        "the tag stays inside"
+    );
+    let put = app
+        .client
+        .put(app.url("/products/12"))
+        .json(&json!({"name": "Renamed", "price_cents": 1}));
+    assert_eq!(app.send(put).await.0, StatusCode::OK);
+    for path in spellings {
+        // `/products/%31%32` shares the key of `/products/12` (reloaded
+        // just before); the others are reloaded each.
+        let (_, _, body) = app.get(path).await;
+        assert_eq!(body["name"], json!("Renamed"), "{path} after the write");
+    }
+}

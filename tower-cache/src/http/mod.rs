@@ -22,6 +22,11 @@
 //!   stale-if-error serve the previous entry). `s-maxage`/`max-age` from
 //!   the origin set the TTL. Bodies are read up to a maximum size; a larger
 //!   body streams through uncached and intact. Trailers are kept.
+//! - **Resource tags** (surrogate keys): a handler names the tags of its
+//!   response in `Cache-Tag` (comma-separated; the header is configurable
+//!   and removed before the response leaves the layer), and a write that
+//!   [`invalidates`](crate::CacheAsideLayer::invalidates) one of them
+//!   drops every entry carrying it, whatever URL spelled the read.
 //! - **Response headers**: `X-Cache: HIT | MISS | STALE | BYPASS` and
 //!   `Age`. An `ETag` is stored with each entry (the origin's, or one
 //!   computed from the body when the origin sends none) and
@@ -52,7 +57,10 @@ pub(crate) use cache_control::CacheControl;
 pub(crate) use key::KeyScheme;
 pub use key::{KeyFn, MAX_PLAIN_KEY_LEN};
 pub(crate) use rules::{ClassifyFn, Decision, HttpRules, Storability, TagsFn, UserFn, mark};
-pub use rules::{DEFAULT_MAX_BODY_BYTES, RequestClass, path_tag};
+pub use rules::{
+    DEFAULT_MAX_BODY_BYTES, DEFAULT_TAG_HEADER, MAX_RESPONSE_TAGS, MAX_TAG_LEN, RequestClass,
+    path_tag,
+};
 pub(crate) use stored::StoredResponse;
 
 use http::HeaderName;

@@ -55,6 +55,14 @@ impl RequestClass {
     }
 }
 
+/// The response header a handler names its resource tags in, by default:
+/// `Cache-Tag`.
+pub static DEFAULT_TAG_HEADER: HeaderName = HeaderName::from_static("cache-tag");
+/// At most this many tags are read from one response's tag header.
+pub const MAX_RESPONSE_TAGS: usize = 64;
+/// A tag in a response's tag header longer than this many bytes is ignored.
+pub const MAX_TAG_LEN: usize = 256;
+
 /// Default largest body stored: 1 MiB.
 pub const DEFAULT_MAX_BODY_BYTES: usize = 1024 * 1024;
 
@@ -73,6 +81,8 @@ pub(crate) struct HttpRules {
     pub max_body_bytes: usize,
     pub respect_origin_ttl: bool,
     pub grpc_methods: Vec<String>,
+    /// Where handlers name the tags of their response; `None`: nowhere.
+    pub tag_header: Option<HeaderName>,
 }
 
 impl Default for HttpRules {
@@ -90,6 +100,7 @@ impl Default for HttpRules {
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
             respect_origin_ttl: true,
             grpc_methods: Vec::new(),
+            tag_header: Some(DEFAULT_TAG_HEADER.clone()),
         }
     }
 }
@@ -206,6 +217,29 @@ impl HttpRules {
             },
             None => Decision::Bypass,
         }
+    }
+
+    /// Removes the tag header from a response (it never leaves the layer)
+    /// and returns the tags it named: comma-separated, trimmed, empty ones
+    /// dropped, at most [`MAX_RESPONSE_TAGS`], none longer than
+    /// [`MAX_TAG_LEN`].
+    pub(crate) fn take_response_tags(&self, headers: &mut HeaderMap) -> Vec<String> {
+        let Some(name) = &self.tag_header else {
+            return Vec::new();
+        };
+        let http::header::Entry::Occupied(entry) = headers.entry(name) else {
+            return Vec::new();
+        };
+        let mut tags = Vec::new();
+        for value in entry.remove_entry_mult().1 {
+            let Ok(value) = value.to_str() else { continue };
+            for tag in value.split(',').map(str::trim) {
+                if !tag.is_empty() && tag.len() <= MAX_TAG_LEN && tags.len() < MAX_RESPONSE_TAGS {
+                    tags.push(tag.to_owned());
+                }
+            }
+        }
+        tags
     }
 
     /// The tags a stored read of `parts` carries.
@@ -570,6 +604,36 @@ mod tests {
             r.storability(&res(200, &[("cache-control", "max-age=0")]), false, false),
             Storability::Pass
         );
+    }
+
+    #[test]
+    fn response_tags_are_taken_out_of_the_response() {
+        let r = HttpRules::default();
+        let mut headers = HeaderMap::new();
+        headers.append("cache-tag", HeaderValue::from_static("product:12, catalog"));
+        headers.append("cache-tag", HeaderValue::from_static(" ,x"));
+        headers.insert("content-type", HeaderValue::from_static("text/plain"));
+        assert_eq!(
+            r.take_response_tags(&mut headers),
+            ["product:12", "catalog", "x"]
+        );
+        assert!(!headers.contains_key("cache-tag"), "never leaves the layer");
+        assert!(headers.contains_key("content-type"));
+        let mut many = HeaderMap::new();
+        let value = (0..100)
+            .map(|i| format!("t{i}"))
+            .collect::<Vec<_>>()
+            .join(",");
+        many.insert("cache-tag", HeaderValue::from_str(&value).unwrap());
+        assert_eq!(r.take_response_tags(&mut many).len(), MAX_RESPONSE_TAGS);
+        let off = HttpRules {
+            tag_header: None,
+            ..HttpRules::default()
+        };
+        let mut kept = HeaderMap::new();
+        kept.insert("cache-tag", HeaderValue::from_static("a"));
+        assert!(off.take_response_tags(&mut kept).is_empty());
+        assert!(kept.contains_key("cache-tag"));
     }
 
     #[test]

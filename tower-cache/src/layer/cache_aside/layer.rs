@@ -170,6 +170,45 @@ impl<St> CacheAsideLayer<St> {
         self.rules(|r| r.tags = Some(tags))
     }
 
+    /// The response header in which a handler names the tags of its
+    /// response (resource tags, also called surrogate keys), such as
+    /// `Cache-Tag: product:12, catalog`: comma-separated, at most
+    /// [`MAX_RESPONSE_TAGS`](crate::http::MAX_RESPONSE_TAGS) of at most
+    /// [`MAX_TAG_LEN`](crate::http::MAX_TAG_LEN) bytes each. The stored
+    /// entry carries them, and the header is removed from every response
+    /// before it leaves the layer. `None` reads no tags and leaves the
+    /// header alone. Default: [`DEFAULT_TAG_HEADER`](crate::http::DEFAULT_TAG_HEADER)
+    /// (`cache-tag`).
+    ///
+    /// Tagging by resource rather than by URL is what makes one write
+    /// invalidate every spelling of a resource (`/products/12`,
+    /// `/products/012`, `/products/12?ref=mail`):
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use axum::{Router, extract::Path, routing::get};
+    /// use tower_cache::store::MemoryStore;
+    /// use tower_cache::{Cache, CacheAsideLayer, Policy};
+    ///
+    /// async fn show(Path(id): Path<u64>) -> ([(&'static str, String); 1], String) {
+    ///     ([("cache-tag", format!("product:{id}"))], format!("product {id}"))
+    /// }
+    ///
+    /// let layer = CacheAsideLayer::new(
+    ///     Cache::new(MemoryStore::default()),
+    ///     "/products/{id}",
+    ///     Policy::ttl(Duration::from_secs(60)),
+    /// )
+    /// .invalidates(|parts| {
+    ///     let id = parts.uri.path().rsplit('/').next().and_then(|s| s.parse::<u64>().ok());
+    ///     id.map(|id| format!("product:{id}")).into_iter().collect()
+    /// });
+    /// let app: Router = Router::new().route("/products/{id}", get(show).put(|| async { "saved" }).layer(layer));
+    /// ```
+    pub fn tag_header(self, header: Option<HeaderName>) -> Self {
+        self.rules(|r| r.tag_header = header)
+    }
+
     /// Extra tags a successful write (POST, PUT, PATCH, DELETE) invalidates,
     /// besides `path:{path}` of the written path. Default: none.
     pub fn invalidates(self, tags: impl Fn(&Parts) -> Vec<String> + Send + Sync + 'static) -> Self {

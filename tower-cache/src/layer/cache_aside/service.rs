@@ -79,12 +79,13 @@ where
         // Each decision boxes only its own future: a hit never pays to
         // allocate and move the state of the write or gRPC paths.
         let inner: futures_util::future::BoxFuture<'static, _> = match decision {
-            Decision::Pass => Box::pin(pass(inner, parts, body)),
+            Decision::Pass => Box::pin(async move { pass(&layer.rules, inner, parts, body).await }),
             Decision::Bypass => {
                 layer.profile.record_bypass();
-                Box::pin(
-                    async move { Ok(mark(pass(inner, parts, body).await?, CacheStatus::Bypass)) },
-                )
+                Box::pin(async move {
+                    let res = pass(&layer.rules, inner, parts, body).await?;
+                    Ok(mark(res, CacheStatus::Bypass))
+                })
             }
             Decision::Write { tags } => Box::pin(write(layer, inner, parts, body, tags)),
             Decision::Read {
@@ -112,7 +113,10 @@ where
     }
 }
 
+/// Sends the request to the inner service as it is; only the tag header
+/// is taken out of the response.
 async fn pass<S, ReqB, ResB>(
+    rules: &HttpRules,
     mut inner: S,
     parts: Parts,
     body: ReqB,
@@ -121,7 +125,8 @@ where
     S: Service<Request<ReqB>, Response = Response<ResB>>,
     ResB: Body,
 {
-    let res = inner.call(Request::from_parts(parts, body)).await?;
+    let mut res = inner.call(Request::from_parts(parts, body)).await?;
+    rules.take_response_tags(res.headers_mut());
     Ok(res.map(CacheBody::stream))
 }
 
@@ -149,7 +154,8 @@ where
         })
         .flatten();
     let mut inner = inner;
-    let res = inner.call(Request::from_parts(parts, body)).await?;
+    let mut res = inner.call(Request::from_parts(parts, body)).await?;
+    layer.rules.take_response_tags(res.headers_mut());
     if !res.status().is_success() {
         return Ok(res.map(CacheBody::stream));
     }
@@ -240,7 +246,10 @@ where
     let Some(make_body) = make_body else {
         tracing::warn!(cache = %layer.profile.name(), "gRPC method configured for another body type; not cached");
         layer.profile.record_bypass();
-        return Ok(mark(pass(inner, parts, body).await?, CacheStatus::Bypass));
+        return Ok(mark(
+            pass(&layer.rules, inner, parts, body).await?,
+            CacheStatus::Bypass,
+        ));
     };
     let Ok(message) = body.collect().await.map(|whole| whole.to_bytes()) else {
         layer.profile.record_bypass();
@@ -252,7 +261,7 @@ where
         // which enforces its own size limit.
         layer.profile.record_bypass();
         return Ok(mark(
-            pass(inner, parts, make_body(message)).await?,
+            pass(&layer.rules, inner, parts, make_body(message)).await?,
             CacheStatus::Bypass,
         ));
     }
@@ -263,7 +272,7 @@ where
     else {
         layer.profile.record_bypass();
         return Ok(mark(
-            pass(inner, parts, make_body(message)).await?,
+            pass(&layer.rules, inner, parts, make_body(message)).await?,
             CacheStatus::Bypass,
         ));
     };
@@ -365,7 +374,8 @@ impl Read {
                         body,
                     ))
                     .await?;
-                let (res_parts, res_body) = res.into_parts();
+                let (mut res_parts, res_body) = res.into_parts();
+                let resource_tags = rules.take_response_tags(&mut res_parts.headers);
                 let storability = rules.storability(&res_parts, per_user, grpc);
                 if storability == Storability::Pass {
                     return Ok(Loaded::Pass(head_only(
@@ -398,7 +408,8 @@ impl Read {
                         &http::HeaderMap::new(),
                     )),
                     Storability::Store { negative, ttl } => {
-                        let tags = rules.read_tags(&pending.parts);
+                        let mut tags = rules.read_tags(&pending.parts);
+                        tags.extend(resource_tags);
                         let mut fill = Fill::new(stored.encode()).with_tags(tags);
                         fill.negative = negative;
                         fill.ttl = ttl;
@@ -452,7 +463,7 @@ impl Read {
                         Checked::Done(fetched) => fetched,
                         // The origin changed what it varies on: ask it
                         // for ours, unstored.
-                        Checked::Skipped(_) => return pass_unstored(&pending).await,
+                        Checked::Skipped(_) => return pass_unstored(&layer.rules, &pending).await,
                     }
                 }
             }
@@ -488,7 +499,7 @@ impl Read {
         if !stored.vary_matches(headers) {
             // The load this caller waited for answered another variant:
             // ask the origin for ours, unstored.
-            return pass_unstored(&pending).await;
+            return pass_unstored(&layer.rules, &pending).await;
         }
         let age = clock::now_ms().saturating_sub(entry.stored_at) / 1_000;
         Ok(stored.respond(status, age, self.head, headers))
@@ -575,6 +586,7 @@ fn check(
 /// Sends the request, as the client sent it, to the origin without
 /// storing the answer; a `502` if the request was already used.
 async fn pass_unstored<S, ReqB, ResB>(
+    rules: &HttpRules,
     pending: &Pending<S, ReqB>,
 ) -> Result<Response<CacheBody<ResB>>, S::Error>
 where
@@ -583,9 +595,10 @@ where
 {
     match pending.take() {
         Some((mut inner, body)) => {
-            let res = inner
+            let mut res = inner
                 .call(Request::from_parts(pending.parts.clone(), body))
                 .await?;
+            rules.take_response_tags(res.headers_mut());
             Ok(mark(res.map(CacheBody::stream), CacheStatus::Miss))
         }
         None => Ok(error_response(StatusCode::BAD_GATEWAY)),

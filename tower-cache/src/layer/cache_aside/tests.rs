@@ -66,7 +66,12 @@ impl Origin {
                 let res = match (req.method.clone(), path.as_str()) {
                     // As a server does: a HEAD gets the headers, no body.
                     (Method::HEAD, _) => res.body(body("")),
-                    (Method::PUT, _) => res.body(body("saved")),
+                    (Method::PUT, _) => res.header("cache-tag", "put").body(body("saved")),
+                    (_, p) if p.starts_with("/items/") => {
+                        let id = p["/items/".len()..].trim_start_matches('0');
+                        res.header("cache-tag", format!("item:{id}, items"))
+                            .body(body(format!("item {id} #{n}")))
+                    }
                     (_, "/slow") => {
                         tokio::time::sleep(Duration::from_millis(50)).await;
                         res.body(body(format!("slow {n}")))
@@ -298,6 +303,46 @@ async fn only_if_cached_answers_504_on_a_miss_without_the_origin() {
     assert_eq!((warm.status, warm.x_cache()), (StatusCode::OK, "HIT"));
     assert_eq!(warm.text(), "/products/1 #1");
     assert_eq!(origin.calls(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_write_invalidates_every_spelling_tagged_with_its_resource() {
+    let origin = Origin::default();
+    let svc = layer(Policy::default())
+        .invalidates(|parts| {
+            let id = parts.uri.path().rsplit('/').next().unwrap_or("");
+            vec![format!("item:{}", id.trim_start_matches('0'))]
+        })
+        .layer(origin.service());
+    for uri in [
+        "http://h/items/12",
+        "http://h/items/012",
+        "http://h/items/12?ref=mail",
+    ] {
+        let miss = get(&svc, uri).await;
+        assert!(
+            !miss.headers.contains_key("cache-tag"),
+            "never leaves the layer"
+        );
+        let hit = get(&svc, uri).await;
+        assert_eq!(hit.x_cache(), "HIT", "{uri}");
+        assert!(!hit.headers.contains_key("cache-tag"));
+    }
+    assert_eq!(get(&svc, "http://h/items/13").await.x_cache(), "MISS");
+    let put = send(&svc, Method::PUT, "http://h/items/0012", &[]).await;
+    assert!(!put.headers.contains_key("cache-tag"), "nor from a write");
+    for uri in [
+        "http://h/items/12",
+        "http://h/items/012",
+        "http://h/items/12?ref=mail",
+    ] {
+        assert_eq!(get(&svc, uri).await.x_cache(), "MISS", "{uri}");
+    }
+    assert_eq!(
+        get(&svc, "http://h/items/13").await.x_cache(),
+        "HIT",
+        "another resource"
+    );
 }
 
 #[tokio::test(start_paused = true)]
