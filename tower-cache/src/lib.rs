@@ -41,11 +41,17 @@
 //!   [`RedisQueue`](store::RedisQueue). Only these three (`store/redis.rs`,
 //!   `store/tiered.rs`, `store/redis_queue.rs`) use the redis crate.
 //! - `http` (default): the HTTP adapter.
+//! - `fuzzing`: entry points into the decoders, the `Cache-Control` parser
+//!   and the key builder for the fuzz targets under `fuzz/`; not for use
+//!   in applications.
 
 pub mod clock;
 pub mod codec;
 pub mod engine;
 pub mod entry;
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing;
 #[cfg(feature = "http")]
 pub mod http;
 pub mod layer;
