@@ -673,6 +673,11 @@ impl RedisStore {
             .map(|_| ())
     }
 
+    /// Whether Redis is currently used (circuit breaker closed).
+    pub fn available(&self) -> bool {
+        !self.inner.breaker.is_open()
+    }
+
     /// How many removes and tag invalidations wait to be replayed.
     pub fn pending_invalidations(&self) -> u64 {
         self.inner.replay.counts().0
