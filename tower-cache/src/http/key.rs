@@ -35,7 +35,6 @@ use std::fmt::Write as _;
 use std::sync::Arc;
 
 use http::request::Parts;
-use http::uri::Authority;
 use http::{HeaderMap, HeaderName};
 use sha2::{Digest, Sha256};
 
@@ -89,37 +88,79 @@ fn request_host(parts: &Parts) -> RequestHost<'_> {
             None => return RequestHost::Absent,
         },
     };
-    if valid_authority(raw) {
-        // Valid authorities are ASCII.
-        std::str::from_utf8(raw).map_or(RequestHost::Invalid, RequestHost::Valid)
-    } else {
-        RequestHost::Invalid
+    match std::str::from_utf8(raw) {
+        Ok(host) if valid_authority(raw) => RequestHost::Valid(host),
+        _ => RequestHost::Invalid,
     }
 }
 
-/// Whether `raw` is `host [":" port]` as RFC 3986 §3.2.2-3.2.3 define them
-/// (the `http` crate checks the characters and brackets; user info, an
-/// empty host and a port that is not digits are refused here).
+/// Whether `raw` is `host [":" port]` as RFC 3986 §3.2.2-3.2.3 define
+/// them: an IP literal in brackets, or a non-empty registered name or IPv4
+/// address (unreserved characters, sub-delimiters and percent-escapes),
+/// then digits after a colon. Checked by hand, without allocating: it runs
+/// on every request.
 fn valid_authority(raw: &[u8]) -> bool {
-    let Ok(authority) = Authority::try_from(raw) else {
-        return false;
-    };
-    if raw.contains(&b'@') || authority.host().is_empty() {
-        return false;
-    }
-    let host_end = if raw.first() == Some(&b'[') {
+    let (host, rest) = if raw.first() == Some(&b'[') {
         match raw.iter().position(|b| *b == b']') {
-            Some(end) => end + 1,
+            Some(end) => {
+                let literal = &raw[1..end];
+                let ipv6 = !literal.is_empty()
+                    && literal
+                        .iter()
+                        .all(|b| b.is_ascii_hexdigit() || matches!(b, b':' | b'.'));
+                let future = literal.first() == Some(&b'v')
+                    && literal
+                        .iter()
+                        .all(|b| is_unreserved(*b) || is_sub_delim(*b) || *b == b':');
+                let ok = ipv6 || future;
+                if !ok {
+                    return false;
+                }
+                (&raw[..=end], &raw[end + 1..])
+            }
             None => return false,
         }
     } else {
-        raw.iter().position(|b| *b == b':').unwrap_or(raw.len())
+        let end = raw.iter().position(|b| *b == b':').unwrap_or(raw.len());
+        let host = &raw[..end];
+        if host.is_empty() || !valid_reg_name(host) {
+            return false;
+        }
+        (host, &raw[end..])
     };
-    match &raw[host_end..] {
+    debug_assert!(!host.is_empty());
+    match rest {
         [] => true,
         [b':', port @ ..] => port.iter().all(u8::is_ascii_digit),
         _ => false,
     }
+}
+
+fn is_sub_delim(b: u8) -> bool {
+    matches!(
+        b,
+        b'!' | b'$' | b'&' | b'\'' | b'(' | b')' | b'*' | b'+' | b',' | b';' | b'='
+    )
+}
+
+/// `*( unreserved / pct-encoded / sub-delims )`.
+fn valid_reg_name(name: &[u8]) -> bool {
+    let mut i = 0;
+    while i < name.len() {
+        let b = name[i];
+        if b == b'%' {
+            let escape = name.get(i + 1..i + 3);
+            if !escape.is_some_and(|e| e.iter().all(u8::is_ascii_hexdigit)) {
+                return false;
+            }
+            i += 3;
+        } else if is_unreserved(b) || is_sub_delim(b) {
+            i += 1;
+        } else {
+            return false;
+        }
+    }
+    true
 }
 
 impl KeyScheme {
@@ -145,12 +186,15 @@ impl KeyScheme {
         body: Option<&[u8]>,
     ) -> Option<String> {
         let mut key = String::with_capacity(128);
-        let _ = write!(key, "{}v{}:", self.namespace, self.version);
+        key.push_str(&self.namespace);
+        key.push('v');
+        key.push_str(itoa::Buffer::new().format(self.version));
+        key.push(':');
         let prefix_len = key.len();
-        push_field(&mut key, self.name.as_bytes());
+        push_text_field(&mut key, &self.name);
         if let Some(custom) = &self.custom {
             key.push_str(" c");
-            push_field(&mut key, custom(parts)?.as_bytes());
+            push_text_field(&mut key, &custom(parts)?);
         } else {
             key.push(' ');
             // HEAD is answered from the GET entry.
@@ -159,13 +203,11 @@ impl KeyScheme {
             } else {
                 parts.method.as_str()
             };
-            push_field(&mut key, method.as_bytes());
+            push_text_field(&mut key, method);
             key.push(' ');
             if self.host {
                 match request_host(parts) {
-                    RequestHost::Valid(host) => {
-                        push_field(&mut key, host.to_ascii_lowercase().as_bytes())
-                    }
+                    RequestHost::Valid(host) => push_lowercase_field(&mut key, host),
                     RequestHost::Absent => key.push('-'),
                     RequestHost::Invalid => return None,
                 }
@@ -173,9 +215,9 @@ impl KeyScheme {
                 key.push('*');
             }
             key.push(' ');
-            push_field(&mut key, &normalize_path(parts.uri.path()));
+            push_text_field(&mut key, &normalize_path(parts.uri.path()));
             key.push(' ');
-            push_field(&mut key, &normalized_query(parts.uri.query().unwrap_or("")));
+            push_text_field(&mut key, &normalized_query(parts.uri.query().unwrap_or("")));
         }
         for name in &self.headers {
             push_header_field(&mut key, name, &parts.headers);
@@ -227,14 +269,56 @@ fn needs_escape(b: u8) -> bool {
 /// Appends `{length}:{bytes}`, bytes outside visible ASCII and `%`
 /// percent-encoded; the length is that of the encoded text.
 fn push_field(out: &mut String, bytes: &[u8]) {
-    let len: usize = bytes
-        .iter()
-        .map(|b| if needs_escape(*b) { 3 } else { 1 })
-        .sum();
-    let _ = write!(out, "{len}:");
+    let escapes = escapes(bytes);
+    if escapes == 0
+        && let Ok(text) = std::str::from_utf8(bytes)
+    {
+        push_plain_field(out, text);
+    } else {
+        push_escaped_field(out, bytes, escapes, false);
+    }
+}
+
+/// [`push_field`] of text, the usual case: no UTF-8 check to make.
+fn push_text_field(out: &mut String, text: &str) {
+    match escapes(text.as_bytes()) {
+        0 => push_plain_field(out, text),
+        n => push_escaped_field(out, text.as_bytes(), n, false),
+    }
+}
+
+/// [`push_text_field`] in ASCII lower case.
+fn push_lowercase_field(out: &mut String, text: &str) {
+    let bytes = text.as_bytes();
+    match escapes(bytes) {
+        0 if !bytes.iter().any(u8::is_ascii_uppercase) => push_plain_field(out, text),
+        n => push_escaped_field(out, bytes, n, true),
+    }
+}
+
+/// How many bytes of `bytes` are written as `%XX`.
+fn escapes(bytes: &[u8]) -> usize {
+    bytes.iter().filter(|b| needs_escape(**b)).count()
+}
+
+fn push_plain_field(out: &mut String, text: &str) {
+    out.push_str(itoa::Buffer::new().format(text.len()));
+    out.push(':');
+    out.push_str(text);
+}
+
+fn push_escaped_field(out: &mut String, bytes: &[u8], escapes: usize, lower: bool) {
+    const HEX: &[u8; 16] = b"0123456789ABCDEF";
+    out.push_str(itoa::Buffer::new().format(bytes.len() + 2 * escapes));
+    out.push(':');
+    out.reserve(bytes.len() + 2 * escapes);
     for &b in bytes {
         if needs_escape(b) {
-            let _ = write!(out, "%{b:02X}");
+            out.push('%');
+            out.push(HEX[usize::from(b >> 4)] as char);
+            out.push(HEX[usize::from(b & 0xf)] as char);
+        } else if lower {
+            out.push(b.to_ascii_lowercase() as char);
         } else {
             out.push(b as char);
         }
@@ -246,9 +330,11 @@ fn push_field(out: &mut String, bytes: &[u8]) {
 /// value.
 fn push_header_field(key: &mut String, name: &HeaderName, headers: &HeaderMap) {
     key.push_str(" h");
-    push_field(key, name.as_str().as_bytes());
+    push_text_field(key, name.as_str());
     let values = headers.get_all(name);
-    let _ = write!(key, " {}:", values.iter().count());
+    key.push(' ');
+    key.push_str(itoa::Buffer::new().format(values.iter().count()));
+    key.push(':');
     for v in values {
         push_field(key, v.as_bytes());
     }
@@ -274,10 +360,10 @@ fn hex_value(b: u8) -> Option<u8> {
 /// `text` with percent-encoded unreserved characters decoded and the hex
 /// digits of the other escapes upper-cased (RFC 3986 §6.2.2.1-2): two
 /// spellings of one URI component normalize alike.
-pub(crate) fn normalize_path(text: &str) -> Cow<'_, [u8]> {
+pub(crate) fn normalize_path(text: &str) -> Cow<'_, str> {
     let bytes = text.as_bytes();
     if !bytes.contains(&b'%') {
-        return Cow::Borrowed(bytes);
+        return Cow::Borrowed(text);
     }
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
@@ -307,24 +393,32 @@ pub(crate) fn normalize_path(text: &str) -> Cow<'_, [u8]> {
             }
         }
     }
-    Cow::Owned(out)
+    // Only ASCII escapes were replaced, by ASCII: still UTF-8, so the
+    // lossy conversion never changes anything.
+    Cow::Owned(
+        String::from_utf8(out)
+            .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned()),
+    )
 }
 
 /// Query parameters sorted by name, keeping the order of the values of
 /// one name (`?b=2&a=1` and `?a=1&b=2` share an entry; `?s=a&s=b` and
 /// `?s=b&s=a` do not); empty pieces are dropped and each piece is
 /// normalized like the path.
-fn normalized_query(query: &str) -> Vec<u8> {
-    let mut pairs: Vec<Vec<u8>> = query
+fn normalized_query(query: &str) -> Cow<'_, str> {
+    if query.is_empty() {
+        return Cow::Borrowed("");
+    }
+    let mut pairs: Vec<Cow<'_, str>> = query
         .split('&')
         .filter(|p| !p.is_empty())
-        .map(|p| normalize_path(p).into_owned())
+        .map(normalize_path)
         .collect();
-    fn name(pair: &[u8]) -> &[u8] {
-        pair.split(|b| *b == b'=').next().unwrap_or(pair)
+    fn name(pair: &str) -> &str {
+        pair.split_once('=').map_or(pair, |(n, _)| n)
     }
     pairs.sort_by(|a, b| name(a).cmp(name(b)));
-    pairs.join(&b'&')
+    Cow::Owned(pairs.join("&"))
 }
 
 pub(crate) fn push_hex(out: &mut String, bytes: &[u8]) {
@@ -448,7 +542,7 @@ mod tests {
             s.key(&parts("/a/b", &[]), None, None),
             "an escaped reserved character stays escaped"
         );
-        assert_eq!(&*normalize_path("/x%7e%41%zz%"), b"/x~A%zz%");
+        assert_eq!(normalize_path("/x%7e%41%zz%"), "/x~A%zz%");
     }
 
     #[test]

@@ -157,8 +157,7 @@ pub fn path_tag(path: &str) -> String {
     let normalized = super::key::normalize_path(path);
     let mut tag = String::with_capacity(5 + normalized.len());
     tag.push_str("path:");
-    // Normalizing decodes only ASCII escapes, so a `&str` stays UTF-8.
-    tag.push_str(&String::from_utf8_lossy(&normalized));
+    tag.push_str(&normalized);
     tag
 }
 
