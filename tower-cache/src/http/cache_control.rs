@@ -83,4 +83,48 @@ mod tests {
         assert_eq!(cc("max-age=0").max_age, Some(Duration::ZERO));
         assert_eq!(cc("max-age=junk").max_age, None);
     }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        fn directive() -> impl Strategy<Value = String> {
+            prop_oneof![
+                Just("no-store".to_owned()),
+                Just("No-Cache".to_owned()),
+                Just("private".to_owned()),
+                Just("only-if-cached".to_owned()),
+                "max-age=[0-9a-z\"]{0,24}",
+                "s-maxage=[0-9]{0,24}",
+                "[ -~]{0,12}",
+            ]
+        }
+
+        proptest! {
+            #[test]
+            fn parsing_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..64)) {
+                let mut h = HeaderMap::new();
+                if let Ok(v) = HeaderValue::from_bytes(&bytes) {
+                    h.append(CACHE_CONTROL, v.clone());
+                    h.append(PRAGMA, v);
+                }
+                let _ = CacheControl::parse(&h);
+            }
+
+            #[test]
+            fn a_directive_is_seen_whatever_surrounds_it(
+                before in proptest::collection::vec(directive(), 0..4),
+                after in proptest::collection::vec(directive(), 0..4),
+            ) {
+                let mut all = before.clone();
+                all.push("no-store".to_owned());
+                all.extend(after);
+                let mut h = HeaderMap::new();
+                if let Ok(v) = HeaderValue::from_str(&all.join(", ")) {
+                    h.insert(CACHE_CONTROL, v);
+                    prop_assert!(CacheControl::parse(&h).no_store);
+                }
+            }
+        }
+    }
 }
