@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use reqwest::{Client, StatusCode};
 use serde_json::{Value, json};
-use tower_cache_tests::RedisServer;
+use tower_cache_tests::{PATIENCE, RedisServer};
 
 /// A running `axum-example` process.
 struct App {
@@ -117,6 +117,18 @@ impl App {
     async fn origin_queries(&self, route: &str) -> u64 {
         let series = format!("origin_queries_total{{route=\"{route}\"}}");
         self.metric(&series).await as u64
+    }
+
+    /// `GET path`: `X-Cache`, and `Age` in seconds (none on a miss).
+    async fn cache_headers(&self, path: &str) -> (String, Option<u64>) {
+        let res = self.client.get(self.url(path)).send().await.unwrap();
+        let header = |name: &str| {
+            res.headers()
+                .get(name)
+                .map(|v| v.to_str().unwrap().to_owned())
+        };
+        let age = header("age").map(|a| a.parse().unwrap());
+        (header("x-cache").unwrap_or_default(), age)
     }
 }
 
@@ -287,14 +299,55 @@ async fn assert_every_read_strategy(app: &App) {
     assert!(row.contains(" %</td>"), "a hit ratio in {row}");
 
     // refresh-ahead: TTL 5 s, reloaded in the background past 4 s
+    assert_eq!(app.origin_queries("/reports/top").await, 0);
+    let mut asked = Instant::now();
     assert_eq!(app.get("/reports/top").await.1, "MISS");
-    tokio::time::sleep(Duration::from_millis(4_300)).await;
-    assert_eq!(app.get("/reports/top").await.1, "HIT");
-    tokio::time::sleep(Duration::from_millis(1_200)).await;
+    let mut loaded = Instant::now();
+    let mut late = 0;
+    loop {
+        // Past 4 s, the read that starts the reload.
+        tokio::time::sleep_until((loaded + Duration::from_millis(4_300)).into()).await;
+        let sent = Instant::now();
+        let x = app.get("/reports/top").await.1;
+        if x == "HIT" {
+            break;
+        }
+        // A miss is an expiry: fine only if this read may have reached the
+        // app 5 s after the entry was loaded. It then loaded it again, and
+        // the next read in the last second of its TTL starts over.
+        assert!(
+            asked.elapsed() >= Duration::from_secs(5),
+            "{x} {:?} after the entry was loaded, within its TTL",
+            asked.elapsed()
+        );
+        late += 1;
+        assert!(
+            late < 5,
+            "no read reached the app within the TTL's last second"
+        );
+        (asked, loaded) = (sent, Instant::now());
+    }
+    // The reload lands before the entry would expire: reads are hits all
+    // along, until one is served the reloaded entry.
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let (x, age) = app.cache_headers("/reports/top").await;
+        assert_eq!(x, "HIT", "refreshed ahead, never expired into a miss");
+        if age.is_some_and(|age| age < 4) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not reloaded; still {age:?} s old"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    // Past the first entry's TTL.
+    tokio::time::sleep_until((loaded + Duration::from_millis(5_200)).into()).await;
     let (_, x, body) = app.get("/reports/top").await;
     assert_eq!(x, "HIT", "refreshed ahead, never expired into a miss");
     assert_eq!(body["top"].as_array().unwrap().len(), 10);
-    assert_eq!(app.origin_queries("/reports/top").await, 2);
+    assert_eq!(app.origin_queries("/reports/top").await, late + 2);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -339,6 +392,8 @@ async fn two_instances_share_redis_and_sqlite() {
         .put(a.url("/products/77"))
         .json(&json!({"name": "Seen everywhere", "price_cents": 1}));
     assert_eq!(a.send(put).await.0, StatusCode::OK);
+    // B's copy would stay in its L1 for 30 s: only A's invalidation
+    // message, well before that, makes B read the new value.
     let start = Instant::now();
     loop {
         let (_, _, body) = b.get("/products/77").await;
@@ -346,8 +401,8 @@ async fn two_instances_share_redis_and_sqlite() {
             break;
         }
         assert!(
-            start.elapsed() < Duration::from_millis(200),
-            "B saw the write within 200 ms"
+            start.elapsed() < Duration::from_secs(10),
+            "B saw the write within 10 s"
         );
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
@@ -377,15 +432,20 @@ async fn redis_dying_fails_no_request_and_is_used_again_when_back() {
 
     redis.restart();
     let back = Instant::now();
+    // Each read is of a product no read asked for before: it misses L1 and
+    // goes to Redis as soon as the store uses Redis again.
+    let mut fresh = 9_999;
     loop {
-        app.get("/products/6").await;
-        if in_redis(&redis, "/products/6") {
+        let path = format!("/products/{fresh}");
+        assert_eq!(app.get(&path).await.0, StatusCode::OK, "{path}");
+        if in_redis(&redis, &path) {
             break;
         }
         assert!(
-            back.elapsed() < Duration::from_secs(10),
+            back.elapsed() < PATIENCE,
             "Redis used again after it returned"
         );
+        fresh -= 1;
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
@@ -394,7 +454,15 @@ async fn redis_dying_fails_no_request_and_is_used_again_when_back() {
 async fn sigterm_lets_in_flight_requests_finish() {
     let mut app = App::start(&[("ORIGIN_DELAY_MS", "500")]).await;
     let in_flight = tokio::spawn(send(app.client.get(app.url("/products/3"))));
-    tokio::time::sleep(Duration::from_millis(150)).await;
+    // Stopped once the request waits on its (500 ms) query.
+    let deadline = Instant::now() + PATIENCE;
+    while app.origin_queries("/products/{id}").await == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the request never reached the app"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
     app.stop_gracefully().await;
     let (status, _, body) = in_flight.await.unwrap();
     assert_eq!(status, StatusCode::OK);

@@ -21,6 +21,11 @@ pub struct RedisServer {
 /// The standard Redis port, never handed out.
 const STANDARD_PORT: u16 = 6379;
 
+/// How long a test waits for something it has set in motion before it
+/// fails: generous, so that a loaded machine never fails a test by being
+/// slow, only by the awaited thing not happening.
+pub const PATIENCE: Duration = Duration::from_secs(30);
+
 fn free_port() -> u16 {
     loop {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
@@ -127,7 +132,7 @@ impl RedisServer {
         };
         let pid = child.id();
         self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(10);
+        let deadline = Instant::now() + PATIENCE;
         while Instant::now() < deadline {
             if let Some(child) = self.child.as_mut()
                 && let Ok(Some(status)) = child.try_wait()
@@ -150,7 +155,11 @@ impl RedisServer {
             }
         }
         self.stop();
-        Err(format!("did not answer within 10 s:\n{}", self.log()))
+        Err(format!(
+            "did not answer within {} s:\n{}",
+            PATIENCE.as_secs(),
+            self.log()
+        ))
     }
 
     /// What the server wrote to its log so far.
@@ -190,11 +199,12 @@ impl RedisServer {
     /// the last [`save`](RedisServer::save).
     ///
     /// # Panics
-    /// When it does not come up within 10 s (with its log in the message).
+    /// When it does not come up within [`PATIENCE`] (with its log in the
+    /// message).
     pub fn restart(&mut self) {
         blocking(|| {
             self.stop();
-            let deadline = Instant::now() + Duration::from_secs(10);
+            let deadline = Instant::now() + PATIENCE;
             let mut last_log = String::new();
             while Instant::now() < deadline {
                 match self.try_start() {

@@ -6,7 +6,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use http::Method;
 use redis::Commands;
@@ -14,14 +14,20 @@ use tower::{ServiceExt, service_fn};
 use tower_cache::store::{MemoryStore, RedisStore, TieredStore};
 use tower_cache::{Cache, CacheAsideLayer, Policy, ReadThroughLayer, RefreshAheadLayer};
 use tower_cache_tests::origin::{Origin, get, send};
-use tower_cache_tests::{RedisServer, wait_until};
+use tower_cache_tests::{PATIENCE, RedisServer, wait_until};
 use tower_layer::Layer;
 
+/// A generous Redis timeout, so that a slow machine does not turn L2 reads
+/// into misses; and L1 copies that outlive every wait here, so that only an
+/// invalidation message drops one.
 fn tiered(server: &RedisServer) -> TieredStore {
-    TieredStore::new(
-        MemoryStore::default(),
-        RedisStore::new(server.url()).expect("valid URL"),
-    )
+    let l2 = RedisStore::builder(server.url())
+        .op_timeout(Duration::from_secs(5))
+        .build()
+        .expect("valid URL");
+    TieredStore::builder(MemoryStore::default(), l2)
+        .l1_ttl(Duration::from_secs(3_600))
+        .build()
 }
 
 /// The Redis key of the entry a GET of `uri` is stored under.
@@ -73,7 +79,7 @@ async fn second_instance_hits_through_l2_and_sees_writes_of_the_first() {
     );
 
     send(&a, Method::PUT, "http://h/products/1", &[]).await;
-    let after = wait_until(Duration::from_millis(200), || async {
+    let after = wait_until(PATIENCE, || async {
         get(&b, "http://h/products/1").await.text() != "/products/1 #1"
     })
     .await;
@@ -102,7 +108,7 @@ async fn stale_while_revalidate_and_stale_if_error_with_redis() {
         (stale.x_cache.as_str(), stale.body.clone()),
         ("STALE", first.body.clone())
     );
-    let refreshed = wait_until(Duration::from_secs(2), || async {
+    let refreshed = wait_until(PATIENCE, || async {
         let r = get(&swr, "http://h/swr").await;
         r.x_cache == "HIT" && r.body != first.body
     })
@@ -133,15 +139,15 @@ async fn not_found_is_cached_for_the_negative_ttl_with_redis() {
         "neg",
         Policy::ttl(Duration::from_secs(60))
             .jitter(0.0)
-            .negative_ttl(Duration::from_millis(300)),
+            .negative_ttl(Duration::from_secs(2)),
     );
     let key = redis_key(&layer, "http://h/missing");
     let svc = layer.layer(origin.service());
     assert_eq!(get(&svc, "http://h/missing").await.status, 404);
     assert_eq!(get(&svc, "http://h/missing").await.x_cache, "HIT");
     let pttl: i64 = server.connection().pttl(&key).unwrap();
-    assert!((1..=300).contains(&pttl), "negative TTL in Redis: {pttl}");
-    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert!((1..=2_000).contains(&pttl), "negative TTL in Redis: {pttl}");
+    tokio::time::sleep(Duration::from_millis(2_100)).await;
     assert_eq!(get(&svc, "http://h/missing").await.x_cache, "MISS");
     assert_eq!(origin.calls(), 2);
 }
@@ -160,17 +166,21 @@ async fn jitter_spreads_redis_expiries_of_entries_written_together() {
     let svc = ReadThroughLayer::new(cache(&server), "j", Policy::ttl(Duration::from_secs(100)))
         .namespace("j:")
         .layer(loader);
-    for id in 0..100u64 {
-        svc.clone().oneshot(id).await.unwrap();
-    }
     let mut conn = server.connection();
-    let ttls: Vec<i64> = (0..100)
-        .map(|id| conn.pttl(format!("tc:e:j:{id}")).unwrap())
-        .collect();
-    assert!(
-        ttls.iter().all(|t| (89_000..=110_000).contains(t)),
-        "{ttls:?}"
-    );
+    let mut ttls = Vec::new();
+    for id in 0..100u64 {
+        let written = Instant::now();
+        svc.clone().oneshot(id).await.unwrap();
+        let pttl: i64 = conn.pttl(format!("tc:e:j:{id}")).unwrap();
+        // Within ±10 % of 100 s, less what has passed since the write
+        // began (and a millisecond of rounding).
+        let passed = written.elapsed().as_millis() as i64 + 1;
+        assert!(
+            (90_000 - passed..=110_000).contains(&pttl),
+            "key {id}: {pttl} ms, {passed} ms after the write began"
+        );
+        ttls.push(pttl);
+    }
     let seconds: std::collections::HashSet<_> = ttls.iter().map(|t| t / 1_000).collect();
     assert!(seconds.len() > 8, "spread over {} seconds", seconds.len());
 }
@@ -186,20 +196,25 @@ async fn refresh_ahead_keeps_a_key_warm_with_redis() {
             async move { Ok::<_, std::io::Error>(n) }
         })
     };
+    // Refreshed past half the TTL: a read every 100 ms leaves each
+    // background reload 1.5 s to land before the entry would expire.
     let read = ReadThroughLayer::new(
         cache(&server),
         "warm",
-        Policy::ttl(Duration::from_millis(500)).jitter(0.0),
+        Policy::ttl(Duration::from_secs(3)).jitter(0.0),
     );
     let layer = RefreshAheadLayer::new(read, 0.5);
+    let profile = layer.read_layer().profile().clone();
     let svc = layer.layer(loader);
-    for _ in 0..30 {
+    let refreshed = wait_until(PATIENCE, || async {
         svc.clone().oneshot(1).await.unwrap();
         tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let stats = layer.read_layer().profile().stats();
+        profile.stats().refreshes >= 3
+    })
+    .await;
+    let stats = profile.stats();
+    assert!(refreshed.is_some(), "{stats:?}");
     assert_eq!(stats.misses, 1, "{stats:?}");
-    assert!(stats.refreshes >= 3, "{stats:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

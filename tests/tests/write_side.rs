@@ -13,14 +13,22 @@ use tower_cache::store::{MemoryStore, RedisQueue, RedisStore, TieredStore};
 use tower_cache::{
     Cache, CacheStatus, Policy, ReadThroughLayer, Write, WriteBehindLayer, WriteThroughLayer,
 };
-use tower_cache_tests::RedisServer;
+use tower_cache_tests::{PATIENCE, RedisServer};
 use tower_layer::Layer;
 
+/// A generous Redis timeout, so that a slow machine does not turn L2 reads
+/// into misses; and L1 copies that outlive every wait here, so that only an
+/// invalidation message drops one.
 fn tiered_cache(server: &RedisServer) -> Cache<TieredStore> {
-    Cache::new(TieredStore::new(
-        MemoryStore::default(),
-        RedisStore::new(server.url()).unwrap(),
-    ))
+    let l2 = RedisStore::builder(server.url())
+        .op_timeout(Duration::from_secs(5))
+        .build()
+        .unwrap();
+    Cache::new(
+        TieredStore::builder(MemoryStore::default(), l2)
+            .l1_ttl(Duration::from_secs(3_600))
+            .build(),
+    )
 }
 
 async fn read_price(cache: &Cache<TieredStore>) -> (i64, CacheStatus) {
@@ -50,7 +58,7 @@ async fn write_through_read_after_write_hits_on_every_instance() {
         }));
     writer.oneshot(Write::new(1, 250)).await.unwrap();
     assert_eq!(read_price(&a).await, (250, CacheStatus::Hit));
-    let seen = tower_cache_tests::wait_until(Duration::from_millis(200), || async {
+    let seen = tower_cache_tests::wait_until(PATIENCE, || async {
         read_price(&b).await == (250, CacheStatus::Hit)
     })
     .await;
@@ -158,10 +166,9 @@ async fn durable_mode_delivers_after_a_crash() {
 
     // The peer claims what the dead consumer left once it has been idle
     // for `claim_after`.
-    let delivered = tower_cache_tests::wait_until(Duration::from_secs(20), || async {
-        got.lock().unwrap().len() >= 500
-    })
-    .await;
+    let delivered =
+        tower_cache_tests::wait_until(PATIENCE, || async { got.lock().unwrap().len() >= 500 })
+            .await;
     assert!(
         delivered.is_some(),
         "the dead consumer's writes were not delivered"
@@ -175,7 +182,7 @@ async fn durable_mode_delivers_after_a_crash() {
             .all(|(n, w)| w.key == n as u64 && w.value == w.key as i64 * 10)
     );
     // Acknowledged in the group, then deleted: nothing left pending.
-    let done = tower_cache_tests::wait_until(Duration::from_secs(5), || async {
+    let done = tower_cache_tests::wait_until(PATIENCE, || async {
         queue.pending().await.unwrap() == 0 && queue.len().await.unwrap() == 0
     })
     .await;
@@ -272,8 +279,7 @@ async fn recovered_increments_do_not_hide_new_ones() {
         ack.await.unwrap();
     }
     let total = || got.lock().unwrap().iter().map(|w| w.value).sum::<i64>();
-    let recovered =
-        tower_cache_tests::wait_until(Duration::from_secs(10), || async { total() == 50 }).await;
+    let recovered = tower_cache_tests::wait_until(PATIENCE, || async { total() == 50 }).await;
     assert!(
         recovered.is_some(),
         "the recovered increments reach the writer"
@@ -300,7 +306,7 @@ async fn a_durable_write_does_not_wait_for_its_caller_to_poll() {
     // Acknowledgement requested, answer not awaited yet.
     let held = svc.call(Write::new(7, 1));
     svc.clone().oneshot(Write::new(8, 1)).await.unwrap();
-    tokio::time::timeout(Duration::from_secs(10), svc.handle().flush())
+    tokio::time::timeout(PATIENCE, svc.handle().flush())
         .await
         .expect("the queue is not held up by an answer nobody polls")
         .unwrap();
@@ -314,7 +320,7 @@ async fn a_durable_write_does_not_wait_for_its_caller_to_poll() {
 async fn a_refused_increment_is_not_counted_as_pending() {
     let mut server = RedisServer::start();
     let l2 = RedisStore::builder(server.url())
-        .op_timeout(Duration::from_millis(100))
+        .op_timeout(Duration::from_secs(5))
         .build()
         .unwrap();
     let (got, writer) = recording_writer();
@@ -339,7 +345,7 @@ async fn a_refused_increment_is_not_counted_as_pending() {
 async fn durable_mode_refuses_to_acknowledge_without_redis() {
     let mut server = RedisServer::start();
     let l2 = RedisStore::builder(server.url())
-        .op_timeout(Duration::from_millis(100))
+        .op_timeout(Duration::from_secs(5))
         .build()
         .unwrap();
     let got = Arc::new(Mutex::new(Vec::new()));

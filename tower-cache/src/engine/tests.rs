@@ -557,12 +557,15 @@ async fn loads_racing_with_writes_never_leave_an_old_value() {
 async fn a_load_in_flight_does_not_survive_its_tags_invalidation() {
     let cache = cache();
     let profile = profile(Policy::ttl(Duration::from_secs(60)));
+    let started = Arc::new(tokio::sync::Notify::new());
     let release = Arc::new(tokio::sync::Notify::new());
     let reader = tokio::spawn({
-        let (cache, profile, release) = (cache.clone(), profile.clone(), release.clone());
+        let (cache, profile) = (cache.clone(), profile.clone());
+        let (started, release) = (started.clone(), release.clone());
         async move {
             cache
                 .fetch::<(), Err, _, _>("k", &profile, move || async move {
+                    started.notify_one();
                     release.notified().await;
                     Ok(Loaded::Store(
                         Fill::new("old").with_tags(vec!["p:1".into()]),
@@ -571,7 +574,8 @@ async fn a_load_in_flight_does_not_survive_its_tags_invalidation() {
                 .await
         }
     });
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    // The load is in flight when its tag is invalidated.
+    started.notified().await;
     cache.remove_tag("p:1").await;
     release.notify_one();
     reader.await.unwrap().unwrap();

@@ -168,10 +168,12 @@ async fn counter_merge_sums_exactly() {
 async fn a_full_queue_blocks_poll_ready_until_the_writer_catches_up() {
     let gate = Arc::new(tokio::sync::Semaphore::new(0));
     let delivered = Arc::new(AtomicUsize::new(0));
+    let entered = Arc::new(tokio::sync::Notify::new());
     let writer = {
-        let (gate, delivered) = (gate.clone(), delivered.clone());
+        let (gate, delivered, entered) = (gate.clone(), delivered.clone(), entered.clone());
         service_fn(move |batch: Vec<Write<u64, i64>>| {
             let (gate, delivered) = (gate.clone(), delivered.clone());
+            entered.notify_one();
             async move {
                 gate.acquire().await.unwrap().forget();
                 delivered.fetch_add(batch.len(), Ordering::SeqCst);
@@ -180,9 +182,20 @@ async fn a_full_queue_blocks_poll_ready_until_the_writer_catches_up() {
         })
     };
     let mut svc = layer().queue_capacity(4).max_batch(1).layer(writer);
+    // The first write reaches the writer, which holds it until the gate
+    // opens: from then on the worker takes nothing more from the queue.
+    svc.ready()
+        .await
+        .unwrap()
+        .call(Write::new(0, 1))
+        .await
+        .unwrap();
+    tokio::time::timeout(Duration::from_secs(30), entered.notified())
+        .await
+        .expect("the writer got the first batch");
     let waker = futures_util::task::noop_waker();
     let mut cx = Context::from_waker(&waker);
-    let mut accepted = 0u64;
+    let mut accepted = 1u64;
     loop {
         match svc.poll_ready(&mut cx) {
             Poll::Ready(Ok(())) => {
@@ -200,7 +213,7 @@ async fn a_full_queue_blocks_poll_ready_until_the_writer_catches_up() {
     assert!(matches!(svc.poll_ready(&mut cx), Poll::Pending));
 
     gate.add_permits(1_000);
-    tokio::time::timeout(Duration::from_secs(5), svc.ready())
+    tokio::time::timeout(Duration::from_secs(30), svc.ready())
         .await
         .expect("released when the writer catches up")
         .unwrap();
@@ -439,7 +452,49 @@ impl tracing::Subscriber for Capture {
     fn exit(&self, _: &tracing::span::Id) {}
 }
 
+/// The global default of this test binary: asks every thread's own
+/// subscriber, records nothing itself.
+struct Discard;
+
+impl tracing::Subscriber for Discard {
+    fn register_callsite(
+        &self,
+        _: &'static tracing::Metadata<'static>,
+    ) -> tracing::subscriber::Interest {
+        tracing::subscriber::Interest::sometimes()
+    }
+    fn enabled(&self, _: &tracing::Metadata<'_>) -> bool {
+        false
+    }
+    fn new_span(&self, _: &tracing::span::Attributes<'_>) -> tracing::span::Id {
+        tracing::span::Id::from_u64(1)
+    }
+    fn record(&self, _: &tracing::span::Id, _: &tracing::span::Record<'_>) {}
+    fn record_follows_from(&self, _: &tracing::span::Id, _: &tracing::span::Id) {}
+    fn event(&self, _: &tracing::Event<'_>) {}
+    fn enter(&self, _: &tracing::span::Id) {}
+    fn exit(&self, _: &tracing::span::Id) {}
+}
+
 impl Capture {
+    /// Makes this the current thread's subscriber until the guard drops.
+    ///
+    /// `tracing` caches each callsite's interest for the whole process, and
+    /// a callsite first reached on a thread without a subscriber (another
+    /// test's worker, say) would be cached as "never" and stay silent here
+    /// too. A global default interested "sometimes" in every callsite keeps
+    /// each event asking the current thread's subscriber instead.
+    fn install(&self) -> tracing::subscriber::DefaultGuard {
+        static GLOBAL: std::sync::Once = std::sync::Once::new();
+        GLOBAL.call_once(|| {
+            let _ = tracing::subscriber::set_global_default(Discard);
+        });
+        let guard = tracing::subscriber::set_default(self.clone());
+        // Callsites cached before the global default existed learn of it.
+        tracing::callsite::rebuild_interest_cache();
+        guard
+    }
+
     fn at(&self, level: tracing::Level) -> Vec<String> {
         let events = self.events.lock().unwrap();
         events
@@ -453,9 +508,7 @@ impl Capture {
 #[tokio::test(start_paused = true)]
 async fn the_default_dead_letter_handler_logs_the_keys_at_error_level_and_counts() {
     let capture = Capture::default();
-    let _guard = tracing::subscriber::set_default(capture.clone());
-    // Callsites first seen by other tests on other threads learn of it.
-    tracing::callsite::rebuild_interest_cache();
+    let _guard = capture.install();
     let writer = service_fn(|_: Vec<Write<u64, i64>>| async {
         Err::<(), _>(std::io::Error::other("disk full"))
     });
@@ -478,9 +531,7 @@ async fn the_default_dead_letter_handler_logs_the_keys_at_error_level_and_counts
 #[tokio::test(start_paused = true)]
 async fn dropping_the_last_handle_drains_in_the_background_with_a_log_line() {
     let capture = Capture::default();
-    let _guard = tracing::subscriber::set_default(capture.clone());
-    // Callsites first seen by other tests on other threads learn of it.
-    tracing::callsite::rebuild_interest_cache();
+    let _guard = capture.install();
     let writer = Recorder::default();
     let svc = layer()
         .max_delay(Duration::from_secs(3_600))
