@@ -198,11 +198,12 @@ async fn redis_store_alone_stops_calling_a_paused_redis() {
         .unwrap();
     store.put("k", entry("v")).await.unwrap();
     pause(&server, 60_000); // the server is killed at the end of the test
-    for _ in 0..3 {
-        let got = store.get("k").await;
-        assert!(matches!(got, Err(StoreError::Timeout)), "{got:?}");
-    }
-    assert!(!store.available(), "three timeouts open the breaker");
+    let got = store.get("k").await;
+    assert!(matches!(got, Err(StoreError::Timeout)), "{got:?}");
+    assert!(
+        !store.available(),
+        "a timeout with nothing answered meanwhile opens the breaker"
+    );
     for _ in 0..100 {
         let got = store.get("k").await;
         assert!(

@@ -26,16 +26,24 @@ pub(crate) struct Breaker {
     open_until: AtomicU64,
     /// Bumped each time the breaker opens.
     generation: AtomicU64,
+    /// When a call last succeeded (0: never).
+    last_success_ms: AtomicU64,
+    /// How long a call may take before it times out.
+    op_timeout_ms: u64,
 }
 
 impl Breaker {
-    pub(crate) fn new(threshold: u64, retry: Duration) -> Self {
+    /// A breaker opened by `threshold` failures in a row, probing every
+    /// `retry`, for calls that time out after `op_timeout`.
+    pub(crate) fn new(threshold: u64, retry: Duration, op_timeout: Duration) -> Self {
         Breaker {
             threshold,
             retry_ms: retry.as_millis() as u64,
             failures: AtomicU64::new(0),
             open_until: AtomicU64::new(0),
             generation: AtomicU64::new(0),
+            last_success_ms: AtomicU64::new(0),
+            op_timeout_ms: op_timeout.as_millis() as u64,
         }
     }
 
@@ -74,6 +82,8 @@ impl Breaker {
     /// Records a success of a call started in `generation`; `true` when it
     /// closed the breaker.
     pub(crate) fn on_success(&self, generation: u64) -> bool {
+        self.last_success_ms
+            .fetch_max(clock::now_ms(), Ordering::AcqRel);
         if self.generation.load(Ordering::Acquire) != generation {
             return false;
         }
@@ -81,10 +91,12 @@ impl Breaker {
         self.open_until.swap(0, Ordering::AcqRel) != 0
     }
 
-    /// Records a failure; `true` when it opened the breaker. An error that
-    /// says the server is gone ([`StoreError::Unavailable`]: connection
-    /// refused, reset or closed) opens it at once; others after
-    /// `threshold` in a row.
+    /// Records a failure; `true` when it opened the breaker. It opens at
+    /// once when the server is gone ([`StoreError::Unavailable`]:
+    /// connection refused, reset or closed) or stuck (a timeout, and no
+    /// call succeeded during the whole time this one waited: every call in
+    /// flight is waiting too); after `threshold` failures in a row
+    /// otherwise (one slow call among answered ones).
     pub(crate) fn on_failure(&self, error: &StoreError) -> bool {
         let failures = self.failures.fetch_add(1, Ordering::Relaxed) + 1;
         if self.is_open() {
@@ -93,7 +105,16 @@ impl Breaker {
                 .store(clock::now_ms() + self.retry_ms, Ordering::Release);
             return false;
         }
-        let fatal = matches!(error, StoreError::Unavailable);
+        let stuck = || {
+            let quiet =
+                clock::now_ms().saturating_sub(self.last_success_ms.load(Ordering::Acquire));
+            quiet >= self.op_timeout_ms
+        };
+        let fatal = match error {
+            StoreError::Unavailable => true,
+            StoreError::Timeout => stuck(),
+            _ => false,
+        };
         if (fatal || failures >= self.threshold)
             && self
                 .open_until
@@ -118,7 +139,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn success_of_a_call_started_before_the_breaker_opened_does_not_close_it() {
-        let breaker = Breaker::new(3, Duration::from_secs(1));
+        let breaker = Breaker::new(3, Duration::from_secs(1), Duration::from_millis(200));
         let slow = breaker.allow().expect("closed");
         for _ in 0..3 {
             breaker.on_failure(&StoreError::Timeout);
@@ -137,16 +158,34 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_server_that_is_gone_opens_it_at_once() {
-        let breaker = Breaker::new(3, Duration::from_secs(1));
+        let breaker = Breaker::new(3, Duration::from_secs(1), Duration::from_millis(200));
+        let call = breaker.allow().expect("closed");
+        tokio::time::advance(Duration::from_millis(150)).await;
+        breaker.on_success(call);
+        tokio::time::advance(Duration::from_millis(100)).await;
         assert!(
             !breaker.on_failure(&StoreError::Timeout),
-            "one timeout is not an outage"
+            "a timeout while others were answered is not an outage"
         );
         assert!(
             breaker.on_failure(&StoreError::Unavailable),
             "a refused connection is"
         );
         assert!(breaker.is_open());
+        assert_eq!(breaker.allow(), None);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_server_that_answered_nothing_for_a_whole_timeout_opens_it_at_once() {
+        let breaker = Breaker::new(3, Duration::from_secs(1), Duration::from_millis(200));
+        let call = breaker.allow().expect("closed");
+        breaker.on_success(call);
+        // A millisecond more: the clock reads whole milliseconds.
+        tokio::time::advance(Duration::from_millis(201)).await;
+        assert!(
+            breaker.on_failure(&StoreError::Timeout),
+            "stuck: nothing answered"
+        );
         assert_eq!(breaker.allow(), None);
     }
 }

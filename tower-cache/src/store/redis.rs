@@ -14,8 +14,8 @@ use super::{Store, StoreError};
 use crate::clock;
 use crate::entry::Entry;
 
-/// Default timeout of one Redis operation (all its commands): 250 ms.
-pub const DEFAULT_OP_TIMEOUT: Duration = Duration::from_millis(250);
+/// Default timeout of one Redis operation (all its commands): 200 ms.
+pub const DEFAULT_OP_TIMEOUT: Duration = Duration::from_millis(200);
 /// Default timeout of one connection attempt: 1 s.
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 /// Default longest lifetime of an entry in Redis: 24 h.
@@ -112,7 +112,7 @@ struct Inner {
 ///   by itself; the store can be built while Redis is down and starts
 ///   working when it comes up.
 /// - **One timeout per operation** (default [`DEFAULT_OP_TIMEOUT`],
-///   250 ms), however many commands the operation sends: a slow Redis
+///   200 ms), however many commands the operation sends: a slow Redis
 ///   costs a request at most that long. A read is one round trip (a
 ///   script reads the entry with its tags' invalidation timestamps).
 /// - **A key namespace**: entries live under `{prefix}e:{key}`, tag
@@ -204,7 +204,8 @@ impl RedisStoreBuilder {
     }
 
     /// Consecutive failures (errors, timeouts) that open the circuit
-    /// breaker; a refused, reset or closed connection opens it at once.
+    /// breaker; a refused, reset or closed connection opens it at once, and
+    /// so does a timeout when nothing at all succeeded while it waited.
     /// While it is open every operation fails at once with
     /// [`StoreError::Unavailable`], so a dead or paused Redis never makes a
     /// request wait. Default: [`DEFAULT_FAILURE_THRESHOLD`] (3).
@@ -237,7 +238,8 @@ impl RedisStoreBuilder {
 
     /// Timeout of one whole operation (`get`, `put`, `remove`,
     /// `remove_tag`), all its commands together. Default:
-    /// [`DEFAULT_OP_TIMEOUT`] (250 ms).
+    /// [`DEFAULT_OP_TIMEOUT`] (200 ms): the longest a request waits on a
+    /// Redis that stops answering before the circuit breaker opens.
     pub fn op_timeout(mut self, timeout: Duration) -> Self {
         self.op_timeout = timeout;
         self
@@ -282,7 +284,7 @@ impl RedisStoreBuilder {
                 max_ttl: self.max_ttl,
                 invalidate_tag: Script::new(INVALIDATE),
                 read: Script::new(READ),
-                breaker: Breaker::new(self.failure_threshold, self.retry_interval),
+                breaker: Breaker::new(self.failure_threshold, self.retry_interval, self.op_timeout),
                 replay: ReplayQueue::new(self.max_pending),
             }),
         })

@@ -266,6 +266,7 @@ impl TieredStoreBuilder {
             .unwrap_or_else(|| format!("{}invalidate", self.l2.prefix()));
         let instance = format!("{:016x}", rand::random::<u64>());
         let l1_ttl = self.l1_ttl.min(self.l2.max_ttl());
+        let op_timeout = self.l2.op_timeout();
         let seen_tags = moka::future::Cache::builder()
             .max_capacity(SEEN_TAGS)
             .time_to_live(self.l2.max_ttl().max(Duration::from_millis(1)))
@@ -277,7 +278,7 @@ impl TieredStoreBuilder {
             publish_puts: self.publish_puts,
             channel: channel.clone(),
             instance,
-            breaker: Breaker::new(self.failure_threshold, self.retry_interval),
+            breaker: Breaker::new(self.failure_threshold, self.retry_interval, op_timeout),
             counters: Counters::default(),
             fences: Fences::new(),
             seen_tags,
