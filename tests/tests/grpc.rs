@@ -138,10 +138,12 @@ async fn call(channel: &Channel, path: &'static str, id: u64) -> Result<Product,
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn marked_unary_method_is_cached_by_request_message() {
     let redis = RedisServer::start();
-    let store = TieredStore::new(
-        MemoryStore::default(),
-        tower_cache::store::RedisStore::new(redis.url()).unwrap(),
-    );
+    // A generous timeout: a slow machine must not make Redis look away.
+    let l2 = tower_cache::store::RedisStore::builder(redis.url())
+        .op_timeout(Duration::from_secs(5))
+        .build()
+        .unwrap();
+    let store = TieredStore::new(MemoryStore::default(), l2);
     cached_by_request_message(Cache::new(store)).await;
 }
 

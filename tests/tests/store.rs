@@ -578,6 +578,7 @@ async fn overflowing_the_replay_queue_invalidates_all_of_l2() {
 async fn entry_never_outlives_the_tag_timestamp_that_invalidates_it() {
     let server = RedisServer::start();
     let store = RedisStore::builder(server.url())
+        .op_timeout(OP_TIMEOUT)
         .max_ttl(Duration::from_millis(1_000))
         .build()
         .unwrap();
@@ -647,6 +648,7 @@ async fn l1_copy_is_reread_from_l2_after_l1_ttl() {
 async fn custom_prefix_names_every_redis_key() {
     let server = RedisServer::start();
     let store = RedisStore::builder(server.url())
+        .op_timeout(OP_TIMEOUT)
         .prefix("shop:")
         .build()
         .unwrap();

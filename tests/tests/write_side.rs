@@ -16,14 +16,19 @@ use tower_cache::{
 use tower_cache_tests::{PATIENCE, RedisServer};
 use tower_layer::Layer;
 
-/// A generous Redis timeout, so that a slow machine does not turn L2 reads
-/// into misses; and L1 copies that outlive every wait here, so that only an
-/// invalidation message drops one.
-fn tiered_cache(server: &RedisServer) -> Cache<TieredStore> {
-    let l2 = RedisStore::builder(server.url())
+/// A generous timeout, so that a slow machine does not make Redis look
+/// away.
+fn redis_store(server: &RedisServer) -> RedisStore {
+    RedisStore::builder(server.url())
         .op_timeout(Duration::from_secs(5))
         .build()
-        .unwrap();
+        .unwrap()
+}
+
+/// L1 copies outlive every wait here, so that only an invalidation message
+/// drops one.
+fn tiered_cache(server: &RedisServer) -> Cache<TieredStore> {
+    let l2 = redis_store(server);
     Cache::new(
         TieredStore::builder(MemoryStore::default(), l2)
             .l1_ttl(Duration::from_secs(3_600))
@@ -144,12 +149,28 @@ fn durable_layer(queue: RedisQueue) -> WriteBehindLayer<u64, i64, MemoryStore> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn durable_mode_delivers_after_a_crash() {
     let server = RedisServer::start();
-    let l2 = RedisStore::new(server.url()).unwrap();
+    let l2 = redis_store(&server);
     // A live peer on the same queue, running before the crash.
     let queue = RedisQueue::new(&l2, "crash-test")
         .consumer("pod-b")
         .claim_after(Duration::from_millis(500));
-    let (got, writer) = recording_writer();
+    // The peer delivers nothing before the log has been looked at: the
+    // first writes may be idle for `claim_after` before the last one is
+    // acknowledged, and a claimed entry stays in the log, pending, until
+    // it is delivered.
+    let gate = Arc::new(tokio::sync::Semaphore::new(0));
+    let got = Arc::new(Mutex::new(Vec::new()));
+    let writer = {
+        let (gate, got) = (gate.clone(), got.clone());
+        service_fn(move |batch: Vec<Write<u64, i64>>| {
+            let (gate, got) = (gate.clone(), got.clone());
+            async move {
+                drop(gate.acquire().await.unwrap());
+                got.lock().unwrap().extend(batch);
+                Ok::<_, std::io::Error>(())
+            }
+        })
+    };
     let peer = durable_layer(queue.clone()).layer(writer);
 
     crash_after_acknowledging(&server, "crash-test", "pod-a", 500, false);
@@ -161,8 +182,9 @@ async fn durable_mode_delivers_after_a_crash() {
     assert_eq!(
         queue.pending().await.unwrap(),
         500,
-        "and pending in the dead consumer's list"
+        "and pending in the group"
     );
+    gate.add_permits(1);
 
     // The peer claims what the dead consumer left once it has been idle
     // for `claim_after`.
@@ -197,7 +219,7 @@ async fn durable_mode_delivers_after_a_crash() {
 async fn a_restart_under_the_same_consumer_name_delivers_at_once() {
     let server = RedisServer::start();
     crash_after_acknowledging(&server, "restart", "pod-a", 100, false);
-    let l2 = RedisStore::new(server.url()).unwrap();
+    let l2 = redis_store(&server);
     // The default claim_after (30 s) has not passed: only the consumer's
     // own pending list gives these back this soon.
     let queue = RedisQueue::new(&l2, "restart").consumer("pod-a");
@@ -212,7 +234,7 @@ async fn a_restart_under_the_same_consumer_name_delivers_at_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_live_consumer_keeps_its_writes_from_its_peers() {
     let server = RedisServer::start();
-    let l2 = RedisStore::new(server.url()).unwrap();
+    let l2 = redis_store(&server);
     let claim_after = Duration::from_secs(2);
     let (a_got, a_writer) = recording_writer();
     let a = durable_layer(
@@ -252,7 +274,7 @@ async fn recovered_increments_do_not_hide_new_ones() {
     let claim_after = Duration::from_millis(100);
     // Idle long enough to be claimed as soon as the next instance starts.
     tokio::time::sleep(claim_after * 5).await;
-    let l2 = RedisStore::new(server.url()).unwrap();
+    let l2 = redis_store(&server);
     let (got, writer) = recording_writer();
     let mut svc = durable_layer(
         RedisQueue::new(&l2, "counter")
@@ -297,7 +319,7 @@ async fn recovered_increments_do_not_hide_new_ones() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_durable_write_does_not_wait_for_its_caller_to_poll() {
     let server = RedisServer::start();
-    let l2 = RedisStore::new(server.url()).unwrap();
+    let l2 = redis_store(&server);
     let (got, writer) = recording_writer();
     let mut svc = durable_layer(RedisQueue::new(&l2, "unpolled"))
         .merge(|a, b| a + b)
@@ -319,10 +341,7 @@ async fn a_durable_write_does_not_wait_for_its_caller_to_poll() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refused_increment_is_not_counted_as_pending() {
     let mut server = RedisServer::start();
-    let l2 = RedisStore::builder(server.url())
-        .op_timeout(Duration::from_secs(5))
-        .build()
-        .unwrap();
+    let l2 = redis_store(&server);
     let (got, writer) = recording_writer();
     let svc = durable_layer(RedisQueue::new(&l2, "refused"))
         .max_delay(Duration::from_secs(3_600))
@@ -344,10 +363,7 @@ async fn a_refused_increment_is_not_counted_as_pending() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn durable_mode_refuses_to_acknowledge_without_redis() {
     let mut server = RedisServer::start();
-    let l2 = RedisStore::builder(server.url())
-        .op_timeout(Duration::from_secs(5))
-        .build()
-        .unwrap();
+    let l2 = redis_store(&server);
     let got = Arc::new(Mutex::new(Vec::new()));
     let writer = {
         let got = got.clone();

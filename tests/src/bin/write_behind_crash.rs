@@ -22,7 +22,10 @@ async fn main() -> Result<(), tower::BoxError> {
     let consumer = std::env::var("CONSUMER")?;
     let writes: u64 = std::env::var("WRITES")?.parse()?;
     let merge = std::env::var("MERGE").is_ok_and(|m| m == "1");
-    let l2 = RedisStore::new(url)?;
+    // A generous timeout: a slow machine must not make Redis look away.
+    let l2 = RedisStore::builder(url)
+        .op_timeout(Duration::from_secs(5))
+        .build()?;
     let mut layer = WriteBehindLayer::<u64, i64, _>::new(
         Cache::new(MemoryStore::default()),
         "crash",
