@@ -11,27 +11,33 @@ use bytes::Bytes;
 use redis::Commands;
 use tower_cache::Entry;
 use tower_cache::store::{MemoryStore, RedisStore, Store, StoreError, TieredStore};
-use tower_cache_tests::{RedisServer, wait_until};
-
-/// Generous: the events waited on take milliseconds on an idle machine.
-const DEADLINE: Duration = Duration::from_secs(30);
+use tower_cache_tests::{PATIENCE as DEADLINE, RedisServer, wait_until};
 
 fn entry(v: &str) -> Entry {
     Entry::new(Bytes::from(v.to_owned())).with_ttl(Duration::from_secs(60))
 }
 
-fn redis_store(server: &RedisServer) -> RedisStore {
+/// A store whose operations time out only when Redis really stops
+/// answering, however loaded the machine: `op_timeout` long.
+fn redis_store_timing_out_after(server: &RedisServer, op_timeout: Duration) -> RedisStore {
     RedisStore::builder(server.url())
-        .op_timeout(Duration::from_millis(200))
+        .op_timeout(op_timeout)
         .retry_interval(Duration::from_millis(100))
         .build()
         .unwrap()
 }
 
-fn tiered(server: &RedisServer) -> TieredStore {
-    TieredStore::builder(MemoryStore::new(1 << 20), redis_store(server))
-        .retry_interval(Duration::from_millis(100))
-        .build()
+fn redis_store(server: &RedisServer) -> RedisStore {
+    redis_store_timing_out_after(server, Duration::from_secs(5))
+}
+
+fn tiered(server: &RedisServer, op_timeout: Duration) -> TieredStore {
+    TieredStore::builder(
+        MemoryStore::new(1 << 20),
+        redis_store_timing_out_after(server, op_timeout),
+    )
+    .retry_interval(Duration::from_millis(100))
+    .build()
 }
 
 async fn value(store: &impl Store, key: &str) -> Option<String> {
@@ -126,8 +132,9 @@ async fn keys_of_another_type_read_as_misses_and_never_block_an_invalidation() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_write_redis_did_not_take_never_lets_the_old_value_back() {
     let server = RedisServer::start();
-    let a = tiered(&server);
-    let b = tiered(&server);
+    // A's write times out within the pause; B never times out.
+    let a = tiered(&server, Duration::from_millis(500));
+    let b = tiered(&server, Duration::from_secs(10));
     a.ready().await;
     b.ready().await;
     a.put("k", entry("v1")).await.unwrap();
@@ -192,7 +199,7 @@ async fn redis_store_alone_removes_and_writes_during_an_outage_are_replayed() {
 async fn redis_store_alone_stops_calling_a_paused_redis() {
     let server = RedisServer::start();
     let store = RedisStore::builder(server.url())
-        .op_timeout(Duration::from_millis(100))
+        .op_timeout(Duration::from_millis(300))
         .retry_interval(Duration::from_secs(60))
         .build()
         .unwrap();
