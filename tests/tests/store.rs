@@ -50,7 +50,8 @@ async fn redis_round_trip_keeps_payload_and_metadata() {
     let store = redis_store(&server);
     let e = entry("hello", 60_000)
         .with_stale(Duration::from_secs(10))
-        .with_tags(["a", "b"]);
+        .with_tags(["a", "b"])
+        .with_version(store.version().await.unwrap());
     store.put("k", e.clone()).await.unwrap();
     assert_eq!(store.get("k").await.unwrap(), Some(e));
     store.remove("k").await.unwrap();
@@ -152,7 +153,6 @@ async fn tag_invalidation_drops_tagged_entries_only() {
     assert_eq!(value(&store, "u1").await.as_deref(), Some("u"));
 
     // An entry stored after the invalidation is served.
-    tokio::time::sleep(Duration::from_millis(2)).await;
     store
         .put("p1", entry("1b", 60_000).with_tags(["product:1"]))
         .await
@@ -164,9 +164,10 @@ async fn tag_invalidation_drops_tagged_entries_only() {
 async fn value_loaded_before_invalidation_but_written_after_is_rejected() {
     let server = RedisServer::start();
     let store = redis_store(&server);
-    // A loader read the origin...
-    let loaded = entry("old", 60_000).with_tags(["product:1"]);
-    tokio::time::sleep(Duration::from_millis(2)).await;
+    // A loader read the store's version, then the origin...
+    let loaded = entry("old", 60_000)
+        .with_tags(["product:1"])
+        .with_version(store.version().await.unwrap());
     // ...a writer changed it and invalidated the tag...
     store.remove_tag("product:1").await.unwrap();
     // ...and only then does the loader's write land.
@@ -188,10 +189,10 @@ async fn concurrent_tag_invalidations_never_move_the_timestamp_back() {
         t.await.unwrap().unwrap();
     }
     let stamp: u64 = server.connection().get("tc:t:hot").unwrap();
-    assert!(stamp <= tower_cache::clock::now_ms());
+    assert_eq!(stamp, store.version().await.unwrap(), "the latest version");
     let before = entry("x", 60_000)
         .with_tags(["hot"])
-        .with_stored_at(stamp - 1);
+        .with_version(stamp - 1);
     store.put("k", before).await.unwrap();
     assert_eq!(value(&store, "k").await, None);
 }
@@ -567,7 +568,6 @@ async fn overflowing_the_replay_queue_invalidates_all_of_l2() {
     for k in ["a", "b", "c", "d"] {
         assert_eq!(value(&fresh, k).await, None, "{k} stored before the outage");
     }
-    tokio::time::sleep(Duration::from_millis(2)).await;
     store.put("after", entry("x", 60_000)).await.unwrap();
     assert_eq!(value(&fresh, "after").await.as_deref(), Some("x"));
 }
@@ -582,8 +582,9 @@ async fn entry_never_outlives_the_tag_timestamp_that_invalidates_it() {
         .max_ttl(Duration::from_millis(1_000))
         .build()
         .unwrap();
-    let loaded = entry("old", 60_000).with_tags(["p"]);
-    tokio::time::sleep(Duration::from_millis(2)).await;
+    let loaded = entry("old", 60_000)
+        .with_tags(["p"])
+        .with_version(store.version().await.unwrap());
     store.remove_tag("p").await.unwrap();
     tokio::time::sleep(Duration::from_millis(300)).await;
     store.put("k", loaded).await.unwrap();
@@ -660,7 +661,7 @@ async fn custom_prefix_names_every_redis_key() {
     let mut conn = server.connection();
     let mut keys: Vec<String> = conn.keys("*").unwrap();
     keys.sort();
-    assert_eq!(keys, ["shop:e:k", "shop:t:other"]);
+    assert_eq!(keys, ["shop:e:k", "shop:t:other", "shop:v"]);
     assert_eq!(value(&store, "k").await.as_deref(), Some("v"));
 }
 
@@ -668,7 +669,8 @@ async fn custom_prefix_names_every_redis_key() {
 async fn remove_tag_never_moves_a_later_timestamp_back() {
     let server = RedisServer::start();
     let store = redis_store(&server);
-    let future = tower_cache::clock::now_ms() + 3_600_000;
+    // A version an hour ahead of the counter.
+    let future = store.version().await.unwrap() + 3_600_000_000;
     let mut conn = server.connection();
     let _: () = conn.set("tc:t:t", future).unwrap();
     store.remove_tag("t").await.unwrap();
@@ -685,8 +687,9 @@ async fn l1_refuses_an_entry_loaded_before_a_seen_tag_invalidation() {
     let b = tiered(&server);
     a.ready().await;
     b.ready().await;
-    let loaded = entry("old", 60_000).with_tags(["p"]);
-    tokio::time::sleep(Duration::from_millis(2)).await;
+    let loaded = entry("old", 60_000)
+        .with_tags(["p"])
+        .with_version(a.version().await.unwrap());
     a.remove_tag("p").await.unwrap();
     let seen = wait_until(PATIENCE, || async { b.stats().invalidations_received >= 1 }).await;
     assert!(seen.is_some());

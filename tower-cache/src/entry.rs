@@ -1,18 +1,20 @@
 //! The stored entry and its versioned, self-checking binary envelope.
 //!
 //! An [`Entry`] is what every [`Store`](crate::store::Store) keeps: the
-//! payload as [`Bytes`], three timestamps that drive freshness, and the tags
-//! it can be invalidated by. Stores that leave the process (Redis) write it
+//! payload as [`Bytes`], three timestamps that drive freshness, the tags
+//! it can be invalidated by, and the store's invalidation version it was
+//! loaded at (which orders it against invalidations; clocks never do). Stores that leave the process (Redis) write it
 //! as one compact envelope, bound to the key it is stored under:
 //!
 //! ```text
 //! magic "TC" | version u8 | flags u8 | key hash u64
-//! | stored_at u64 | fresh_until u64 | stale_until u64 | load_ms u32
-//! | tag count u16 | (tag len u16, tag bytes)* | payload len u32 | payload
+//! | stored_at u64 | fresh_until u64 | stale_until u64 | version u64
+//! | load_ms u32 | tag count u16 | (tag len u16, tag bytes)* | payload len u32 | payload
 //! | checksum u64
 //! ```
 //!
-//! All integers are big-endian. The checksum is the XXH3-64 of every byte
+//! All integers are big-endian. Flag bit 0 says whether the version is
+//! recorded (an entry written before any was is as new as its write). The checksum is the XXH3-64 of every byte
 //! before it; the key hash is the XXH3-64 of the key the entry was written
 //! under. Anything that does not decode exactly (wrong magic, another
 //! version, a checksum that does not match, another key's entry, a count
@@ -31,10 +33,12 @@ use xxhash_rust::xxh3::xxh3_64;
 const MAGIC: [u8; 2] = *b"TC";
 /// The envelope version this build writes and reads. Entries written by
 /// another version read as misses.
-pub const ENVELOPE_VERSION: u8 = 2;
+pub const ENVELOPE_VERSION: u8 = 3;
 /// Bytes before the tags: magic, version, flags, key hash, timestamps,
-/// load time and tag count.
-const HEADER_LEN: usize = 2 + 1 + 1 + 8 + 8 * 3 + 4 + 2;
+/// invalidation version, load time and tag count.
+const HEADER_LEN: usize = 2 + 1 + 1 + 8 + 8 * 3 + 8 + 4 + 2;
+/// Flag bit: the entry's invalidation version is recorded.
+const FLAG_VERSIONED: u8 = 1;
 /// The checksum that ends the envelope.
 const CHECKSUM_LEN: usize = 8;
 
@@ -73,6 +77,15 @@ pub struct Entry {
     pub stale_until: u64,
     /// Tags the entry can be invalidated by.
     pub tags: Arc<[String]>,
+    /// The store's invalidation version ([`Store::version`]) read before
+    /// the value was read from its origin: an invalidation of one of
+    /// [`tags`](Self::tags) that moved the version past it makes the entry
+    /// invalid, whatever any clock says. `None` (the default) means the
+    /// value is as new as its write: the store records its current version
+    /// when it stores the entry.
+    ///
+    /// [`Store::version`]: crate::store::Store::version
+    pub version: Option<u64>,
     /// How long the load that produced the value took, in milliseconds
     /// (drives probabilistic early refresh).
     pub load_ms: u32,
@@ -89,6 +102,7 @@ impl Entry {
             fresh_until: now + 60_000,
             stale_until: now + 60_000,
             tags: Arc::from(Vec::new()),
+            version: None,
             load_ms: 0,
         }
     }
@@ -125,6 +139,13 @@ impl Entry {
         self.stored_at = stored_at;
         self.fresh_until = stored_at.saturating_add(ttl);
         self.stale_until = self.fresh_until.saturating_add(stale);
+        self
+    }
+
+    /// Records the store's invalidation version read before the value was
+    /// read from its origin (see [`Entry::version`]).
+    pub fn with_version(mut self, version: u64) -> Self {
+        self.version = Some(version);
         self
     }
 
@@ -176,11 +197,16 @@ impl Entry {
             BytesMut::with_capacity(HEADER_LEN + tags_len + 4 + self.value.len() + CHECKSUM_LEN);
         buf.put_slice(&MAGIC);
         buf.put_u8(ENVELOPE_VERSION);
-        buf.put_u8(0);
+        buf.put_u8(if self.version.is_some() {
+            FLAG_VERSIONED
+        } else {
+            0
+        });
         buf.put_u64(key_hash(key));
         buf.put_u64(self.stored_at);
         buf.put_u64(self.fresh_until);
         buf.put_u64(self.stale_until);
+        buf.put_u64(self.version.unwrap_or(0));
         buf.put_u32(self.load_ms);
         buf.put_u16(self.tags.len().min(u16::MAX as usize) as u16);
         for tag in self.tags.iter().take(u16::MAX as usize) {
@@ -218,13 +244,18 @@ impl Entry {
             return Err(DecodeError::Checksum);
         }
         let mut r = Reader { buf: body, pos: 3 };
-        let _flags = r.u8()?;
+        let flags = r.u8()?;
+        if flags & !FLAG_VERSIONED != 0 {
+            return Err(DecodeError::BadFlags);
+        }
         if r.u64()? != key_hash(key) {
             return Err(DecodeError::WrongKey);
         }
         let stored_at = r.u64()?;
         let fresh_until = r.u64()?;
         let stale_until = r.u64()?;
+        let version = r.u64()?;
+        let version = (flags & FLAG_VERSIONED != 0).then_some(version);
         let load_ms = r.u32()?;
         if fresh_until < stored_at || stale_until < fresh_until {
             return Err(DecodeError::BadTimestamps);
@@ -253,6 +284,7 @@ impl Entry {
             fresh_until,
             stale_until,
             tags: tags.into(),
+            version,
             load_ms,
         })
     }
@@ -276,6 +308,9 @@ pub enum DecodeError {
     /// The timestamps are out of order.
     #[error("entry envelope has inconsistent timestamps")]
     BadTimestamps,
+    /// The flags hold a bit this version does not know.
+    #[error("entry envelope has unknown flags")]
+    BadFlags,
     /// A tag is not valid UTF-8.
     #[error("entry envelope has a tag that is not UTF-8")]
     BadTag,
@@ -339,6 +374,31 @@ mod tests {
         let e = sample();
         let decoded = Entry::decode(KEY, e.encode(KEY)).expect("valid envelope");
         assert_eq!(decoded, e);
+    }
+
+    #[test]
+    fn the_invalidation_version_round_trips_recorded_or_not() {
+        for e in [
+            sample(),
+            sample().with_version(0),
+            sample().with_version(u64::MAX),
+        ] {
+            let decoded = Entry::decode(KEY, e.encode(KEY)).expect("valid envelope");
+            assert_eq!(decoded.version, e.version);
+        }
+    }
+
+    #[test]
+    fn unknown_flags_are_rejected() {
+        let mut raw = sample().encode(KEY).to_vec();
+        raw[3] |= 0x80;
+        let body = raw.len() - CHECKSUM_LEN;
+        let checksum = xxh3_64(&raw[..body]).to_be_bytes();
+        raw[body..].copy_from_slice(&checksum);
+        assert_eq!(
+            Entry::decode(KEY, Bytes::from(raw)),
+            Err(DecodeError::BadFlags)
+        );
     }
 
     #[test]

@@ -497,8 +497,9 @@ impl<S: Store> Cache<S> {
     }
 
     /// Stores `fill` under `key` as a fresh entry loaded now, under
-    /// `profile`'s policy (write-through). A load of `key` already running
-    /// does not overwrite it.
+    /// `profile`'s policy (write-through): as new as the write, so an
+    /// invalidation made before this call never refuses it. A load of `key`
+    /// already running does not overwrite it.
     pub async fn put(&self, key: &str, profile: &Profile, fill: Fill) {
         let entry = make_entry(profile.policy(), fill, clock::now_ms(), 0);
         self.inner.invalidations.key(key);
@@ -648,9 +649,18 @@ impl<S: Store> Cache<S> {
         Fut: Future<Output = Result<Loaded<T>, E>>,
         E: fmt::Display,
     {
+        let generation = self.inner.invalidations.snapshot();
+        // Read before the origin is: an invalidation made while the value
+        // is read moves the store's version past it (across instances too).
+        let version = match self.inner.store.version().await {
+            Ok(version) => version,
+            Err(error) => {
+                tracing::debug!(cache = %profile.name(), key, %error, "store version read failed");
+                0
+            }
+        };
         let started_ms = clock::now_ms();
         let started = Instant::now();
-        let generation = self.inner.invalidations.snapshot();
         let result = tokio::time::timeout(profile.policy().load_timeout, load()).await;
         let took = started.elapsed();
         profile.record_load(took);
@@ -667,7 +677,8 @@ impl<S: Store> Cache<S> {
             }
             Ok(Ok(Loaded::Store(fill))) => {
                 let load_ms = took.as_millis().min(u32::MAX as u128) as u32;
-                let entry = make_entry(profile.policy(), fill, started_ms, load_ms);
+                let entry =
+                    make_entry(profile.policy(), fill, started_ms, load_ms).with_version(version);
                 self.store_loaded(key, profile, &entry, generation).await;
                 (Ok(Outcome::Stored(entry)), None)
             }

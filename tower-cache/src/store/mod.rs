@@ -85,6 +85,14 @@ pub enum StoreError {
 
 /// A byte-level, asynchronous key-value store of [`Entry`] values.
 ///
+/// Invalidations are ordered by **versions, not clocks**: every tag (and
+/// namespace-wide) invalidation moves the store's invalidation
+/// [`version`](Store::version) forward, and an entry records the version
+/// read before its value was read from the origin ([`Entry::version`]).
+/// An entry is invalid when one of its tags was invalidated at a later
+/// version, whatever the clocks of the instances that loaded it and
+/// invalidated it say.
+///
 /// Implementations must:
 /// - never return an entry whose stale window has ended
 ///   ([`Entry::stale_until`]), nor one invalidated by a tag;
@@ -116,11 +124,23 @@ pub trait Store: Send + Sync + 'static {
     ) -> impl Future<Output = Result<(), StoreError>> + Send + 'a;
 
     /// Invalidates every entry carrying `tag` that was stored before this
-    /// call. Entries stored afterwards are unaffected.
+    /// call, and every entry whose [`Entry::version`] was read before it.
+    /// Entries loaded afterwards are unaffected.
     fn remove_tag<'a>(
         &'a self,
         tag: &'a str,
     ) -> impl Future<Output = Result<(), StoreError>> + Send + 'a;
+
+    /// The store's current invalidation version: read it before reading a
+    /// value from its origin and record it in [`Entry::version`], and an
+    /// invalidation that happens while the value is being read makes the
+    /// entry invalid. Never moves backwards.
+    ///
+    /// Default: `0`, for a store that keeps no version (the engine orders
+    /// invalidations within one process by itself).
+    fn version(&self) -> impl Future<Output = Result<u64, StoreError>> + Send + '_ {
+        std::future::ready(Ok(0))
+    }
 }
 
 /// A boxed future returned by [`DynStore`].
@@ -138,6 +158,8 @@ pub trait DynStore: Send + Sync + 'static {
     fn remove_dyn<'a>(&'a self, key: &'a str) -> BoxStoreFuture<'a, ()>;
     /// See [`Store::remove_tag`].
     fn remove_tag_dyn<'a>(&'a self, tag: &'a str) -> BoxStoreFuture<'a, ()>;
+    /// See [`Store::version`].
+    fn version_dyn(&self) -> BoxStoreFuture<'_, u64>;
 }
 
 impl<S: Store> DynStore for S {
@@ -152,6 +174,9 @@ impl<S: Store> DynStore for S {
     }
     fn remove_tag_dyn<'a>(&'a self, tag: &'a str) -> BoxStoreFuture<'a, ()> {
         Box::pin(self.remove_tag(tag))
+    }
+    fn version_dyn(&self) -> BoxStoreFuture<'_, u64> {
+        Box::pin(self.version())
     }
 }
 
@@ -212,6 +237,9 @@ impl Store for SharedStore {
     ) -> impl Future<Output = Result<(), StoreError>> + Send + 'a {
         self.0.remove_tag_dyn(tag)
     }
+    fn version(&self) -> impl Future<Output = Result<u64, StoreError>> + Send + '_ {
+        self.0.version_dyn()
+    }
 }
 
 impl<S: Store> Store for Arc<S> {
@@ -239,5 +267,8 @@ impl<S: Store> Store for Arc<S> {
         tag: &'a str,
     ) -> impl Future<Output = Result<(), StoreError>> + Send + 'a {
         (**self).remove_tag(tag)
+    }
+    fn version(&self) -> impl Future<Output = Result<u64, StoreError>> + Send + '_ {
+        (**self).version()
     }
 }

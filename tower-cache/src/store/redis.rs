@@ -25,46 +25,105 @@ pub const DEFAULT_PREFIX: &str = "tc:";
 /// What closes a namespace prefix; a prefix may not contain it elsewhere.
 const PREFIX_SEPARATOR: char = ':';
 
-/// Sets an invalidation timestamp (of a tag, or of the whole namespace),
-/// never moving it backwards, and keeps it at least `ARGV[2]` ms past the
-/// latest timestamp it holds: as long as any entry stored before that
-/// timestamp can live in Redis (see [`RedisStore::put`]). Never shortens the
-/// key's lifetime. Whatever else sits at the key (another type, a value
-/// that is not a number) is replaced, so an invalidation always lands.
-const INVALIDATE: &str = r"
-local raw = redis.pcall('GET', KEYS[1])
-local cur = 0
-if type(raw) == 'table' then
-  redis.call('DEL', KEYS[1])
-elseif raw then
-  cur = tonumber(raw)
-  if not cur then
-    redis.call('DEL', KEYS[1])
-    cur = 0
+/// Lua: `num(key)`, the number stored at `key`, or `nil` when none is;
+/// a key holding another type or a value that is not a number is deleted
+/// (it reads as "none"). `now()`, Redis's own clock in microseconds.
+macro_rules! lua_prelude {
+    () => {
+        r"
+local function num(key)
+  local raw = redis.pcall('GET', key)
+  if type(raw) == 'table' then
+    redis.call('DEL', key)
+    return nil
+  end
+  if not raw then return nil end
+  local n = tonumber(raw)
+  if not n then redis.call('DEL', key) end
+  return n
+end
+local function now()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000000 + tonumber(t[2])
+end
+"
+    };
+}
+
+/// Invalidates a tag (or the whole namespace): moves the namespace's
+/// invalidation version (`KEYS[2]`) forward and records it at the tag's
+/// key (`KEYS[1]`), kept `ARGV[1]` ms (as long as any entry can live in
+/// Redis) and never moved backwards nor shortened. Returns the new
+/// version.
+///
+/// The version is a counter, never a client's clock. It never falls
+/// below Redis's own clock in microseconds, so a counter that is lost
+/// (evicted, deleted, overwritten with garbage) starts again above every
+/// version it handed out, as long as fewer than one invalidation per
+/// microsecond was made on average. Whatever else sits at either key is
+/// replaced, so an invalidation always lands.
+const INVALIDATE: &str = concat!(
+    lua_prelude!(),
+    r"
+local v = now()
+local cur = num(KEYS[2])
+if cur and cur >= v then v = cur + 1 end
+redis.call('SET', KEYS[2], string.format('%.0f', v))
+local keep = tonumber(ARGV[1])
+local stamp = num(KEYS[1])
+if not stamp or v > stamp then
+  redis.call('SET', KEYS[1], string.format('%.0f', v), 'PX', keep)
+elseif redis.call('PTTL', KEYS[1]) < keep then
+  redis.call('PEXPIRE', KEYS[1], keep)
+end
+return v
+"
+);
+
+/// Reads the namespace's invalidation version (`KEYS[1]`). A missing one
+/// (never set, or lost) starts at Redis's clock in microseconds, which is
+/// above every version handed out before (see [`INVALIDATE`]).
+const VERSION: &str = concat!(
+    lua_prelude!(),
+    r"
+local v = num(KEYS[1])
+if not v then
+  v = now()
+  redis.call('SET', KEYS[1], string.format('%.0f', v))
+end
+return v
+"
+);
+
+/// Stores an envelope (`ARGV[1]`, `PX` `ARGV[2]`) at `KEYS[1]` unless the
+/// namespace (`KEYS[2]`) or one of its tags (`KEYS[3..]`) was invalidated
+/// at a version after the entry's (`ARGV[3]`): a value loaded before an
+/// invalidation and written after it is refused here, and so never
+/// outlives the tag key that would refuse it on read. A tag key holding
+/// anything but a version refuses the write. Returns 1 when stored.
+const PUT: &str = r"
+local version = tonumber(ARGV[3])
+for i = 2, #KEYS do
+  local s = redis.pcall('GET', KEYS[i])
+  if type(s) == 'table' then return 0 end
+  if s then
+    local n = tonumber(s)
+    if not n or n > version then return 0 end
   end
 end
-local t = tonumber(ARGV[1])
-local keep = tonumber(ARGV[2])
-if t > cur then
-  redis.call('SET', KEYS[1], ARGV[1], 'PX', keep)
-else
-  local want = cur - t + keep
-  if redis.call('PTTL', KEYS[1]) < want then
-    redis.call('PEXPIRE', KEYS[1], want)
-  end
-end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
 return 1
 ";
 
 /// Reads an entry and, in the same round trip, the namespace-wide
-/// invalidation timestamp and the timestamps of the tags its envelope
-/// names (`ARGV[1]` is the tag key prefix). Replies `nil` for a missing
-/// entry, else the envelope, the namespace timestamp and one timestamp per
-/// tag (`''` where none is set, `'?'` where the key holds another type).
-/// An entry key of another type is deleted and read as a miss. The
-/// envelope is only read here as far as its tag list (its tag count is
-/// the big-endian `u16` at bytes 41-42); it is decoded, checked, and
-/// garbage rejected, by the caller.
+/// invalidation version and the versions of the tags its envelope names
+/// (`ARGV[1]` is the tag key prefix). Replies `nil` for a missing entry,
+/// else the envelope, the namespace version and one version per tag
+/// (`''` where none is set, `'?'` where the key holds another type). An
+/// entry key of another type is deleted and read as a miss. The envelope
+/// is only read here as far as its tag list (its tag count is the
+/// big-endian `u16` at bytes 49-50); it is decoded, checked, and garbage
+/// rejected, by the caller.
 ///
 /// The tag keys are not declared in `KEYS`: fine on one server; a Redis
 /// Cluster deployment would read them in a second pipeline instead.
@@ -81,9 +140,9 @@ local function stamp(key)
   return s or ''
 end
 local out = {v, stamp(KEYS[2])}
-if #v >= 42 then
-  local n = string.byte(v, 41) * 256 + string.byte(v, 42)
-  local pos = 43
+if #v >= 50 then
+  local n = string.byte(v, 49) * 256 + string.byte(v, 50)
+  local pos = 51
   for i = 1, n do
     if pos + 1 > #v then break end
     local len = string.byte(v, pos) * 256 + string.byte(v, pos + 1)
@@ -100,7 +159,9 @@ struct Inner {
     prefix: String,
     op_timeout: Duration,
     max_ttl: Duration,
-    invalidate_tag: Script,
+    invalidate: Script,
+    version: Script,
+    put: Script,
     read: Script,
     breaker: Breaker,
     replay: ReplayQueue,
@@ -114,30 +175,31 @@ struct Inner {
 /// - **One timeout per operation** (default [`DEFAULT_OP_TIMEOUT`],
 ///   200 ms), however many commands the operation sends: a slow Redis
 ///   costs a request at most that long. A read is one round trip (a
-///   script reads the entry with its tags' invalidation timestamps).
+///   script reads the entry with its tags' invalidation versions).
 /// - **A key namespace**: entries live under `{prefix}e:{key}`, tag
-///   timestamps under `{prefix}t:{tag}`, the namespace-wide invalidation
-///   timestamp ([`RedisStore::invalidate_all`]) under `{prefix}all`
-///   (default prefix [`DEFAULT_PREFIX`]).
-/// - **Redis-side expiry** at the end of the entry's stale window, capped at
-///   [`RedisStoreBuilder::max_ttl`] (default 24 h) after the entry's
-///   [`Entry::stored_at`].
-/// - **Tag invalidation by timestamp**: invalidating a tag records the time
-///   in one small key; a read compares it with the entry's
-///   [`Entry::stored_at`]. No tag index, no `KEYS`/`SCAN`, no command that
-///   spans two keys (the tag timestamps are read with a pipeline of
-///   single-key `GET`s, so the keys of a tag need not share a cluster
-///   slot), and an entry loaded before an invalidation but written after it
-///   is still rejected. A timestamp is kept `max_ttl` past itself and an
-///   entry never lives past `stored_at + max_ttl`, so the timestamp always
-///   outlives the entries it invalidates. Timestamps never move backwards.
-///   They come from the instances' clocks, which are assumed to agree
-///   within a few milliseconds.
+///   invalidation versions under `{prefix}t:{tag}`, the namespace-wide one
+///   ([`RedisStore::invalidate_all`]) under `{prefix}all` and the
+///   namespace's invalidation version counter under `{prefix}v` (default
+///   prefix [`DEFAULT_PREFIX`]).
+/// - **Redis-side expiry** at the end of the entry's stale window, and
+///   never more than [`RedisStoreBuilder::max_ttl`] (default 24 h) after
+///   it is written.
+/// - **Tag invalidation by version, not by clock**: invalidating a tag
+///   moves the namespace's version counter forward (one script, in Redis)
+///   and records the new version in one small key. A load records the
+///   version before it reads the origin ([`Store::version`],
+///   [`Entry::version`]); an entry is refused, when written and when read,
+///   if one of its tags (or the namespace) was invalidated at a later
+///   version. No instance's clock takes part, so instances whose clocks
+///   disagree never miss an invalidation; no tag index, no `KEYS`/`SCAN`.
+///   A tag's version is kept `max_ttl` and an entry never lives longer
+///   than that after its write, so the tag's version outlives every entry
+///   it invalidates.
 /// - **Garbage reads as a miss**: bytes that are not a valid envelope (a
 ///   checksum that fails, an entry written under another key, another
 ///   format version, a key of another type) are deleted, counted in
 ///   `tower_cache_store_corrupt_total` and reported as a miss. A tag key
-///   that holds anything but a timestamp invalidates its entries.
+///   that holds anything but a version invalidates its entries.
 /// - **A circuit breaker**: after
 ///   [`RedisStoreBuilder::failure_threshold`] failures in a row (default
 ///   3), or at once when the connection is refused, reset or closed, every
@@ -252,9 +314,8 @@ impl RedisStoreBuilder {
         self
     }
 
-    /// Longest time an entry is kept in Redis, counted from its
-    /// [`Entry::stored_at`], and how long a tag invalidation is remembered
-    /// past its own time. Also caps a [`TieredStore`](super::TieredStore)'s
+    /// Longest time an entry is kept in Redis after it is written, and how
+    /// long a tag invalidation is remembered after it is made. Also caps a [`TieredStore`](super::TieredStore)'s
     /// L1 lifetime. Default: [`DEFAULT_MAX_TTL`] (24 h).
     pub fn max_ttl(mut self, max_ttl: Duration) -> Self {
         self.max_ttl = max_ttl;
@@ -282,7 +343,9 @@ impl RedisStoreBuilder {
                 prefix,
                 op_timeout: self.op_timeout,
                 max_ttl: self.max_ttl,
-                invalidate_tag: Script::new(INVALIDATE),
+                invalidate: Script::new(INVALIDATE),
+                version: Script::new(VERSION),
+                put: Script::new(PUT),
                 read: Script::new(READ),
                 breaker: Breaker::new(self.failure_threshold, self.retry_interval, self.op_timeout),
                 replay: ReplayQueue::new(self.max_pending),
@@ -372,12 +435,17 @@ impl RedisStore {
         format!("{}t:{}", self.inner.prefix, tag)
     }
 
-    /// The key of the namespace-wide invalidation timestamp.
+    /// The key of the namespace-wide invalidation version.
     fn all_key(&self) -> String {
         format!("{}all", self.inner.prefix)
     }
 
-    /// How long an invalidation timestamp is kept, in milliseconds.
+    /// The key of the namespace's invalidation version counter.
+    fn version_key(&self) -> String {
+        format!("{}v", self.inner.prefix)
+    }
+
+    /// How long an invalidation version is kept, in milliseconds.
     fn keep_ms(&self) -> u64 {
         self.inner.max_ttl.as_millis() as u64
     }
@@ -395,12 +463,12 @@ impl RedisStore {
         .map(|_| ())
     }
 
-    /// Invalidates every entry of this namespace stored before now, in one
+    /// Invalidates every entry of this namespace loaded before now, in one
     /// small write (no `KEYS`/`SCAN`): reads compare each entry's
-    /// [`Entry::stored_at`] with this timestamp as they do with a tag's.
-    /// Entries stored afterwards are unaffected.
+    /// [`Entry::version`] with this invalidation's version as they do with
+    /// a tag's. Entries loaded afterwards are unaffected.
     pub async fn invalidate_all(&self) -> Result<(), StoreError> {
-        self.invalidate_stamp(self.all_key()).await
+        self.invalidate_stamp(self.all_key()).await.map(|_| ())
     }
 
     /// Runs a whole operation, however many commands it sends, under one
@@ -414,26 +482,26 @@ impl RedisStore {
             .unwrap_or(Err(StoreError::Timeout))
     }
 
-    async fn invalidate_stamp(&self, skey: String) -> Result<(), StoreError> {
-        let now = clock::now_ms();
+    /// Invalidates what `skey` (a tag's key, or the namespace's) names;
+    /// returns the invalidation's version.
+    async fn invalidate_stamp(&self, skey: String) -> Result<u64, StoreError> {
         let keep_ms = self.keep_ms();
         self.timed(async {
             let mut c = self.connection();
             self.inner
-                .invalidate_tag
+                .invalidate
                 .key(skey)
-                .arg(now)
+                .key(self.version_key())
                 .arg(keep_ms)
-                .invoke_async::<i64>(&mut c)
+                .invoke_async::<u64>(&mut c)
                 .await
                 .map_err(redis_error)
         })
         .await
-        .map(|_| ())
     }
 
     /// Whether a tag invalidation or a namespace-wide one (`all`, read
-    /// with the entry) was issued at or after the entry's `stored_at`. One
+    /// with the entry) was made at a version after the entry's. One
     /// pipeline of single-key `GET`s, so no command spans two cluster slots.
     async fn invalidated(
         &self,
@@ -441,7 +509,8 @@ impl RedisStore {
         entry: &Entry,
         all: Option<u64>,
     ) -> Result<bool, StoreError> {
-        if all.is_some_and(|t| t >= entry.stored_at) {
+        let version = entry.version.unwrap_or(0);
+        if all.is_some_and(|v| v > version) {
             return Ok(true);
         }
         if entry.tags.is_empty() {
@@ -451,33 +520,38 @@ impl RedisStore {
         for tag in entry.tags.iter() {
             pipe.get(self.tag_key(tag));
         }
-        let stamps: Vec<Option<u64>> = pipe.query_async(c).await.map_err(redis_error)?;
-        Ok(stamps.into_iter().flatten().any(|t| t >= entry.stored_at))
+        let stamps: Vec<Option<Vec<u8>>> = pipe.query_async(c).await.map_err(redis_error)?;
+        Ok(stamps
+            .iter()
+            .flatten()
+            .filter_map(|raw| stamp(raw))
+            .any(|v| v > version))
     }
 
     /// Applies removes and tag invalidations, optionally a namespace-wide
-    /// invalidation first, and publishes `messages` on `channel`, all in
-    /// one pipeline under one timeout. Used to replay what could not reach
-    /// Redis while it was away.
+    /// invalidation first, in one pipeline under one timeout; returns the
+    /// invalidations' versions (the namespace's first when `all`, then
+    /// one per tag). Used to replay what could not reach Redis while it
+    /// was away.
     pub(crate) async fn apply_invalidations(
         &self,
         all: bool,
         keys: &[&str],
         tags: &[&str],
-        channel: &str,
-        messages: &[String],
-    ) -> Result<(), StoreError> {
-        let now = clock::now_ms();
+    ) -> Result<Vec<u64>, StoreError> {
+        if keys.is_empty() && tags.is_empty() && !all {
+            return Ok(Vec::new());
+        }
         let keep_ms = self.keep_ms();
+        let version_key = self.version_key();
         let mut pipe = redis::pipe();
         let stamp = |pipe: &mut redis::Pipeline, skey: String| {
             pipe.cmd("EVAL")
                 .arg(INVALIDATE)
-                .arg(1)
+                .arg(2)
                 .arg(skey)
-                .arg(now)
-                .arg(keep_ms)
-                .ignore();
+                .arg(&version_key)
+                .arg(keep_ms);
         };
         if all {
             stamp(&mut pipe, self.all_key());
@@ -488,15 +562,46 @@ impl RedisStore {
         for tag in tags {
             stamp(&mut pipe, self.tag_key(tag));
         }
+        self.timed(async {
+            let mut c = self.connection();
+            pipe.query_async::<Vec<u64>>(&mut c)
+                .await
+                .map_err(redis_error)
+        })
+        .await
+    }
+
+    /// Publishes `messages` on `channel`, in one pipeline under one
+    /// timeout.
+    pub(crate) async fn publish(
+        &self,
+        channel: &str,
+        messages: &[String],
+    ) -> Result<(), StoreError> {
+        if messages.is_empty() {
+            return Ok(());
+        }
+        let mut pipe = redis::pipe();
         for msg in messages {
             pipe.publish(channel, msg).ignore();
-        }
-        if keys.is_empty() && tags.is_empty() && !all && messages.is_empty() {
-            return Ok(());
         }
         self.timed(async {
             let mut c = self.connection();
             pipe.query_async::<()>(&mut c).await.map_err(redis_error)
+        })
+        .await
+    }
+
+    /// Reads the namespace's invalidation version, under one timeout.
+    pub(crate) async fn version_direct(&self) -> Result<u64, StoreError> {
+        self.timed(async {
+            let mut c = self.connection();
+            self.inner
+                .version
+                .key(self.version_key())
+                .invoke_async::<u64>(&mut c)
+                .await
+                .map_err(redis_error)
         })
         .await
     }
@@ -552,7 +657,7 @@ impl RedisStore {
     }
 
     /// One round trip: a script reads the entry, the namespace-wide
-    /// invalidation timestamp and its tags' timestamps; an invalidated or
+    /// invalidation version and its tags' versions; an invalidated or
     /// undecodable entry is deleted. All of it runs under one
     /// [`RedisStoreBuilder::op_timeout`].
     pub(crate) fn get_direct<'a>(
@@ -589,10 +694,11 @@ impl RedisStore {
             if !entry.is_servable_at(clock::now_ms()) {
                 return Ok(None);
             }
+            let version = entry.version.unwrap_or(0);
             let invalidated = if tag_stamps.len() == entry.tags.len() {
                 all.into_iter()
                     .chain(tag_stamps.iter().flatten().copied())
-                    .any(|t| t >= entry.stored_at)
+                    .any(|v| v > version)
             } else {
                 self.invalidated(&mut c, &entry, all).await?
             };
@@ -604,34 +710,55 @@ impl RedisStore {
         })
     }
 
-    /// Stores the entry until the end of its stale window, and never past
-    /// `stored_at` + [`RedisStoreBuilder::max_ttl`]: an invalidation
-    /// timestamp is kept `max_ttl` past its own time, so it always outlives
-    /// every entry it invalidates, even one loaded before the invalidation
-    /// and written after it.
+    /// Stores the entry until the end of its stale window, and never
+    /// longer than [`RedisStoreBuilder::max_ttl`]: an invalidation version
+    /// is kept `max_ttl`, so it outlives every entry it invalidates. An
+    /// entry whose tags (or namespace) were invalidated at a version after
+    /// its own is not stored (one loaded before an invalidation and
+    /// written after it); that is not an error. An entry with no version
+    /// gets the current one first (one more round trip). `Ok(false)` when
+    /// refused.
     pub(crate) fn put_direct<'a>(
         &'a self,
         key: &'a str,
         entry: Entry,
-    ) -> impl Future<Output = Result<(), StoreError>> + Send + 'a {
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send + 'a {
         let rkey = self.entry_key(key);
-        self.timed(async move {
-            let now = clock::now_ms();
-            let remaining = entry.stale_until.saturating_sub(now);
-            let retained = entry
-                .stored_at
-                .saturating_add(self.keep_ms())
-                .saturating_sub(now);
-            let ttl_ms = remaining.min(retained);
-            let mut c = self.connection();
-            if ttl_ms == 0 {
-                return c.del::<_, i64>(rkey).await.map(|_| ()).map_err(redis_error);
-            }
-            let payload = entry.encode(&rkey);
-            c.pset_ex::<_, _, ()>(rkey, payload.as_ref(), ttl_ms)
-                .await
-                .map_err(redis_error)
-        })
+        async move {
+            let entry = match entry.version {
+                Some(_) => entry,
+                None => {
+                    let version = self.version_direct().await?;
+                    entry.with_version(version)
+                }
+            };
+            self.timed(async move {
+                let now = clock::now_ms();
+                let ttl_ms = entry.stale_until.saturating_sub(now).min(self.keep_ms());
+                let mut c = self.connection();
+                if ttl_ms == 0 {
+                    return c
+                        .del::<_, i64>(rkey)
+                        .await
+                        .map(|_| true)
+                        .map_err(redis_error);
+                }
+                let payload = entry.encode(&rkey);
+                let mut put = self.inner.put.key(&rkey);
+                put.key(self.all_key());
+                for tag in entry.tags.iter() {
+                    put.key(self.tag_key(tag));
+                }
+                put.arg(payload.as_ref())
+                    .arg(ttl_ms)
+                    .arg(entry.version.unwrap_or(0))
+                    .invoke_async::<i64>(&mut c)
+                    .await
+                    .map(|stored| stored == 1)
+                    .map_err(redis_error)
+            })
+            .await
+        }
     }
 
     pub(crate) fn remove_direct<'a>(
@@ -645,11 +772,9 @@ impl RedisStore {
         })
     }
 
-    pub(crate) fn remove_tag_direct<'a>(
-        &'a self,
-        tag: &'a str,
-    ) -> impl Future<Output = Result<(), StoreError>> + Send + 'a {
-        self.invalidate_stamp(self.tag_key(tag))
+    /// Invalidates `tag`; returns the invalidation's version.
+    pub(crate) async fn remove_tag_direct(&self, tag: &str) -> Result<u64, StoreError> {
+        self.invalidate_stamp(self.tag_key(tag)).await
     }
 }
 
@@ -659,16 +784,8 @@ impl RedisStore {
         self.inner
             .replay
             .replay(|whole, items| async move {
-                let mut keys = Vec::new();
-                let mut tags = Vec::new();
-                for item in &items {
-                    match item {
-                        Invalidation::Key(k) => keys.push(k.as_str()),
-                        Invalidation::Tag(t) => tags.push(t.as_str()),
-                    }
-                }
-                self.apply_invalidations(whole, &keys, &tags, "", &[])
-                    .await?;
+                let (keys, tags) = Invalidation::split(&items);
+                self.apply_invalidations(whole, &keys, &tags).await?;
                 Ok(items)
             })
             .await
@@ -701,7 +818,7 @@ impl Store for RedisStore {
         if put.is_err() {
             self.inner.replay.keep(Invalidation::Key(key.to_owned()));
         }
-        put
+        put.map(|_| ())
     }
 
     async fn remove(&self, key: &str) -> Result<(), StoreError> {
@@ -717,9 +834,13 @@ impl Store for RedisStore {
         }
         Ok(())
     }
+
+    async fn version(&self) -> Result<u64, StoreError> {
+        self.guarded(self.version_direct()).await
+    }
 }
 
-/// An invalidation timestamp as the read script returns it: `None` for
+/// An invalidation version as the read script returns it: `None` for
 /// `''` (none set); anything that is not a number (another type at the
 /// key, garbage) invalidates everything, since what it held is unknown.
 fn stamp(raw: &[u8]) -> Option<u64> {

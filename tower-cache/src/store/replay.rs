@@ -19,6 +19,21 @@ pub(crate) enum Invalidation {
     Tag(String),
 }
 
+impl Invalidation {
+    /// The keys and the tags among `items`.
+    pub(crate) fn split(items: &[Invalidation]) -> (Vec<&str>, Vec<&str>) {
+        let mut keys = Vec::new();
+        let mut tags = Vec::new();
+        for item in items {
+            match item {
+                Invalidation::Key(k) => keys.push(k.as_str()),
+                Invalidation::Tag(t) => tags.push(t.as_str()),
+            }
+        }
+        (keys, tags)
+    }
+}
+
 #[derive(Default)]
 struct Pending {
     items: HashSet<Invalidation>,

@@ -159,15 +159,12 @@ where
     if !res.status().is_success() {
         return Ok(res.map(CacheBody::stream));
     }
-    let invalidated_at = clock::now_ms();
     for tag in &tags {
         layer.cache.remove_tag(tag).await;
     }
     tracing::debug!(cache = %layer.profile.name(), ?tags, "write succeeded; invalidated");
     let res = match read_key {
-        Some((key, per_user, read)) => {
-            store_written(&layer, res, key, per_user, read, invalidated_at).await
-        }
+        Some((key, per_user, read)) => store_written(&layer, res, key, per_user, read).await,
         None => res.map(CacheBody::stream),
     };
     if let Some(delay) = layer.double_delete {
@@ -190,7 +187,6 @@ async fn store_written<ResB, St>(
     key: String,
     per_user: bool,
     read: Parts,
-    invalidated_at: u64,
 ) -> Response<CacheBody<ResB>>
 where
     ResB: Body<Data = Bytes> + Unpin,
@@ -210,10 +206,6 @@ where
     let stored = layer
         .rules
         .to_stored(res_parts, data, trailers, &read.headers);
-    // The entry must be newer than the tag invalidation just issued.
-    if clock::now_ms() <= invalidated_at {
-        tokio::time::sleep(std::time::Duration::from_millis(1)).await;
-    }
     let mut fill = Fill::new(stored.encode()).with_tags(layer.rules.read_tags(&read));
     fill.ttl = ttl;
     layer.cache.put(&key, &layer.profile, fill).await;

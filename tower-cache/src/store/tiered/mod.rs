@@ -1,30 +1,30 @@
 //! L1 in front of L2, coherent across instances through Redis pub/sub.
 
+mod builder;
+mod channel;
+mod fence;
+mod listener;
+mod seen;
+
 use std::future::Future;
-use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use futures_util::StreamExt;
-use tokio::sync::{RwLock, watch};
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
-use tracing::Instrument;
 
-use super::breaker::{Breaker, DEFAULT_FAILURE_THRESHOLD, DEFAULT_RETRY_INTERVAL};
-use super::replay::{DEFAULT_MAX_PENDING_INVALIDATIONS, Invalidation, ReplayQueue};
+use super::breaker::Breaker;
+use super::replay::{Invalidation, ReplayQueue};
 use super::{MemoryStore, RedisStore, Store, StoreError};
-use crate::clock;
 use crate::entry::Entry;
+pub use builder::TieredStoreBuilder;
+use channel::{Message, Notice};
+use fence::Fences;
+use seen::Seen;
 
 /// Default cap on how long an L1 copy lives: 30 s.
 pub const DEFAULT_L1_TTL: Duration = Duration::from_secs(30);
-/// How many tag invalidations L1 remembers to refuse entries loaded before
-/// them.
-const SEEN_TAGS: u64 = 10_000;
-/// Stripes of the per-key invalidation generation.
-const STRIPES: usize = 64;
-
 /// Counters of a [`TieredStore`], from [`TieredStore::stats`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct TieredStats {
@@ -67,37 +67,6 @@ struct Counters {
     replayed: AtomicU64,
 }
 
-/// Fences between L1 copies of L2 reads and invalidations. Every
-/// invalidation applied to L1 (local or received) bumps a generation under
-/// a write lock: per key stripe for a key, globally for a tag or a clear. A
-/// read takes a snapshot before it goes to L2 and copies what it found into
-/// L1 under the read locks, only if the snapshot is unchanged, so a value
-/// read just before an invalidation is never put back into L1 after it.
-struct Fences {
-    global: RwLock<u64>,
-    stripes: Box<[RwLock<u64>]>,
-}
-
-impl Fences {
-    fn new() -> Self {
-        Fences {
-            global: RwLock::new(0),
-            stripes: (0..STRIPES).map(|_| RwLock::new(0)).collect(),
-        }
-    }
-
-    fn stripe(&self, key: &str) -> &RwLock<u64> {
-        let mut h = std::hash::DefaultHasher::new();
-        key.hash(&mut h);
-        &self.stripes[(h.finish() as usize) % self.stripes.len()]
-    }
-
-    async fn snapshot(&self, key: &str) -> (u64, u64) {
-        let global = *self.global.read().await;
-        (global, *self.stripe(key).read().await)
-    }
-}
-
 /// What the store and its invalidation subscriber share.
 struct Shared {
     l1: MemoryStore,
@@ -109,11 +78,8 @@ struct Shared {
     breaker: Breaker,
     counters: Counters,
     fences: Fences,
-    /// When each recently invalidated tag was last invalidated, as this
-    /// instance saw it.
-    seen_tags: moka::future::Cache<String, u64>,
-    /// The latest namespace-wide invalidation this instance saw.
-    seen_all: AtomicU64,
+    /// The invalidation versions seen here, which decide what L1 admits.
+    seen: Seen,
     /// What missed L2; replayed before L2 is read again.
     replay: ReplayQueue,
 }
@@ -143,8 +109,9 @@ impl Drop for Inner {
 ///   and by default every write, is published on a Redis channel; every
 ///   other `TieredStore` on that channel drops the key or tag from its L1.
 ///   An instance ignores its own messages. L1 refuses an entry whose
-///   [`Entry::stored_at`] is not after a tag invalidation it has seen (one
-///   loaded before the invalidation and written after it).
+///   [`Entry::version`] is older than a tag invalidation it has seen (one
+///   loaded before the invalidation and written after it). Invalidations
+///   are ordered by versions kept in L2, never by the instances' clocks.
 /// - **Fail-open**: an L2 error or timeout never reaches the caller; the
 ///   store answers from L1 (a read that misses L1 is a miss). After
 ///   [`TieredStoreBuilder::failure_threshold`] consecutive failures
@@ -197,124 +164,7 @@ impl std::fmt::Debug for TieredStore {
     }
 }
 
-/// Builds a [`TieredStore`].
-#[derive(Debug)]
-pub struct TieredStoreBuilder {
-    l1: MemoryStore,
-    l2: RedisStore,
-    l1_ttl: Duration,
-    retry_interval: Duration,
-    failure_threshold: u64,
-    publish_puts: bool,
-    channel: Option<String>,
-    max_pending: usize,
-}
-
-impl TieredStoreBuilder {
-    /// Longest time an entry stays in L1 before it is read from L2 again.
-    /// Bounds how long a missed invalidation can be served. Capped at L2's
-    /// [`max_ttl`](super::RedisStoreBuilder::max_ttl). Default:
-    /// [`DEFAULT_L1_TTL`] (30 s).
-    pub fn l1_ttl(mut self, ttl: Duration) -> Self {
-        self.l1_ttl = ttl;
-        self
-    }
-
-    /// How often L2 is probed while the circuit breaker is open. Default:
-    /// [`DEFAULT_RETRY_INTERVAL`] (1 s).
-    pub fn retry_interval(mut self, interval: Duration) -> Self {
-        self.retry_interval = interval;
-        self
-    }
-
-    /// Consecutive L2 failures that open the circuit breaker. Default:
-    /// [`DEFAULT_FAILURE_THRESHOLD`] (3).
-    pub fn failure_threshold(mut self, failures: u64) -> Self {
-        self.failure_threshold = failures.max(1);
-        self
-    }
-
-    /// Whether writes are published so other instances drop their L1 copy
-    /// of the key. Default: `true`. Removes and tag invalidations are
-    /// always published.
-    pub fn publish_puts(mut self, publish: bool) -> Self {
-        self.publish_puts = publish;
-        self
-    }
-
-    /// The pub/sub channel for invalidations. Default: the L2 prefix
-    /// followed by `invalidate`.
-    pub fn channel(mut self, channel: impl Into<String>) -> Self {
-        self.channel = Some(channel.into());
-        self
-    }
-
-    /// How many distinct removes and tag invalidations are kept for replay
-    /// while L2 cannot be reached. Past that, they are dropped and every L2
-    /// entry of the namespace is invalidated on recovery instead. Default:
-    /// [`DEFAULT_MAX_PENDING_INVALIDATIONS`] (10 000).
-    pub fn max_pending_invalidations(mut self, max: usize) -> Self {
-        self.max_pending = max;
-        self
-    }
-
-    /// Builds the store and starts its invalidation subscriber (task
-    /// `tower_cache.invalidations`). Must be called within a Tokio runtime.
-    pub fn build(self) -> TieredStore {
-        let channel = self
-            .channel
-            .unwrap_or_else(|| format!("{}invalidate", self.l2.prefix()));
-        let instance = format!("{:016x}", rand::random::<u64>());
-        let l1_ttl = self.l1_ttl.min(self.l2.max_ttl());
-        let op_timeout = self.l2.op_timeout();
-        let seen_tags = moka::future::Cache::builder()
-            .max_capacity(SEEN_TAGS)
-            .time_to_live(self.l2.max_ttl().max(Duration::from_millis(1)))
-            .build();
-        let shared = Arc::new(Shared {
-            l1: self.l1,
-            l2: self.l2,
-            l1_ttl,
-            publish_puts: self.publish_puts,
-            channel: channel.clone(),
-            instance,
-            breaker: Breaker::new(self.failure_threshold, self.retry_interval, op_timeout),
-            counters: Counters::default(),
-            fences: Fences::new(),
-            seen_tags,
-            seen_all: AtomicU64::new(0),
-            replay: ReplayQueue::new(self.max_pending),
-        });
-        let (tx, rx) = watch::channel(false);
-        let listener = tokio::spawn(
-            listen(shared.clone(), tx)
-                .instrument(tracing::info_span!("tower_cache.invalidations", %channel)),
-        );
-        TieredStore {
-            inner: Arc::new(Inner {
-                shared,
-                subscribed: rx,
-                listener,
-            }),
-        }
-    }
-}
-
 impl TieredStore {
-    /// A builder over `l1` and `l2` with the defaults.
-    pub fn builder(l1: MemoryStore, l2: RedisStore) -> TieredStoreBuilder {
-        TieredStoreBuilder {
-            l1,
-            l2,
-            l1_ttl: DEFAULT_L1_TTL,
-            retry_interval: DEFAULT_RETRY_INTERVAL,
-            failure_threshold: DEFAULT_FAILURE_THRESHOLD,
-            publish_puts: true,
-            channel: None,
-            max_pending: DEFAULT_MAX_PENDING_INVALIDATIONS,
-        }
-    }
-
     /// A tiered store over `l1` and `l2` with the defaults.
     pub fn new(l1: MemoryStore, l2: RedisStore) -> Self {
         Self::builder(l1, l2).build()
@@ -431,7 +281,6 @@ impl Shared {
     }
 
     async fn drop_tag_from_l1(&self, tag: &str) -> Result<(), StoreError> {
-        self.seen_tags.insert(tag.to_owned(), clock::now_ms()).await;
         let mut generation = self.fences.global.write().await;
         *generation += 1;
         self.l1.remove_tag(tag).await
@@ -447,35 +296,20 @@ impl Shared {
         }
     }
 
-    /// Whether L1 may hold `entry`: not when a tag invalidation (or a
-    /// namespace-wide one) seen here was issued at or after it was loaded.
-    async fn l1_admits(&self, entry: &Entry) -> bool {
-        if self.seen_all.load(Ordering::Acquire) >= entry.stored_at {
-            return false;
+    fn message(&self, notice: Notice) -> String {
+        Message {
+            from: self.instance.clone(),
+            notice,
         }
-        for tag in entry.tags.iter() {
-            if let Some(at) = self.seen_tags.get(tag).await
-                && at >= entry.stored_at
-            {
-                return false;
-            }
-        }
-        true
-    }
-
-    fn message(&self, kind: char, name: &str) -> String {
-        format!("{}|{}|{}", self.instance, kind, name)
+        .encode()
     }
 
     /// Publishes an invalidation; `true` when it was published.
-    async fn publish(&self, kind: char, name: &str) -> bool {
-        let msgs = [self.message(kind, name)];
+    async fn publish(&self, notice: Notice) -> bool {
+        let msgs = [self.message(notice)];
         let l2 = &self.l2;
         let channel = self.channel.as_str();
-        let published = self
-            .l2_call(|| l2.apply_invalidations(false, &[], &[], channel, &msgs))
-            .await
-            .is_some();
+        let published = self.l2_call(|| l2.publish(channel, &msgs)).await.is_some();
         if published {
             self.counters.published.fetch_add(1, Ordering::Relaxed);
         }
@@ -488,30 +322,27 @@ impl Shared {
         let replayed = self
             .replay
             .replay(|whole, items| async move {
-                let mut keys = Vec::new();
-                let mut tags = Vec::new();
+                let (keys, tags) = Invalidation::split(&items);
+                let versions = self.l2.apply_invalidations(whole, &keys, &tags).await?;
+                let mut versions = versions.into_iter();
                 let mut messages = Vec::with_capacity(items.len() + 1);
                 if whole {
-                    messages.push(self.message('a', ""));
+                    let version = versions.next().unwrap_or(u64::MAX);
+                    self.seen.all(version);
+                    self.seen.settle_all().await;
+                    messages.push(self.message(Notice::All { version }));
                 }
-                for item in &items {
-                    match item {
-                        Invalidation::Key(k) => {
-                            keys.push(k.as_str());
-                            messages.push(self.message('k', k));
-                        }
-                        Invalidation::Tag(t) => {
-                            tags.push(t.as_str());
-                            messages.push(self.message('t', t));
-                        }
-                    }
+                for key in &keys {
+                    messages.push(self.message(Notice::Key((*key).to_owned())));
                 }
-                self.l2
-                    .apply_invalidations(whole, &keys, &tags, &self.channel, &messages)
-                    .await?;
-                if whole {
-                    self.seen_all.fetch_max(clock::now_ms(), Ordering::AcqRel);
+                for (tag, version) in tags.iter().zip(versions) {
+                    self.seen.tag(tag, version, true).await;
+                    messages.push(self.message(Notice::Tag {
+                        tag: (*tag).to_owned(),
+                        version,
+                    }));
                 }
+                self.l2.publish(&self.channel, &messages).await?;
                 self.counters
                     .published
                     .fetch_add(messages.len() as u64, Ordering::Relaxed);
@@ -538,7 +369,7 @@ impl Store for TieredStore {
         let Some(Some(entry)) = shared.l2_call(|| shared.l2.get_direct(key)).await else {
             return Ok(None);
         };
-        if !shared.l1_admits(&entry).await {
+        if !shared.seen.admits(&entry).await {
             return Ok(None);
         }
         shared.counters.l2_hits.fetch_add(1, Ordering::Relaxed);
@@ -548,12 +379,10 @@ impl Store for TieredStore {
 
     async fn put(&self, key: &str, entry: Entry) -> Result<(), StoreError> {
         let shared = &*self.inner.shared;
-        let admitted = shared.l1_admits(&entry).await;
         let l2_entry = entry.clone();
-        let stored = shared
-            .l2_call(|| shared.l2.put_direct(key, l2_entry))
-            .await
-            .is_some();
+        // `Some(false)`: L2 refused an entry loaded before an invalidation.
+        let stored = shared.l2_call(|| shared.l2.put_direct(key, l2_entry)).await;
+        let admitted = stored != Some(false) && shared.seen.admits(&entry).await;
         {
             // Written after L2, under the key's fence, so a concurrent read
             // of the old L2 value cannot overwrite it in L1.
@@ -568,7 +397,12 @@ impl Store for TieredStore {
         // A write L2 did not take (or other instances did not hear of)
         // becomes a pending remove of the key: L2 never serves a value
         // older than one the application saw written.
-        if !stored || (shared.publish_puts && !shared.publish('k', key).await) {
+        let kept = match stored {
+            None => false,
+            Some(false) => true,
+            Some(true) => !shared.publish_puts || shared.publish(Notice::Key(key.to_owned())).await,
+        };
+        if !kept {
             shared.replay.keep(Invalidation::Key(key.to_owned()));
         }
         Ok(())
@@ -584,7 +418,7 @@ impl Store for TieredStore {
         // Again once L2 is done: a read that fetched the old value from L2
         // meanwhile must not leave it in L1.
         shared.drop_key_from_l1(key).await;
-        if !(removed && shared.publish('k', key).await) {
+        if !(removed && shared.publish(Notice::Key(key.to_owned())).await) {
             shared.replay.keep(Invalidation::Key(key.to_owned()));
         }
         Ok(())
@@ -592,107 +426,45 @@ impl Store for TieredStore {
 
     async fn remove_tag(&self, tag: &str) -> Result<(), StoreError> {
         let shared = &*self.inner.shared;
+        // Until L2 gives the invalidation its version, L1 refuses every
+        // entry of the tag.
+        shared.seen.begin(tag).await;
         shared.drop_tag_from_l1(tag).await?;
-        let invalidated = shared
-            .l2_call(|| shared.l2.remove_tag_direct(tag))
-            .await
-            .is_some();
+        let version = shared.l2_call(|| shared.l2.remove_tag_direct(tag)).await;
+        if let Some(version) = version {
+            shared.seen.tag(tag, version, true).await;
+        }
         // Again once L2 is done, for reads that fetched tagged values
         // from L2 meanwhile.
         shared.drop_tag_from_l1(tag).await?;
-        if !(invalidated && shared.publish('t', tag).await) {
+        let published = match version {
+            Some(version) => {
+                shared
+                    .publish(Notice::Tag {
+                        tag: tag.to_owned(),
+                        version,
+                    })
+                    .await
+            }
+            None => false,
+        };
+        if !published {
             shared.replay.keep(Invalidation::Tag(tag.to_owned()));
         }
         Ok(())
     }
-}
 
-/// The invalidation subscriber: subscribes, applies other instances'
-/// invalidations to L1, and on losing the connection resubscribes with
-/// backoff, clearing L1 and replaying what L2 missed once it is back.
-async fn listen(shared: Arc<Shared>, subscribed: watch::Sender<bool>) {
-    let client = shared.l2.client().clone();
-    let mut backoff = Duration::from_millis(50);
-    let mut ever_subscribed = false;
-    loop {
-        let attempt = async {
-            let mut pubsub = client.get_async_pubsub().await?;
-            pubsub.subscribe(&shared.channel).await?;
-            Ok::<_, redis::RedisError>(pubsub)
-        };
-        let pubsub = match tokio::time::timeout(Duration::from_secs(2), attempt).await {
-            Ok(Ok(pubsub)) => pubsub,
-            Ok(Err(error)) => {
-                tracing::debug!(%error, "invalidation subscription failed; retrying");
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(1));
-                continue;
+    /// L2's version, or when L2 cannot be asked the latest one seen here
+    /// (an entry loaded then never reaches L2, and L1 is cleared when L2
+    /// returns): never an error.
+    async fn version(&self) -> Result<u64, StoreError> {
+        let shared = &*self.inner.shared;
+        match shared.l2_call(|| shared.l2.version_direct()).await {
+            Some(version) => {
+                shared.seen.observe(version);
+                Ok(version)
             }
-            Err(_) => {
-                tracing::debug!("invalidation subscription timed out; retrying");
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(1));
-                continue;
-            }
-        };
-        backoff = Duration::from_millis(50);
-        shared
-            .counters
-            .subscriptions
-            .fetch_add(1, Ordering::Relaxed);
-        if ever_subscribed {
-            shared.clear_l1().await;
-            tracing::info!("invalidation channel re-subscribed; L1 cleared");
+            None => Ok(shared.seen.latest()),
         }
-        ever_subscribed = true;
-        subscribed.send_replace(true);
-        if shared.replay.has_pending()
-            && let Err(error) = shared.replay_pending().await
-        {
-            tracing::debug!(%error, "replaying missed invalidations failed; will retry");
-        }
-        // Redis answers again: close the breaker now rather than when
-        // traffic that misses L1 happens to probe it.
-        if shared.breaker.is_open() {
-            let generation = shared.breaker.generation();
-            if shared.l2.ping().await.is_ok() {
-                shared.on_l2_success(generation).await;
-            }
-        }
-
-        let mut messages = pubsub.into_on_message();
-        while let Some(msg) = messages.next().await {
-            let Ok(payload) = msg.get_payload::<String>() else {
-                continue;
-            };
-            let mut parts = payload.splitn(3, '|');
-            let (Some(from), Some(kind), Some(name)) = (parts.next(), parts.next(), parts.next())
-            else {
-                tracing::debug!(%payload, "ignoring malformed invalidation message");
-                continue;
-            };
-            if from == shared.instance {
-                continue;
-            }
-            let applied = match kind {
-                "k" => {
-                    shared.drop_key_from_l1(name).await;
-                    Ok(())
-                }
-                "t" => shared.drop_tag_from_l1(name).await,
-                "a" => {
-                    shared.seen_all.fetch_max(clock::now_ms(), Ordering::AcqRel);
-                    shared.clear_l1().await;
-                    Ok(())
-                }
-                _ => continue,
-            };
-            if applied.is_ok() {
-                shared.counters.received.fetch_add(1, Ordering::Relaxed);
-            }
-        }
-        // Logged once per loss: reconnection attempts log at debug level.
-        subscribed.send_replace(false);
-        tracing::warn!("invalidation channel lost; L1 may miss invalidations until it returns");
     }
 }
