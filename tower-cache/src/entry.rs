@@ -254,8 +254,12 @@ impl Entry {
         let stored_at = r.u64()?;
         let fresh_until = r.u64()?;
         let stale_until = r.u64()?;
-        let version = r.u64()?;
-        let version = (flags & FLAG_VERSIONED != 0).then_some(version);
+        let version = match (flags & FLAG_VERSIONED != 0, r.u64()?) {
+            (true, version) => Some(version),
+            (false, 0) => None,
+            // One spelling per entry: no version is written as zero.
+            (false, _) => return Err(DecodeError::BadFlags),
+        };
         let load_ms = r.u32()?;
         if fresh_until < stored_at || stale_until < fresh_until {
             return Err(DecodeError::BadTimestamps);
@@ -308,8 +312,9 @@ pub enum DecodeError {
     /// The timestamps are out of order.
     #[error("entry envelope has inconsistent timestamps")]
     BadTimestamps,
-    /// The flags hold a bit this version does not know.
-    #[error("entry envelope has unknown flags")]
+    /// The flags hold a bit this version does not know, or disagree with
+    /// the fields they describe.
+    #[error("entry envelope has unknown or inconsistent flags")]
     BadFlags,
     /// A tag is not valid UTF-8.
     #[error("entry envelope has a tag that is not UTF-8")]
