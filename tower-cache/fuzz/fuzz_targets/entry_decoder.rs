@@ -133,7 +133,11 @@ fn check(key: &str, others: &[String], bytes: &[u8]) {
     let decoded = Entry::decode(key, Bytes::copy_from_slice(bytes));
     if let Ok(entry) = &decoded {
         let again = entry.encode(key);
-        assert_eq!(&again[..], bytes, "a decoded entry encodes back to its bytes");
+        assert_eq!(
+            &again[..],
+            bytes,
+            "a decoded entry encodes back to its bytes"
+        );
     }
     for other in others {
         let under_other = Entry::decode(other, Bytes::copy_from_slice(bytes));
