@@ -83,37 +83,32 @@
 //! # Ok(()) }
 //! ```
 
+mod batch;
+mod config;
+mod deliver;
+mod durable;
+mod error;
 mod future;
 mod handle;
 mod layer;
+mod queue;
+mod recover;
 mod service;
 mod worker;
 
-pub use future::ResponseFuture;
-pub use handle::{WriteBehindHandle, WriteBehindStats};
-pub use layer::{
-    DEFAULT_BACKOFF, DEFAULT_MAX_BATCH, DEFAULT_MAX_DELAY, DEFAULT_MAX_RETRIES,
-    DEFAULT_QUEUE_CAPACITY, WriteBehindLayer,
+pub use config::{
+    DEFAULT_BACKOFF, DEFAULT_MAX_BACKOFF, DEFAULT_MAX_BATCH, DEFAULT_MAX_DELAY,
+    DEFAULT_MAX_RETRIES, DEFAULT_QUEUE_CAPACITY,
 };
-pub use service::{DurableLogUnavailable, WriteBehind};
-
-use crate::layer::write::Write;
-
-/// The writes of a batch that failed after every retry.
-#[derive(Debug)]
-pub struct DeadLetter<K, V> {
-    /// The coalesced writes, as the writer was given them.
-    pub writes: Vec<Write<K, V>>,
-    /// The writer's last error.
-    pub error: String,
-    /// How many times the batch was tried.
-    pub attempts: u32,
-}
-
-/// The write-behind queue was shut down; the write was not taken.
-#[derive(Debug, Clone, Copy, thiserror::Error)]
-#[error("the write-behind queue is shut down; the write was not taken")]
-pub struct WriteBehindClosed;
+pub use deliver::DeadLetter;
+pub use durable::{Claimed, DurableLog, EntryId, LogEntry};
+pub use error::{DurableLogUnavailable, WriteBehindClosed, WriterError};
+pub use future::ResponseFuture;
+pub use handle::WriteBehindHandle;
+pub use layer::WriteBehindLayer;
+pub use queue::WriteBehindStats;
+pub use service::WriteBehind;
+pub use worker::WriteBehindWorker;
 
 #[cfg(test)]
 mod tests;

@@ -9,7 +9,7 @@ use tower_layer::Layer;
 
 use super::*;
 use crate::store::MemoryStore;
-use crate::{Cache, CacheStatus, Policy, ReadThroughLayer};
+use crate::{Cache, CacheStatus, Policy, ReadThroughLayer, Write};
 
 type Batch = Vec<Write<u64, i64>>;
 
@@ -269,7 +269,7 @@ async fn what_keeps_failing_goes_to_the_dead_letter_handler() {
             let dead = dead.clone();
             move |letter: DeadLetter<u64, i64>| {
                 assert_eq!(letter.attempts, 3);
-                assert_eq!(letter.error, "disk full");
+                assert_eq!(letter.error.to_string(), "disk full");
                 dead.lock().unwrap().extend(letter.writes);
             }
         })
