@@ -12,14 +12,17 @@ use super::EntryId;
 use super::batch::MergeFn;
 use crate::layer::write::Write;
 
+/// Durable mode: the id of a write's log entry once appended, `None` if
+/// that failed (the write was then not acknowledged).
+pub(super) type Logged = oneshot::Receiver<Option<EntryId>>;
+
 /// What travels through the queue.
 pub(super) enum Item<K, V> {
     Write {
         key: String,
         write: Write<K, V>,
-        /// Durable mode: the log entry id once appended, `None` if that
-        /// failed (the write was then not acknowledged).
-        logged: Option<oneshot::Receiver<Option<EntryId>>>,
+        /// Durable mode: where the log entry's id arrives.
+        logged: Option<Logged>,
     },
     Flush(oneshot::Sender<()>),
     Shutdown(oneshot::Sender<()>),

@@ -7,10 +7,9 @@ use tokio_util::sync::PollSender;
 use tower_service::Service;
 
 use super::durable::Durable;
-use super::queue::{Item, Shared};
+use super::queue::{Item, Logged, Shared};
 use super::{
-    DurableLogUnavailable, EntryId, ResponseFuture, WriteBehindClosed, WriteBehindHandle,
-    WriteBehindWorker,
+    DurableLogUnavailable, ResponseFuture, WriteBehindClosed, WriteBehindHandle, WriteBehindWorker,
 };
 use crate::codec::{CacheKey, key_in};
 use crate::layer::write::Write;
@@ -133,10 +132,7 @@ where
         let shared = &self.shared;
         if shared.merge.is_some() {
             // Queue order and pending order are the same: both under the lock.
-            let mut pending = shared
-                .pending
-                .lock()
-                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            let mut pending = shared.lock_pending();
             let value = write.value.clone();
             let item = Item::Write {
                 key: key.clone(),
@@ -232,18 +228,11 @@ where
 type Append = futures_util::future::BoxFuture<'static, Result<(), tower::BoxError>>;
 
 impl<K, V, St> WriteBehind<K, V, St> {
-    #[allow(clippy::type_complexity)]
     fn durable_append(
         &self,
         write: &Write<K, V>,
         forget: Option<(String, u64)>,
-    ) -> Result<
-        (
-            Option<tokio::sync::oneshot::Receiver<Option<EntryId>>>,
-            Option<Append>,
-        ),
-        tower::BoxError,
-    >
+    ) -> Result<(Option<Logged>, Option<Append>), tower::BoxError>
     where
         V: Send + Sync + 'static,
     {

@@ -9,7 +9,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use futures_util::future::BoxFuture;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tower::BoxError;
 use tower_service::Service;
@@ -20,7 +20,7 @@ use super::batch::Batch;
 use super::config::Config;
 use super::deliver::Delivery;
 use super::durable::Durable;
-use super::queue::{Item, Shared};
+use super::queue::{Item, Logged, Shared};
 use super::recover::{self, Claims, Recovery};
 use crate::Cache;
 use crate::codec::{CacheKey, key_in};
@@ -138,12 +138,7 @@ where
         }
     }
 
-    async fn accept(
-        &mut self,
-        key: String,
-        write: Write<K, V>,
-        logged: Option<oneshot::Receiver<Option<EntryId>>>,
-    ) {
+    async fn accept(&mut self, key: String, write: Write<K, V>, logged: Option<Logged>) {
         self.shared.queue_depth_changed(-1);
         if let Some(logged) = logged {
             match logged.await {
