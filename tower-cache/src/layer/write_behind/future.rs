@@ -1,3 +1,5 @@
+//! The response future of a write.
+
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};

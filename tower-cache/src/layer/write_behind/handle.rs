@@ -1,3 +1,5 @@
+//! The handle: flush, shut down, observe a queue.
+
 use std::sync::Arc;
 
 use tokio::sync::{mpsc, oneshot};

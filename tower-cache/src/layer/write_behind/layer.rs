@@ -1,3 +1,5 @@
+//! The layer: its builder methods, and `pair` to run the worker yourself.
+
 use std::fmt;
 use std::marker::PhantomData;
 use std::sync::Arc;

@@ -1,3 +1,5 @@
+//! The service: acknowledges a write once it is queued (and cached or logged, where the mode asks).
+
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 use std::task::{Context, Poll};
