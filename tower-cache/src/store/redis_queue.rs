@@ -5,10 +5,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use futures_util::future::BoxFuture;
 use redis::aio::ConnectionManager;
 use redis::{Script, Value};
+use tower::BoxError;
 
 use super::{RedisStore, StoreError};
+use crate::layer::write_behind::{Claimed, DurableLog, EntryId, LogEntry};
 
 /// Appends an entry and puts it straight into this consumer's pending list
 /// (creating the group if it is missing), in one step: no entry ever sits
@@ -65,7 +68,8 @@ return touched
 /// consumer cut off from Redis for longer than `claim_after` may see its
 /// writes delivered by another as well, so the writer must be idempotent.
 ///
-/// Used through [`WriteBehindLayer::durable`](crate::WriteBehindLayer::durable).
+/// Used through [`WriteBehindLayer::durable`](crate::WriteBehindLayer::durable),
+/// as its [`DurableLog`].
 #[derive(Clone)]
 pub struct RedisQueue {
     conn: ConnectionManager,
@@ -88,9 +92,6 @@ impl std::fmt::Debug for RedisQueue {
             .finish()
     }
 }
-
-/// An entry read back from the log: its id and payload.
-pub(crate) type Entry = (String, Bytes);
 
 impl RedisQueue {
     /// Default consumer group: `tower-cache`.
@@ -174,7 +175,7 @@ impl RedisQueue {
     }
 
     /// Creates the group (and the stream) if they do not exist yet.
-    pub(crate) async fn create_group(&self) -> Result<(), StoreError> {
+    async fn create_group(&self) -> Result<(), StoreError> {
         let mut cmd = redis::cmd("XGROUP");
         cmd.arg("CREATE")
             .arg(&self.key)
@@ -189,7 +190,7 @@ impl RedisQueue {
 
     /// Appends `payload` into this consumer's pending list; returns its
     /// entry id.
-    pub(crate) async fn push(&self, payload: Bytes) -> Result<String, StoreError> {
+    async fn push(&self, payload: Bytes) -> Result<EntryId, StoreError> {
         let mut conn = self.conn.clone();
         let mut invocation = self.push.key(&self.key);
         invocation
@@ -198,15 +199,16 @@ impl RedisQueue {
             .arg(payload.as_ref());
         self.timed(invocation.invoke_async::<String>(&mut conn))
             .await
+            .map(EntryId::new)
     }
 
     /// Up to `count` of this consumer's own pending entries after `after`
-    /// (`"0"` for the start), oldest first.
-    pub(crate) async fn own_pending(
+    /// (`None` for the start), oldest first.
+    async fn own_pending(
         &self,
-        after: &str,
+        after: Option<&EntryId>,
         count: usize,
-    ) -> Result<Vec<Entry>, StoreError> {
+    ) -> Result<Vec<LogEntry>, StoreError> {
         let mut cmd = redis::cmd("XREADGROUP");
         cmd.arg("GROUP")
             .arg(&self.group)
@@ -215,7 +217,7 @@ impl RedisQueue {
             .arg(count)
             .arg("STREAMS")
             .arg(&self.key)
-            .arg(after);
+            .arg(after.map_or("0", EntryId::as_str));
         let reply: Value = self.run(cmd).await?;
         // [[key, [[id, [field, value]] | [id, nil], ...]]]
         let entries = match reply {
@@ -230,26 +232,30 @@ impl RedisQueue {
 
     /// Claims up to `count` entries that other consumers have left idle for
     /// at least [`claim_after`](RedisQueue::claim_after), after `after`
-    /// (`"-"` for the start). Returns the claimed entries and where to
+    /// (`None` for the start). Returns the claimed entries and where to
     /// continue (`None` when the pending list was read to its end).
-    pub(crate) async fn claim_abandoned(
+    async fn claim_abandoned(
         &self,
-        after: &str,
+        after: Option<&EntryId>,
         count: usize,
-    ) -> Result<(Vec<Entry>, Option<String>), StoreError> {
+    ) -> Result<Claimed, StoreError> {
         let idle = self.claim_after.as_millis().to_string();
+        let start = match after {
+            Some(id) => format!("({id}"),
+            None => "-".to_owned(),
+        };
         let mut cmd = redis::cmd("XPENDING");
         cmd.arg(&self.key)
             .arg(&self.group)
             .arg("IDLE")
             .arg(&idle)
-            .arg(after)
+            .arg(start)
             .arg("+")
             .arg(count);
         // [[id, consumer, idle, deliveries], ...]
         let page: Vec<(String, String, u64, u64)> = self.run(cmd).await?;
         let next = match page.last() {
-            Some((last, ..)) if page.len() >= count => Some(format!("({last}")),
+            Some((last, ..)) if page.len() >= count => Some(EntryId::new(last.clone())),
             _ => None,
         };
         let ids: Vec<&String> = page
@@ -258,7 +264,10 @@ impl RedisQueue {
             .map(|(id, ..)| id)
             .collect();
         if ids.is_empty() {
-            return Ok((Vec::new(), next));
+            return Ok(Claimed {
+                entries: Vec::new(),
+                next,
+            });
         }
         // XCLAIM checks the idle time again, so two consumers never both
         // take an entry.
@@ -269,25 +278,29 @@ impl RedisQueue {
             .arg(&idle)
             .arg(ids);
         let reply: Value = self.run(cmd).await?;
-        Ok((parse_entries(reply), next))
+        Ok(Claimed {
+            entries: parse_entries(reply),
+            next,
+        })
     }
 
     /// Marks delivered entries done: acknowledged in the group and deleted
     /// from the stream, in one transaction.
-    pub(crate) async fn ack(&self, ids: &[String]) -> Result<(), StoreError> {
+    async fn ack(&self, ids: &[EntryId]) -> Result<(), StoreError> {
         if ids.is_empty() {
             return Ok(());
         }
+        let ids: Vec<&str> = ids.iter().map(EntryId::as_str).collect();
         let mut pipe = redis::pipe();
         pipe.atomic()
             .cmd("XACK")
             .arg(&self.key)
             .arg(&self.group)
-            .arg(ids)
+            .arg(&ids)
             .ignore()
             .cmd("XDEL")
             .arg(&self.key)
-            .arg(ids)
+            .arg(&ids)
             .ignore();
         let mut conn = self.conn.clone();
         self.timed(pipe.query_async::<()>(&mut conn)).await
@@ -295,7 +308,7 @@ impl RedisQueue {
 
     /// Resets the idle time of this consumer's entries pending for a
     /// quarter of `claim_after` or more; returns how many.
-    pub(crate) async fn touch(&self) -> Result<u64, StoreError> {
+    async fn touch(&self) -> Result<u64, StoreError> {
         let mut conn = self.conn.clone();
         let mut invocation = self.touch.key(&self.key);
         invocation
@@ -335,9 +348,57 @@ impl RedisQueue {
     }
 }
 
+impl DurableLog for RedisQueue {
+    /// Creates the consumer group (and the stream) if they do not exist.
+    fn open(&self) -> BoxFuture<'_, Result<(), BoxError>> {
+        Box::pin(async move { Ok(self.create_group().await?) })
+    }
+
+    /// `XADD`, then `XCLAIM … FORCE` into this consumer's pending list, in
+    /// one script (creating the group if it is missing).
+    fn append(&self, payload: Bytes) -> BoxFuture<'_, Result<EntryId, BoxError>> {
+        Box::pin(async move { Ok(self.push(payload).await?) })
+    }
+
+    /// `XREADGROUP … <after>` as this consumer: its pending entries.
+    fn own_pending<'a>(
+        &'a self,
+        after: Option<&'a EntryId>,
+        count: usize,
+    ) -> BoxFuture<'a, Result<Vec<LogEntry>, BoxError>> {
+        Box::pin(async move { Ok(RedisQueue::own_pending(self, after, count).await?) })
+    }
+
+    /// `XPENDING … IDLE <claim_after>`, then `XCLAIM` of what other
+    /// consumers hold (which checks the idle time again).
+    fn claim_abandoned<'a>(
+        &'a self,
+        after: Option<&'a EntryId>,
+        count: usize,
+    ) -> BoxFuture<'a, Result<Claimed, BoxError>> {
+        Box::pin(async move { Ok(RedisQueue::claim_abandoned(self, after, count).await?) })
+    }
+
+    /// `XACK` and `XDEL`, in one transaction.
+    fn acknowledge<'a>(&'a self, ids: &'a [EntryId]) -> BoxFuture<'a, Result<(), BoxError>> {
+        Box::pin(async move { Ok(self.ack(ids).await?) })
+    }
+
+    /// Resets the idle time of this consumer's entries pending for a
+    /// quarter of `claim_after` or more.
+    fn heartbeat(&self) -> BoxFuture<'_, Result<(), BoxError>> {
+        Box::pin(async move { Ok(self.touch().await.map(drop)?) })
+    }
+
+    /// [`claim_after`](RedisQueue::claim_after).
+    fn claim_after_idle(&self) -> Duration {
+        self.claim_after
+    }
+}
+
 /// `[[id, [field, value, …]], …]` into entries; an entry whose message was
 /// deleted (`[id, nil]`, or `nil`) is skipped.
-fn parse_entries(value: Value) -> Vec<Entry> {
+fn parse_entries(value: Value) -> Vec<LogEntry> {
     let Value::Array(items) = value else {
         return Vec::new();
     };
@@ -364,7 +425,10 @@ fn parse_entries(value: Value) -> Vec<Entry> {
                 if let (Value::BulkString(name), Value::BulkString(value)) = (name, value)
                     && name == b"w"
                 {
-                    return Some((id, Bytes::from(value)));
+                    return Some(LogEntry {
+                        id: EntryId::new(id),
+                        payload: Bytes::from(value),
+                    });
                 }
             }
             None

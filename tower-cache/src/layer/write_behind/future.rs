@@ -1,8 +1,12 @@
+//! The response future of a write.
+
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use futures_util::future::BoxFuture;
+use tokio_util::task::TaskTracker;
+use tracing::Instrument;
 
 /// Response future of [`WriteBehind`](super::WriteBehind): resolves once
 /// the write is queued (and cached).
@@ -19,12 +23,16 @@ impl ResponseFuture {
         }
     }
 
-    /// Runs `work` on a task of its own, so that it goes on whether or not
-    /// the caller polls the answer, and answers with its result.
+    /// Runs `work` on a task of its own (`tower_cache.write_behind.write`,
+    /// tracked by `tasks` so that shutdown waits for it), so that it goes on
+    /// whether or not the caller polls the answer, and answers with its
+    /// result.
     pub(super) fn spawned(
-        work: impl std::future::Future<Output = Result<(), tower::BoxError>> + Send + 'static,
+        tasks: &TaskTracker,
+        work: impl Future<Output = Result<(), tower::BoxError>> + Send + 'static,
     ) -> Self {
-        let task = tokio::spawn(work);
+        let span = tracing::debug_span!("tower_cache.write_behind.write");
+        let task = tasks.spawn(work.instrument(span));
         ResponseFuture {
             ready: None,
             boxed: Some(Box::pin(async move {

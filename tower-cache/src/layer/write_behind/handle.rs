@@ -1,36 +1,21 @@
+//! The handle: flush, shut down, observe a queue.
+
 use std::sync::Arc;
 
 use tokio::sync::{mpsc, oneshot};
 
-use super::WriteBehindClosed;
-use super::worker::{Item, Shared};
+use super::queue::{Item, Shared};
+use super::{WriteBehindClosed, WriteBehindStats};
 use crate::codec::{CacheKey, key_in};
-
-/// Counters of a write-behind queue, from [`WriteBehindHandle::stats`].
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct WriteBehindStats {
-    /// Writes acknowledged and not yet taken by the worker.
-    pub queued: u64,
-    /// Writes acknowledged.
-    pub acknowledged: u64,
-    /// Coalesced writes delivered to the writer.
-    pub delivered: u64,
-    /// Batches delivered (writer calls that succeeded).
-    pub batches: u64,
-    /// Writes folded into another write to the same key.
-    pub coalesced: u64,
-    /// Writer calls retried.
-    pub retries: u64,
-    /// Coalesced writes given up on and handed to the dead-letter handler.
-    pub dead_letters: u64,
-}
 
 /// Controls a write-behind queue: flush, shut down, observe.
 ///
 /// Cloning is cheap. The queue's worker stops when
 /// [`shutdown`](WriteBehindHandle::shutdown) is called, or after the last
 /// handle and service are dropped, in both cases after delivering what was
-/// queued.
+/// queued. Handles and services share the ownership of the queue's tasks
+/// (the worker, when [`layer`](tower_layer::Layer::layer) spawned it, and
+/// the task each write runs on until the cache holds it).
 pub struct WriteBehindHandle<K, V> {
     tx: mpsc::Sender<Item<K, V>>,
     shared: Arc<Shared<V>>,
@@ -72,12 +57,29 @@ impl<K, V> WriteBehindHandle<K, V> {
 
     /// Stops taking writes (callers then get [`WriteBehindClosed`]),
     /// delivers everything acknowledged, and returns when the worker has
-    /// stopped. Calling it again returns at once.
+    /// stopped and every task of the queue has finished. Calling it again
+    /// (or concurrently) returns once that is done. With a worker from
+    /// [`pair`](super::WriteBehindLayer::pair), returns once the worker has
+    /// delivered everything (it then completes).
     pub async fn shutdown(&self) {
         let (done, wait) = oneshot::channel();
         if self.tx.send(Item::Shutdown(done)).await.is_ok() {
             let _ = wait.await;
         }
+        let worker = self
+            .shared
+            .worker
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .take();
+        if let Some(worker) = worker
+            && let Err(error) = worker.await
+            && error.is_panic()
+        {
+            tracing::error!(name = %self.shared.name, "the write-behind worker panicked; writes it had not delivered are lost");
+        }
+        self.shared.tasks.close();
+        self.shared.tasks.wait().await;
     }
 
     /// Current counters.
@@ -94,11 +96,7 @@ impl<K: CacheKey, V: Clone> WriteBehindHandle<K, V> {
     pub fn pending(&self, key: &K) -> Option<V> {
         let merge = self.shared.merge.as_ref()?;
         let key = key_in(&self.shared.namespace, key);
-        let pending = self
-            .shared
-            .pending
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let pending = self.shared.lock_pending();
         let mut values = pending.get(&key)?.iter().map(|(_, value)| value);
         let first = values.next()?.clone();
         Some(values.fold(first, |acc, v| merge(&acc, v)))

@@ -1,76 +1,37 @@
+//! The layer: its builder methods, and `pair` to run the worker yourself.
+
 use std::fmt;
 use std::marker::PhantomData;
 use std::sync::Arc;
 use std::time::Duration;
 
+use tokio::sync::mpsc;
+use tower::BoxError;
 use tower_layer::Layer;
 use tower_service::Service;
 
-use super::{DeadLetter, WriteBehind, worker};
+use super::batch::{Batch, MergeFn};
+use super::config::Config;
+use super::deliver::{DeadLetterFn, Delivery};
+use super::durable::Durable;
+use super::queue::Shared;
+use super::worker::Worker;
+use super::{DeadLetter, DurableLog, WriteBehind, WriteBehindWorker};
 use crate::codec::CacheKey;
 use crate::layer::write::Write;
 use crate::store::{SharedStore, Store};
 use crate::{Cache, Policy, Profile};
 
-/// Default largest batch (distinct keys): 100.
-pub const DEFAULT_MAX_BATCH: usize = 100;
-/// Default longest wait before a batch goes out: 100 ms.
-pub const DEFAULT_MAX_DELAY: Duration = Duration::from_millis(100);
-/// Default queue capacity (writes): 10,000.
-pub const DEFAULT_QUEUE_CAPACITY: usize = 10_000;
-/// Default retries of a failed batch: 5.
-pub const DEFAULT_MAX_RETRIES: u32 = 5;
-/// Default first retry delay: 100 ms, doubling up to 5 s.
-pub const DEFAULT_BACKOFF: Duration = Duration::from_millis(100);
-
-pub(super) type MergeFn<V> = Arc<dyn Fn(&V, &V) -> V + Send + Sync>;
-
-#[cfg(feature = "redis")]
-pub(super) type EncodeFn<K, V> = fn(&Write<K, V>) -> Result<Vec<u8>, String>;
-#[cfg(feature = "redis")]
-pub(super) type DecodeFn<K, V> = fn(&[u8]) -> Result<Write<K, V>, String>;
-
-/// The durable log and how writes are written to it and read back.
-#[cfg(feature = "redis")]
-pub(super) struct Durable<K, V> {
-    pub queue: crate::store::RedisQueue,
-    pub encode: EncodeFn<K, V>,
-    pub decode: DecodeFn<K, V>,
-}
-
-#[cfg(feature = "redis")]
-impl<K, V> Clone for Durable<K, V> {
-    fn clone(&self) -> Self {
-        Durable {
-            queue: self.queue.clone(),
-            encode: self.encode,
-            decode: self.decode,
-        }
-    }
-}
-pub(super) type DeadLetterFn<K, V> = Arc<dyn Fn(DeadLetter<K, V>) + Send + Sync>;
-
-#[derive(Debug, Clone, Copy)]
-pub(super) struct Limits {
-    pub max_batch: usize,
-    pub max_delay: Duration,
-    pub queue_capacity: usize,
-    pub max_retries: u32,
-    pub backoff: Duration,
-    pub max_backoff: Duration,
-}
-
 /// Applies [`WriteBehind`] to a batch writer. See the
 /// [module docs](crate::layer::write_behind).
 pub struct WriteBehindLayer<K, V, St = SharedStore> {
-    pub(super) cache: Cache<St>,
-    pub(super) profile: Profile,
-    pub(super) namespace: Arc<str>,
-    pub(super) limits: Limits,
-    pub(super) merge: Option<MergeFn<V>>,
-    pub(super) dead_letter: Option<DeadLetterFn<K, V>>,
-    #[cfg(feature = "redis")]
-    pub(super) durable: Option<Durable<K, V>>,
+    cache: Cache<St>,
+    profile: Profile,
+    namespace: Arc<str>,
+    config: Config,
+    merge: Option<MergeFn<V>>,
+    dead_letter: Option<DeadLetterFn<K, V>>,
+    durable: Option<Durable<K, V>>,
     _types: PhantomData<fn(K, V)>,
 }
 
@@ -80,10 +41,9 @@ impl<K, V, St> Clone for WriteBehindLayer<K, V, St> {
             cache: self.cache.clone(),
             profile: self.profile.clone(),
             namespace: self.namespace.clone(),
-            limits: self.limits,
+            config: self.config,
             merge: self.merge.clone(),
             dead_letter: self.dead_letter.clone(),
-            #[cfg(feature = "redis")]
             durable: self.durable.clone(),
             _types: PhantomData,
         }
@@ -95,8 +55,9 @@ impl<K, V, St> fmt::Debug for WriteBehindLayer<K, V, St> {
         f.debug_struct("WriteBehindLayer")
             .field("profile", &self.profile)
             .field("namespace", &self.namespace)
-            .field("limits", &self.limits)
+            .field("config", &self.config)
             .field("merge", &self.merge.is_some())
+            .field("durable", &self.durable.is_some())
             .finish()
     }
 }
@@ -109,17 +70,9 @@ impl<K, V, St> WriteBehindLayer<K, V, St> {
             cache,
             profile: Profile::new(name, policy),
             namespace: Arc::from(""),
-            limits: Limits {
-                max_batch: DEFAULT_MAX_BATCH,
-                max_delay: DEFAULT_MAX_DELAY,
-                queue_capacity: DEFAULT_QUEUE_CAPACITY,
-                max_retries: DEFAULT_MAX_RETRIES,
-                backoff: DEFAULT_BACKOFF,
-                max_backoff: Duration::from_secs(5),
-            },
+            config: Config::default(),
             merge: None,
             dead_letter: None,
-            #[cfg(feature = "redis")]
             durable: None,
             _types: PhantomData,
         }
@@ -132,39 +85,40 @@ impl<K, V, St> WriteBehindLayer<K, V, St> {
     }
 
     /// A batch goes out when it holds this many distinct keys. Default:
-    /// [`DEFAULT_MAX_BATCH`] (100).
+    /// [`DEFAULT_MAX_BATCH`](super::DEFAULT_MAX_BATCH) (100).
     pub fn max_batch(mut self, keys: usize) -> Self {
-        self.limits.max_batch = keys.max(1);
+        self.config.max_batch = keys.max(1);
         self
     }
 
     /// A batch goes out at the latest this long after its first write.
-    /// Default: [`DEFAULT_MAX_DELAY`] (100 ms).
+    /// Default: [`DEFAULT_MAX_DELAY`](super::DEFAULT_MAX_DELAY) (100 ms).
     pub fn max_delay(mut self, delay: Duration) -> Self {
-        self.limits.max_delay = delay;
+        self.config.max_delay = delay;
         self
     }
 
     /// Writes acknowledged but not yet taken by the worker. When the queue
     /// is full, `poll_ready` is pending until the writer catches up.
-    /// Default: [`DEFAULT_QUEUE_CAPACITY`] (10,000).
+    /// Default: [`DEFAULT_QUEUE_CAPACITY`](super::DEFAULT_QUEUE_CAPACITY) (10,000).
     pub fn queue_capacity(mut self, writes: usize) -> Self {
-        self.limits.queue_capacity = writes.max(1);
+        self.config.queue_capacity = writes.max(1);
         self
     }
 
     /// Retries of a failed batch before it goes to the dead-letter handler.
-    /// Default: [`DEFAULT_MAX_RETRIES`] (5).
+    /// Default: [`DEFAULT_MAX_RETRIES`](super::DEFAULT_MAX_RETRIES) (5).
     pub fn max_retries(mut self, retries: u32) -> Self {
-        self.limits.max_retries = retries;
+        self.config.max_retries = retries;
         self
     }
 
     /// The first retry delay; each retry doubles it (with ±50 % jitter), up
-    /// to `max`. Default: [`DEFAULT_BACKOFF`] (100 ms), up to 5 s.
+    /// to `max`. Default: [`DEFAULT_BACKOFF`](super::DEFAULT_BACKOFF)
+    /// (100 ms), up to [`DEFAULT_MAX_BACKOFF`](super::DEFAULT_MAX_BACKOFF) (5 s).
     pub fn backoff(mut self, first: Duration, max: Duration) -> Self {
-        self.limits.backoff = first;
-        self.limits.max_backoff = max.max(first);
+        self.config.backoff = first;
+        self.config.max_backoff = max.max(first);
         self
     }
 
@@ -199,31 +153,93 @@ impl<K, V, St> WriteBehindLayer<K, V, St> {
         &self.profile
     }
 
-    /// Durable mode: every write is also appended to `queue` (a Redis
-    /// Stream read by a consumer group, see [`RedisQueue`](crate::store::RedisQueue))
-    /// before it is acknowledged, and acknowledged and deleted there once
-    /// the writer has it (or the dead-letter handler). When the worker
-    /// starts it creates the group if needed and first delivers what a
-    /// previous run of the same consumer left pending; from then on it
-    /// periodically claims and delivers what dead consumers of the queue
-    /// left, so every acknowledged write reaches the writer at least once:
-    /// the writer must be idempotent. New writes are appended only once the
-    /// first recovery is done. A write that cannot be appended (Redis down)
+    /// Durable mode: every write is also appended to `log` (for example a
+    /// [`RedisQueue`](crate::store::RedisQueue), a Redis Stream read by a
+    /// consumer group) before it is acknowledged, and acknowledged there
+    /// once the writer has it (or the dead-letter handler). When the worker
+    /// starts it opens the log and first delivers what a previous run of
+    /// the same consumer left pending; from then on it periodically claims
+    /// and delivers what dead consumers of the log left, so every
+    /// acknowledged write reaches the writer at least once: the writer must
+    /// be idempotent. New writes are appended only once the first recovery
+    /// is done. A write that cannot be appended (the log's backend down)
     /// fails with [`DurableLogUnavailable`](super::DurableLogUnavailable)
     /// instead of being acknowledged. Writes are stored as JSON. Default:
     /// off (the queue lives in process memory).
-    #[cfg(feature = "redis")]
-    pub fn durable(mut self, queue: crate::store::RedisQueue) -> Self
+    pub fn durable(mut self, log: impl DurableLog) -> Self
     where
         K: serde::Serialize + serde::de::DeserializeOwned,
         V: serde::Serialize + serde::de::DeserializeOwned,
     {
-        self.durable = Some(Durable {
-            queue,
-            encode: |w| serde_json::to_vec(w).map_err(|e| e.to_string()),
-            decode: |b| serde_json::from_slice(b).map_err(|e| e.to_string()),
-        });
+        self.durable = Some(Durable::json(Arc::new(log)));
         self
+    }
+
+    /// The service over `writer` and the worker that delivers its queue,
+    /// for running the worker yourself (on a runtime or task of your
+    /// choice, under your own supervision), like tower's `Buffer::pair`.
+    /// Nothing is delivered, and [`flush`](super::WriteBehindHandle::flush)
+    /// and [`shutdown`](super::WriteBehindHandle::shutdown) wait, until the
+    /// worker is polled. [`Layer::layer`] spawns it instead.
+    ///
+    /// ```
+    /// use tower::{ServiceExt, service_fn};
+    /// use tower_cache::store::MemoryStore;
+    /// use tower_cache::{Cache, Policy, Write, WriteBehindLayer};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), tower::BoxError> {
+    /// let cache = Cache::new(MemoryStore::default());
+    /// let (prices, worker) = WriteBehindLayer::<u64, i64, _>::new(cache, "prices", Policy::default())
+    ///     .pair(service_fn(|batch: Vec<Write<u64, i64>>| async move {
+    ///         Ok::<_, std::io::Error>(())
+    ///     }));
+    /// let worker = tokio::spawn(worker);
+    /// prices.clone().oneshot(Write::new(1, 250)).await?;
+    /// prices.handle().shutdown().await; // delivered; the worker returns
+    /// worker.await?;
+    /// # Ok(()) }
+    /// ```
+    pub fn pair<S>(&self, writer: S) -> (WriteBehind<K, V, St>, WriteBehindWorker)
+    where
+        S: Service<Vec<Write<K, V>>> + Send + 'static,
+        S::Future: Send,
+        S::Error: Into<BoxError>,
+        K: CacheKey + Clone + Send + Sync + 'static,
+        V: Clone + Send + Sync + 'static,
+        St: Store,
+    {
+        let (tx, rx) = mpsc::channel(self.config.queue_capacity);
+        let shared = Arc::new(Shared::new(
+            self.profile.name(),
+            self.namespace.clone(),
+            self.merge.clone(),
+        ));
+        let worker = Worker {
+            rx,
+            shared: shared.clone(),
+            cache: self.cache.clone(),
+            config: self.config,
+            delivery: Delivery {
+                writer,
+                config: self.config,
+                dead_letter: self.dead_letter.clone(),
+                shared: shared.clone(),
+            },
+            durable: self.durable.clone(),
+            batch: Batch::default(),
+            deadline: None,
+        };
+        let service = WriteBehind::new(
+            tx,
+            shared,
+            self.cache.clone(),
+            self.profile.clone(),
+            self.durable.clone(),
+        );
+        (
+            service,
+            WriteBehindWorker::new(worker.run(), self.profile.name()),
+        )
     }
 }
 
@@ -231,16 +247,21 @@ impl<S, K, V, St> Layer<S> for WriteBehindLayer<K, V, St>
 where
     S: Service<Vec<Write<K, V>>> + Send + 'static,
     S::Future: Send,
-    S::Error: fmt::Display,
+    S::Error: Into<BoxError>,
     K: CacheKey + Clone + Send + Sync + 'static,
     V: serde::Serialize + Clone + Send + Sync + 'static,
     St: Store,
 {
     type Service = WriteBehind<K, V, St>;
 
-    /// Starts the worker (task `tower_cache.write_behind`) that delivers
-    /// batches to `writer`. Must be called within a Tokio runtime.
+    /// Spawns the worker (task `tower_cache.write_behind`) that delivers
+    /// batches to `writer`; the queue's handles own it, and
+    /// [`shutdown`](super::WriteBehindHandle::shutdown) waits for it. Must
+    /// be called within a Tokio runtime. See [`pair`](WriteBehindLayer::pair)
+    /// to run the worker yourself.
     fn layer(&self, writer: S) -> Self::Service {
-        worker::start(self.clone(), writer)
+        let (service, worker) = self.pair(writer);
+        service.spawn_worker(worker);
+        service
     }
 }

@@ -35,11 +35,13 @@
 //!   delivered survive and those still queued in memory are lost (call
 //!   [`WriteBehindHandle::flush`] where a write must reach the writer
 //!   before you go on). In [durable mode](WriteBehindLayer::durable), every
-//!   acknowledged write survives: it is in a Redis Stream, in this
-//!   process's pending list of the stream's consumer group, until the
-//!   writer has it. A restart under the same consumer name delivers it at
+//!   acknowledged write survives: it is in a [`DurableLog`] until the
+//!   writer has it; with a [`RedisQueue`](crate::store::RedisQueue), in a
+//!   Redis Stream, in this process's pending list of the stream's consumer
+//!   group. A restart under the same consumer name delivers it at
 //!   once; otherwise any live process on the same queue claims it once it
-//!   has been idle for [`claim_after`](crate::store::RedisQueue::claim_after).
+//!   has been idle for the log's
+//!   [`claim_after_idle`](DurableLog::claim_after_idle).
 //!   Delivery is at least once: writes the writer took just before the
 //!   crash are delivered again, so the writer must be idempotent.
 //! - **A Redis outage**: without durable mode nothing is lost; the queue is
@@ -54,6 +56,19 @@
 //! - **Losing Redis's data** (a restart without persistence): durable mode
 //!   then survives a crash only as well as Redis keeps its data; run Redis
 //!   with AOF persistence for the log.
+//!
+//! # Tasks
+//!
+//! [`Layer::layer`](tower_layer::Layer::layer) spawns the worker as the
+//! task `tower_cache.write_behind` (a tracing span with the layer's name);
+//! [`WriteBehindLayer::pair`] hands it back instead, as a
+//! [`WriteBehindWorker`] future for you to spawn or poll. Without a merge
+//! function, or in durable mode, each write also runs on a short task of
+//! its own (`tower_cache.write_behind.write`), so that it is cached and
+//! logged even when its caller stops waiting. The queue owns these tasks:
+//! [`WriteBehindHandle::shutdown`] returns once every one has finished. In
+//! durable mode the worker also sends the log's heartbeats, inside its own
+//! task, and stops them when it stops.
 //!
 //! ```
 //! use std::time::Duration;
@@ -83,37 +98,32 @@
 //! # Ok(()) }
 //! ```
 
+mod batch;
+mod config;
+mod deliver;
+mod durable;
+mod error;
 mod future;
 mod handle;
 mod layer;
+mod queue;
+mod recover;
 mod service;
 mod worker;
 
-pub use future::ResponseFuture;
-pub use handle::{WriteBehindHandle, WriteBehindStats};
-pub use layer::{
-    DEFAULT_BACKOFF, DEFAULT_MAX_BATCH, DEFAULT_MAX_DELAY, DEFAULT_MAX_RETRIES,
-    DEFAULT_QUEUE_CAPACITY, WriteBehindLayer,
+pub use config::{
+    DEFAULT_BACKOFF, DEFAULT_MAX_BACKOFF, DEFAULT_MAX_BATCH, DEFAULT_MAX_DELAY,
+    DEFAULT_MAX_RETRIES, DEFAULT_QUEUE_CAPACITY,
 };
-pub use service::{DurableLogUnavailable, WriteBehind};
-
-use crate::layer::write::Write;
-
-/// The writes of a batch that failed after every retry.
-#[derive(Debug)]
-pub struct DeadLetter<K, V> {
-    /// The coalesced writes, as the writer was given them.
-    pub writes: Vec<Write<K, V>>,
-    /// The writer's last error.
-    pub error: String,
-    /// How many times the batch was tried.
-    pub attempts: u32,
-}
-
-/// The write-behind queue was shut down; the write was not taken.
-#[derive(Debug, Clone, Copy, thiserror::Error)]
-#[error("the write-behind queue is shut down; the write was not taken")]
-pub struct WriteBehindClosed;
+pub use deliver::DeadLetter;
+pub use durable::{Claimed, DurableLog, EntryId, LogEntry};
+pub use error::{DurableLogUnavailable, WriteBehindClosed, WriterError};
+pub use future::ResponseFuture;
+pub use handle::WriteBehindHandle;
+pub use layer::WriteBehindLayer;
+pub use queue::WriteBehindStats;
+pub use service::WriteBehind;
+pub use worker::WriteBehindWorker;
 
 #[cfg(test)]
 mod tests;

@@ -1,3 +1,5 @@
+//! The service: acknowledges a write once it is queued (and cached or logged, where the mode asks).
+
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -6,8 +8,11 @@ use tokio::sync::mpsc;
 use tokio_util::sync::PollSender;
 use tower_service::Service;
 
-use super::worker::{Item, Shared};
-use super::{ResponseFuture, WriteBehindClosed, WriteBehindHandle};
+use super::durable::Durable;
+use super::queue::{Item, Logged, Shared};
+use super::{
+    DurableLogUnavailable, ResponseFuture, WriteBehindClosed, WriteBehindHandle, WriteBehindWorker,
+};
 use crate::codec::{CacheKey, key_in};
 use crate::layer::write::Write;
 use crate::store::{SharedStore, Store};
@@ -22,8 +27,7 @@ pub struct WriteBehind<K, V, St = SharedStore> {
     shared: Arc<Shared<V>>,
     cache: Cache<St>,
     profile: Profile,
-    #[cfg(feature = "redis")]
-    durable: Option<super::layer::Durable<K, V>>,
+    durable: Option<Durable<K, V>>,
 }
 
 impl<K, V, St> Clone for WriteBehind<K, V, St> {
@@ -34,7 +38,6 @@ impl<K, V, St> Clone for WriteBehind<K, V, St> {
             shared: self.shared.clone(),
             cache: self.cache.clone(),
             profile: self.profile.clone(),
-            #[cfg(feature = "redis")]
             durable: self.durable.clone(),
         }
     }
@@ -55,6 +58,7 @@ impl<K, V, St> WriteBehind<K, V, St> {
         shared: Arc<Shared<V>>,
         cache: Cache<St>,
         profile: Profile,
+        durable: Option<Durable<K, V>>,
     ) -> Self
     where
         K: Send + 'static,
@@ -66,15 +70,19 @@ impl<K, V, St> WriteBehind<K, V, St> {
             shared,
             cache,
             profile,
-            #[cfg(feature = "redis")]
-            durable: None,
+            durable,
         }
     }
 
-    #[cfg(feature = "redis")]
-    pub(super) fn with_durable(mut self, durable: Option<super::layer::Durable<K, V>>) -> Self {
-        self.durable = durable;
-        self
+    /// Runs `worker` as a task of the queue's own, which
+    /// [`WriteBehindHandle::shutdown`] waits for.
+    pub(super) fn spawn_worker(&self, worker: WriteBehindWorker) {
+        let task = self.shared.tasks.spawn(worker);
+        *self
+            .shared
+            .worker
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(task);
     }
 
     /// A handle to flush, shut down and observe the queue.
@@ -118,22 +126,15 @@ where
             .seq
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
             + 1;
-        #[cfg(feature = "redis")]
         let forget = self.shared.merge.is_some().then(|| (key.clone(), id));
-        #[cfg(feature = "redis")]
         let (logged, append) = match self.durable_append(&write, forget) {
             Ok(pair) => pair,
             Err(error) => return ResponseFuture::ready(Err(error)),
         };
-        #[cfg(not(feature = "redis"))]
-        let (logged, append) = (None, None::<Append>);
         let shared = &self.shared;
         if shared.merge.is_some() {
             // Queue order and pending order are the same: both under the lock.
-            let mut pending = shared
-                .pending
-                .lock()
-                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            let mut pending = shared.lock_pending();
             let value = write.value.clone();
             let item = Item::Write {
                 key: key.clone(),
@@ -150,7 +151,7 @@ where
                 None => ResponseFuture::ready(Ok(())),
                 // On a task of its own: the worker waits for the append, so
                 // it must go on whether or not the caller polls the answer.
-                Some(append) => ResponseFuture::spawned(append),
+                Some(append) => ResponseFuture::spawned(&self.shared.tasks, append),
             };
         }
 
@@ -186,7 +187,7 @@ where
         );
         // The cache is set on a task of its own: a caller that stops
         // waiting for the answer does not leave the queued write uncached.
-        ResponseFuture::spawned(async move {
+        ResponseFuture::spawned(&self.shared.tasks, async move {
             let appended = match append {
                 Some(append) => append.await,
                 None => Ok(()),
@@ -228,41 +229,27 @@ where
 /// entry id (or that it failed).
 type Append = futures_util::future::BoxFuture<'static, Result<(), tower::BoxError>>;
 
-/// The write could not be appended to the durable log (Redis down or
-/// slow); it was not acknowledged and will not be delivered.
-#[derive(Debug, thiserror::Error)]
-#[error("write not acknowledged: the durable log is unavailable ({0})")]
-pub struct DurableLogUnavailable(pub String);
-
 impl<K, V, St> WriteBehind<K, V, St> {
-    #[cfg(feature = "redis")]
-    #[allow(clippy::type_complexity)]
     fn durable_append(
         &self,
         write: &Write<K, V>,
         forget: Option<(String, u64)>,
-    ) -> Result<
-        (
-            Option<tokio::sync::oneshot::Receiver<Option<String>>>,
-            Option<Append>,
-        ),
-        tower::BoxError,
-    >
+    ) -> Result<(Option<Logged>, Option<Append>), tower::BoxError>
     where
         V: Send + Sync + 'static,
     {
         let Some(durable) = &self.durable else {
             return Ok((None, None));
         };
-        let payload = (durable.encode)(write).map_err(|e| -> tower::BoxError { e.into() })?;
+        let payload = (durable.encode)(write)?;
         let (tx, rx) = tokio::sync::oneshot::channel();
-        let queue = durable.queue.clone();
+        let log = durable.log.clone();
         let mut recovered = self.shared.recovered.subscribe();
         let shared = self.shared.clone();
         let append: Append = Box::pin(async move {
             // New entries only once the old ones were read back.
             let _ = recovered.wait_for(|done| *done).await;
-            match queue.push(bytes::Bytes::from(payload)).await {
+            match log.append(bytes::Bytes::from(payload)).await {
                 Ok(id) => {
                     let _ = tx.send(Some(id));
                     Ok(())
@@ -273,7 +260,7 @@ impl<K, V, St> WriteBehind<K, V, St> {
                         shared.forget_pending_write(&key, id);
                     }
                     let _ = tx.send(None);
-                    Err(DurableLogUnavailable(error.to_string()).into())
+                    Err(DurableLogUnavailable::new(error).into())
                 }
             }
         });
