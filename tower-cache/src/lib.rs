@@ -60,8 +60,8 @@ pub mod store;
 mod test_support;
 
 pub use engine::{
-    Cache, CacheBuilder, CacheStatus, Fetched, Fill, JoinedError, LoadError, Loaded, Policy,
-    Profile, ProfileStats,
+    Cache, CacheBuilder, CacheStatus, Fetched, Fill, JoinedError, LoadError, Loaded, Loader,
+    Policy, Profile, ProfileStats,
 };
 pub use entry::{DecodeError, Entry};
 #[cfg(feature = "http")]

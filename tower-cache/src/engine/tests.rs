@@ -142,7 +142,7 @@ async fn panicking_load_frees_its_key() {
     let cache = cache();
     let profile = profile(Policy::default());
     let got = cache
-        .fetch::<(), Err, _, _>("k", &profile, || async { panic!("loader bug") })
+        .fetch::<_, (), Err, _>("k", &profile, || async { panic!("loader bug") })
         .await;
     assert!(matches!(got, Err(LoadError::Aborted)), "{got:?}");
     let calls = Arc::new(AtomicUsize::new(0));
@@ -386,7 +386,7 @@ async fn passed_results_are_not_stored() {
     let cache = cache();
     let profile = profile(Policy::default());
     let got = cache
-        .fetch::<u32, Err, _, _>("k", &profile, || async { Ok(Loaded::Pass(7)) })
+        .fetch::<_, u32, Err, _>("k", &profile, || async { Ok(Loaded::Pass(7)) })
         .await
         .unwrap();
     assert!(matches!(got, Fetched::Passed(7)));
@@ -489,7 +489,7 @@ async fn a_load_that_started_before_a_remove_does_not_store_the_old_value() {
         let (read_db, release) = (read_db.clone(), release.clone());
         async move {
             cache
-                .fetch::<(), Err, _, _>("k", &profile, move || async move {
+                .fetch::<_, (), Err, _>("k", &profile, move || async move {
                     let old = db.load(Ordering::SeqCst);
                     read_db.notify_one();
                     release.notified().await;
@@ -504,7 +504,7 @@ async fn a_load_that_started_before_a_remove_does_not_store_the_old_value() {
     cache.remove("k").await;
     // A reader arriving after the delete does not wait for the old load.
     let after = cache
-        .fetch::<(), Err, _, _>("k", &profile, || async {
+        .fetch::<_, (), Err, _>("k", &profile, || async {
             Ok(Loaded::Store(Fill::new("2")))
         })
         .await
@@ -564,7 +564,7 @@ async fn a_load_in_flight_does_not_survive_its_tags_invalidation() {
         let (started, release) = (started.clone(), release.clone());
         async move {
             cache
-                .fetch::<(), Err, _, _>("k", &profile, move || async move {
+                .fetch::<_, (), Err, _>("k", &profile, move || async move {
                     started.notify_one();
                     release.notified().await;
                     Ok(Loaded::Store(
@@ -605,7 +605,7 @@ async fn loads_of_callers_whose_shared_load_passed_are_counted() {
             let (cache, profile) = (cache.clone(), profile.clone());
             tokio::spawn(async move {
                 cache
-                    .fetch::<u32, Err, _, _>("k", &profile, || async {
+                    .fetch::<_, u32, Err, _>("k", &profile, || async {
                         tokio::time::sleep(Duration::from_millis(10)).await;
                         Ok(Loaded::Pass(7))
                     })

@@ -1,0 +1,382 @@
+//! Load orchestration: single flight, background refresh, and storing what a load produced unless an invalidation overtook it.
+
+use std::fmt;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+
+use super::flight::{Flight, FlightGuard, Shared};
+use super::policy::{Freshness, Policy};
+use super::{Cache, Fetched, Fill, JoinedError, LoadError, Loaded, Loader, Profile};
+use crate::clock;
+use crate::entry::Entry;
+use crate::store::Store;
+
+/// What a layer's check says of a stored entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Verdict {
+    /// Serve it (subject to the freshness policy).
+    Serve,
+    /// It does not decode: remove it and load.
+    Drop,
+    /// Valid, but not for this caller (another HTTP `Vary` variant): leave
+    /// it, and hand the loader back to the caller.
+    Skip,
+}
+
+/// The result of [`Cache::fetch_verdict`].
+pub(crate) enum Checked<T, E, F> {
+    Done(Result<Fetched<T>, LoadError<E>>),
+    /// The check skipped the stored entry; the loader was not used.
+    Skipped(F),
+}
+
+enum Role {
+    Leader(FlightGuard),
+    Waiter(Arc<Flight>),
+}
+
+impl<S: Store> Cache<S> {
+    /// [`Cache::fetch_checked`] with a three-way check: an entry the check
+    /// skips is left in place and the loader is handed back unused.
+    pub(crate) async fn fetch_verdict<L, T, E, Fut>(
+        &self,
+        key: &str,
+        profile: &Profile,
+        mut check: impl FnMut(&Entry) -> Verdict + Send,
+        load: L,
+    ) -> Checked<T, E, L>
+    where
+        L: Loader<Value = T, Error = E, Future = Fut>,
+        Fut: Future<Output = Result<Loaded<T>, E>> + Send + 'static,
+        T: Send + 'static,
+        E: fmt::Display + Send + 'static,
+    {
+        let mut cached = match self.inner.store.get(key).await {
+            Ok(found) => found,
+            Err(error) => {
+                tracing::debug!(cache = %profile.name(), key, %error, "store read failed; treating as a miss");
+                None
+            }
+        };
+        match cached.as_ref().map(&mut check) {
+            Some(Verdict::Drop) => {
+                tracing::warn!(cache = %profile.name(), key, "dropping a cached value that does not decode");
+                metrics::counter!("tower_cache_undecodable_total", "cache" => profile.name().to_owned())
+                    .increment(1);
+                if let Err(error) = self.inner.store.remove(key).await {
+                    tracing::debug!(key, %error, "store remove failed");
+                }
+                cached = None;
+            }
+            Some(Verdict::Skip) => return Checked::Skipped(load),
+            Some(Verdict::Serve) | None => {}
+        }
+        let done = if let Some(entry) = cached {
+            match profile.policy().classify(&entry, clock::now_ms()) {
+                Freshness::Fresh { refresh } => {
+                    if refresh {
+                        self.refresh(key, profile, load);
+                    }
+                    profile.record_hit();
+                    tracing::trace!(cache = %profile.name(), key, "hit");
+                    Ok(Fetched::Hit(entry))
+                }
+                Freshness::Revalidate => {
+                    self.refresh(key, profile, load);
+                    profile.record_stale();
+                    tracing::debug!(cache = %profile.name(), key, "stale, revalidating");
+                    Ok(Fetched::Stale(entry))
+                }
+                Freshness::IfError => {
+                    Box::pin(self.load(key, profile, load, Some(entry), Some(&mut check))).await
+                }
+                Freshness::Expired => {
+                    Box::pin(self.load(key, profile, load, None, Some(&mut check))).await
+                }
+            }
+        } else {
+            Box::pin(self.load(key, profile, load, None, Some(&mut check))).await
+        };
+        Checked::Done(done)
+    }
+
+    fn join_or_lead(&self, key: &str) -> Role {
+        let mut flights = self
+            .inner
+            .flights
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some(flight) = flights.get(key) {
+            return Role::Waiter(flight.clone());
+        }
+        let flight = Arc::new(Flight::new());
+        flights.insert(key.into(), flight.clone());
+        Role::Leader(FlightGuard::new(self.inner.flights.clone(), key, flight))
+    }
+
+    /// Starts a background reload of `key` unless one is running or the
+    /// refresh limit is reached.
+    fn refresh<L, T, E, Fut>(&self, key: &str, profile: &Profile, load: L)
+    where
+        L: Loader<Value = T, Error = E, Future = Fut>,
+        Fut: Future<Output = Result<Loaded<T>, E>> + Send + 'static,
+        T: Send + 'static,
+        E: fmt::Display + Send + 'static,
+    {
+        let Ok(permit) = self.inner.refresh_permits.clone().try_acquire_owned() else {
+            profile.record_refresh_skipped();
+            return;
+        };
+        let Role::Leader(guard) = self.join_or_lead(key) else {
+            return; // a load for this key is already running
+        };
+        profile.record_refresh();
+        tracing::debug!(cache = %profile.name(), key, "background refresh");
+        let cache = self.clone();
+        let profile = profile.clone();
+        self.spawn("refresh", async move {
+            let _permit = permit;
+            let _ = cache.run_load(guard, &profile, load).await;
+        });
+    }
+
+    /// Runs `load` for the flight `guard` leads: stores a cacheable result,
+    /// publishes the outcome to waiters, and returns what the leader gets.
+    async fn run_load<L, T, E, Fut>(
+        &self,
+        mut guard: FlightGuard,
+        profile: &Profile,
+        load: L,
+    ) -> Result<Outcome<T>, LoadError<E>>
+    where
+        L: Loader<Value = T, Error = E, Future = Fut>,
+        Fut: Future<Output = Result<Loaded<T>, E>> + Send + 'static,
+        T: Send + 'static,
+        E: fmt::Display + Send + 'static,
+    {
+        let (result, payload) = self.load_once(guard.key(), profile, load).await;
+        guard.finish(match &result {
+            Ok(Outcome::Stored(entry)) => Shared::Stored(entry.clone()),
+            Ok(Outcome::Pass(_)) => Shared::Pass,
+            Ok(Outcome::Failed(_)) => Shared::Failed(JoinedError {
+                message: "the origin answered with a failure".into(),
+                payload,
+            }),
+            Err(LoadError::Origin(error)) => Shared::Failed(JoinedError {
+                message: error.to_string().into(),
+                payload: None,
+            }),
+            Err(_) => Shared::Timeout,
+        });
+        result
+    }
+
+    /// Runs `load` once under the load timeout, records it, and stores a
+    /// cacheable result unless its key or tags were invalidated meanwhile.
+    /// Returns the outcome and, for [`Loaded::Failed`], the loader's bytes.
+    async fn load_once<L, T, E, Fut>(
+        &self,
+        key: &str,
+        profile: &Profile,
+        load: L,
+    ) -> (Result<Outcome<T>, LoadError<E>>, Option<Bytes>)
+    where
+        L: Loader<Value = T, Error = E, Future = Fut>,
+        Fut: Future<Output = Result<Loaded<T>, E>> + Send + 'static,
+        T: Send + 'static,
+        E: fmt::Display + Send + 'static,
+    {
+        let generation = self.inner.invalidations.snapshot();
+        // Read before the origin is: an invalidation made while the value
+        // is read moves the store's version past it (across instances too).
+        let version = match self.inner.store.version().await {
+            Ok(version) => version,
+            Err(error) => {
+                tracing::debug!(cache = %profile.name(), key, %error, "store version read failed");
+                0
+            }
+        };
+        let started_ms = clock::now_ms();
+        let started = Instant::now();
+        let result = tokio::time::timeout(profile.policy().load_timeout, load.load()).await;
+        let took = started.elapsed();
+        profile.record_load(took);
+        match result {
+            Err(_) => {
+                profile.record_load_error();
+                tracing::warn!(cache = %profile.name(), key, "load timed out");
+                (Err(LoadError::Timeout), None)
+            }
+            Ok(Err(error)) => {
+                profile.record_load_error();
+                tracing::debug!(cache = %profile.name(), key, %error, "load failed");
+                (Err(LoadError::Origin(error)), None)
+            }
+            Ok(Ok(Loaded::Store(fill))) => {
+                let load_ms = took.as_millis().min(u32::MAX as u128) as u32;
+                let entry =
+                    make_entry(profile.policy(), fill, started_ms, load_ms).with_version(version);
+                self.store_loaded(key, profile, &entry, generation).await;
+                (Ok(Outcome::Stored(entry)), None)
+            }
+            Ok(Ok(Loaded::Pass(value))) => (Ok(Outcome::Pass(value)), None),
+            Ok(Ok(Loaded::Failed(value, payload))) => {
+                profile.record_load_error();
+                (Ok(Outcome::Failed(value)), payload)
+            }
+        }
+    }
+
+    pub(super) async fn load<L, T, E, Fut>(
+        &self,
+        key: &str,
+        profile: &Profile,
+        load: L,
+        stale: Option<Entry>,
+        recheck: Option<&mut (dyn FnMut(&Entry) -> Verdict + Send)>,
+    ) -> Result<Fetched<T>, LoadError<E>>
+    where
+        L: Loader<Value = T, Error = E, Future = Fut>,
+        Fut: Future<Output = Result<Loaded<T>, E>> + Send + 'static,
+        T: Send + 'static,
+        E: fmt::Display + Send + 'static,
+    {
+        let outcome: Result<Outcome<T>, LoadError<E>> = match self.join_or_lead(key) {
+            Role::Leader(mut guard) => {
+                // A load may have finished between this caller's read and
+                // its taking the lead: read again before loading.
+                let rechecked = match recheck {
+                    Some(check) => self.recheck(key, profile, check).await,
+                    None => None,
+                };
+                if let Some(entry) = rechecked {
+                    guard.finish(Shared::Stored(entry.clone()));
+                    profile.record_hit();
+                    tracing::trace!(cache = %profile.name(), key, "hit after a finished load");
+                    return Ok(Fetched::Hit(entry));
+                }
+                tracing::trace!(cache = %profile.name(), key, "miss, loading");
+                if self.inner.cancel.is_cancelled() {
+                    // Shut down: no task would run the load; run it here.
+                    self.run_load(guard, profile, load).await
+                } else {
+                    // The load runs on its own task so that this caller
+                    // going away does not cancel it for the others.
+                    let (tx, rx) = tokio::sync::oneshot::channel();
+                    let cache = self.clone();
+                    let task_profile = profile.clone();
+                    self.spawn("load", async move {
+                        let result = cache.run_load(guard, &task_profile, load).await;
+                        let _ = tx.send(result);
+                    });
+                    rx.await.unwrap_or(Err(LoadError::Aborted))
+                }
+            }
+            Role::Waiter(flight) => {
+                profile.record_joined();
+                tracing::trace!(cache = %profile.name(), key, "miss, waiting for the load in flight");
+                match flight.wait().await {
+                    Shared::Stored(entry) => Ok(Outcome::Stored(entry)),
+                    Shared::Pass => self.load_alone(key, profile, load).await,
+                    Shared::Failed(e) => Err(LoadError::Joined(e)),
+                    Shared::Timeout => Err(LoadError::Timeout),
+                    Shared::Aborted => Err(LoadError::Aborted),
+                }
+            }
+        };
+        let result = match (outcome, stale) {
+            (Ok(Outcome::Stored(entry)), _) => Ok(Fetched::Miss(entry)),
+            (Ok(Outcome::Pass(value)), _) => Ok(Fetched::Passed(value)),
+            (Ok(Outcome::Failed(_)) | Err(_), Some(entry)) => {
+                tracing::debug!(cache = %profile.name(), key, "reload failed; serving stale");
+                Ok(Fetched::Stale(entry))
+            }
+            (Ok(Outcome::Failed(value)), None) => Ok(Fetched::Passed(value)),
+            (Err(error), None) => Err(error),
+        };
+        match &result {
+            Ok(Fetched::Stale(_)) => profile.record_stale(),
+            _ => profile.record_miss(),
+        }
+        result
+    }
+
+    /// Loads without single-flight, for a caller whose shared load turned
+    /// out not cacheable.
+    async fn load_alone<L, T, E, Fut>(
+        &self,
+        key: &str,
+        profile: &Profile,
+        load: L,
+    ) -> Result<Outcome<T>, LoadError<E>>
+    where
+        L: Loader<Value = T, Error = E, Future = Fut>,
+        Fut: Future<Output = Result<Loaded<T>, E>> + Send + 'static,
+        T: Send + 'static,
+        E: fmt::Display + Send + 'static,
+    {
+        self.load_once(key, profile, load).await.0
+    }
+
+    /// Reads `key` again for a caller that just took the lead: a fresh
+    /// entry `check` serves, or `None`.
+    async fn recheck(
+        &self,
+        key: &str,
+        profile: &Profile,
+        check: &mut (dyn FnMut(&Entry) -> Verdict + Send),
+    ) -> Option<Entry> {
+        let entry = self.inner.store.get(key).await.ok().flatten()?;
+        let fresh = matches!(
+            profile.policy().classify(&entry, clock::now_ms()),
+            Freshness::Fresh { .. }
+        );
+        (fresh && check(&entry) == Verdict::Serve).then_some(entry)
+    }
+
+    /// Stores what a load that started at `generation` produced, unless
+    /// its key or one of its tags was invalidated since. The check runs
+    /// again after the write: an invalidation that raced with it removes
+    /// the entry.
+    async fn store_loaded(&self, key: &str, profile: &Profile, entry: &Entry, generation: u64) {
+        let invalidations = &self.inner.invalidations;
+        if invalidations.since(generation, key, &entry.tags) {
+            tracing::debug!(cache = %profile.name(), key, "invalidated while loading; not stored");
+            return;
+        }
+        if let Err(error) = self.inner.store.put(key, entry.clone()).await {
+            tracing::debug!(cache = %profile.name(), key, %error, "store write failed");
+            return;
+        }
+        if invalidations.since(generation, key, &entry.tags) {
+            tracing::debug!(cache = %profile.name(), key, "invalidated while storing; removed");
+            if let Err(error) = self.inner.store.remove(key).await {
+                tracing::debug!(key, %error, "store remove failed");
+            }
+        }
+    }
+}
+
+/// What the caller that ran a load gets back.
+enum Outcome<T> {
+    Stored(Entry),
+    Pass(T),
+    Failed(T),
+}
+
+pub(super) fn make_entry(policy: &Policy, fill: Fill, stored_at: u64, load_ms: u32) -> Entry {
+    let ttl = if fill.negative {
+        policy.negative_ttl
+    } else {
+        fill.ttl.unwrap_or(policy.ttl)
+    };
+    Entry::new(fill.value)
+        .with_stored_at(stored_at)
+        .with_ttl(policy.jittered(ttl))
+        .with_stale(policy.stale_window())
+        .with_tags(fill.tags)
+        .with_load_ms(load_ms)
+}
