@@ -3,6 +3,7 @@
 //! write-behind).
 
 use std::fmt::Write as _;
+use std::sync::Arc;
 
 use bytes::Bytes;
 use serde::Serialize;
@@ -20,6 +21,15 @@ pub trait Codec<V>: Clone + Send + Sync + 'static {
     fn encode(&self, value: &V) -> Result<Bytes, CodecError>;
     /// Decodes bytes written by [`Codec::encode`].
     fn decode(&self, bytes: &[u8]) -> Result<V, CodecError>;
+    /// Whether `value`, encoded as `encoded`, means "not found", which
+    /// read-through caches for the policy's negative TTL. Default: the
+    /// encoding is JSON `null` (what [`JsonCodec`] writes for
+    /// `Option::None`). [`NotFoundWhen`] picks them with a function of the
+    /// value instead.
+    fn is_not_found(&self, value: &V, encoded: &[u8]) -> bool {
+        let _ = value;
+        encoded == b"null"
+    }
 }
 
 /// The default codec: JSON through serde_json, readable with `redis-cli`.
@@ -43,6 +53,72 @@ impl<V: Serialize + DeserializeOwned> Codec<V> for JsonCodec {
     }
     fn decode(&self, bytes: &[u8]) -> Result<V, CodecError> {
         serde_json::from_slice(bytes).map_err(|e| CodecError(e.to_string()))
+    }
+}
+
+/// A codec `C` whose "not found" values are the ones a function of the
+/// value picks, rather than those that encode to JSON `null`. Built by
+/// [`ReadThroughLayer::not_found_when`](crate::ReadThroughLayer::not_found_when);
+/// it encodes and decodes as `C` does, and is a codec of `V` only, so a
+/// function of another type than the loader's values does not compile.
+///
+/// ```
+/// use tower_cache::codec::{Codec, JsonCodec, NotFoundWhen};
+///
+/// let codec = NotFoundWhen::new(JsonCodec, |price: &i64| *price < 0);
+/// let bytes = codec.encode(&-1).unwrap();
+/// assert!(codec.is_not_found(&-1, &bytes));
+/// assert!(!codec.is_not_found(&5, &codec.encode(&5).unwrap()));
+/// ```
+pub struct NotFoundWhen<C, V> {
+    codec: C,
+    is_not_found: Arc<dyn Fn(&V) -> bool + Send + Sync>,
+}
+
+impl<C, V> NotFoundWhen<C, V> {
+    /// `codec`, with `is_not_found` telling which values mean "not found".
+    pub fn new(codec: C, is_not_found: impl Fn(&V) -> bool + Send + Sync + 'static) -> Self {
+        NotFoundWhen {
+            codec,
+            is_not_found: Arc::new(is_not_found),
+        }
+    }
+
+    /// The same function over another codec.
+    pub(crate) fn with_codec<C2>(self, codec: C2) -> NotFoundWhen<C2, V> {
+        NotFoundWhen {
+            codec,
+            is_not_found: self.is_not_found,
+        }
+    }
+}
+
+impl<C: Clone, V> Clone for NotFoundWhen<C, V> {
+    fn clone(&self) -> Self {
+        NotFoundWhen {
+            codec: self.codec.clone(),
+            is_not_found: self.is_not_found.clone(),
+        }
+    }
+}
+
+impl<C: std::fmt::Debug, V> std::fmt::Debug for NotFoundWhen<C, V> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NotFoundWhen")
+            .field("codec", &self.codec)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<C: Codec<V>, V: 'static> Codec<V> for NotFoundWhen<C, V> {
+    fn encode(&self, value: &V) -> Result<Bytes, CodecError> {
+        self.codec.encode(value)
+    }
+    fn decode(&self, bytes: &[u8]) -> Result<V, CodecError> {
+        self.codec.decode(bytes)
+    }
+    fn is_not_found(&self, value: &V, _encoded: &[u8]) -> bool {
+        (self.is_not_found)(value)
     }
 }
 

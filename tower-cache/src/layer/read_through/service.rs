@@ -38,20 +38,6 @@ impl<S, St, C> ReadThrough<S, St, C> {
 /// A loaded value with the bytes stored for it.
 type Slot<V> = Mutex<Option<(Bytes, V)>>;
 
-fn is_not_found<V: 'static>(
-    negative: &Option<Arc<dyn std::any::Any + Send + Sync>>,
-    value: &V,
-    bytes: &[u8],
-) -> bool {
-    match negative
-        .as_ref()
-        .and_then(|f| f.downcast_ref::<Arc<dyn Fn(&V) -> bool + Send + Sync>>())
-    {
-        Some(f) => f(value),
-        None => bytes == b"null",
-    }
-}
-
 impl<S, K, St, C> Service<K> for ReadThrough<S, St, C>
 where
     S: Service<K> + Clone + Send + 'static,
@@ -120,7 +106,6 @@ impl<S, St, C> ReadThrough<S, St, C> {
         async move {
             let cache_key = key_in(&layer.namespace, &key);
             let codec = layer.codec.clone();
-            let negative = layer.negative.clone();
             // The loaded value with the bytes stored for it, for the caller
             // whose loader ran: it is not decoded back.
             let loaded: Arc<Slot<S::Response>> = Arc::default();
@@ -140,7 +125,7 @@ impl<S, St, C> ReadThrough<S, St, C> {
                     return Ok(Loaded::Pass(value));
                 }
                 let mut fill = Fill::new(bytes);
-                fill.negative = is_not_found(&negative, &value, &fill.value);
+                fill.negative = codec.is_not_found(&value, &fill.value);
                 *slot.lock().unwrap_or_else(|p| p.into_inner()) = Some((fill.value.clone(), value));
                 Ok::<_, tower::BoxError>(Loaded::Store(fill))
             };
