@@ -48,10 +48,12 @@
 //! ```
 
 mod future;
+mod grpc;
 mod layer;
 mod service;
 
 pub use future::ResponseFuture;
+pub use grpc::{GrpcMethods, MakeGrpcBody, NoGrpc};
 pub use layer::CacheAsideLayer;
 pub use service::CacheAside;
 

@@ -8,7 +8,7 @@ use http::{Method, Request, Response, StatusCode};
 use http_body::Body;
 use tower_service::Service;
 
-use super::{CacheAsideLayer, ResponseFuture};
+use super::{CacheAsideLayer, GrpcMethods, NoGrpc, ResponseFuture};
 use http_body_util::BodyExt;
 
 use crate::engine::{Checked, Verdict};
@@ -21,12 +21,12 @@ use crate::{Entry, Fetched, Fill, LoadError, Loaded, clock};
 
 /// An HTTP service behind a cache-aside cache. Built by
 /// [`CacheAsideLayer`].
-pub struct CacheAside<S, St = SharedStore> {
+pub struct CacheAside<S, St = SharedStore, G = NoGrpc> {
     pub(super) inner: S,
-    pub(super) layer: CacheAsideLayer<St>,
+    pub(super) layer: CacheAsideLayer<St, G>,
 }
 
-impl<S: Clone, St> Clone for CacheAside<S, St> {
+impl<S: Clone, St, G: Clone> Clone for CacheAside<S, St, G> {
     fn clone(&self) -> Self {
         CacheAside {
             inner: self.inner.clone(),
@@ -35,7 +35,7 @@ impl<S: Clone, St> Clone for CacheAside<S, St> {
     }
 }
 
-impl<S: fmt::Debug, St> fmt::Debug for CacheAside<S, St> {
+impl<S: fmt::Debug, St, G> fmt::Debug for CacheAside<S, St, G> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("CacheAside")
             .field("inner", &self.inner)
@@ -44,14 +44,14 @@ impl<S: fmt::Debug, St> fmt::Debug for CacheAside<S, St> {
     }
 }
 
-impl<S, St> CacheAside<S, St> {
+impl<S, St, G> CacheAside<S, St, G> {
     /// The wrapped service.
     pub fn get_ref(&self) -> &S {
         &self.inner
     }
 }
 
-impl<S, ReqB, ResB, St> Service<Request<ReqB>> for CacheAside<S, St>
+impl<S, ReqB, ResB, St, G> Service<Request<ReqB>> for CacheAside<S, St, G>
 where
     S: Service<Request<ReqB>, Response = Response<ResB>> + Clone + Send + 'static,
     S::Future: Send + 'static,
@@ -60,6 +60,7 @@ where
     ResB: Body<Data = Bytes> + Send + Unpin + 'static,
     ResB::Error: Send,
     St: Store,
+    G: GrpcMethods<ReqB>,
 {
     type Response = Response<CacheBody<ResB>>;
     type Error = S::Error;
@@ -130,8 +131,8 @@ where
     Ok(res.map(CacheBody::stream))
 }
 
-async fn write<S, ReqB, ResB, St>(
-    layer: CacheAsideLayer<St>,
+async fn write<S, ReqB, ResB, St, G>(
+    layer: CacheAsideLayer<St, G>,
     inner: S,
     parts: Parts,
     body: ReqB,
@@ -184,8 +185,8 @@ where
 
 /// Write-through for HTTP: stores the representation a successful write
 /// answered with as the entry its `GET` reads.
-async fn store_written<ResB, St>(
-    layer: &CacheAsideLayer<St>,
+async fn store_written<ResB, St, G>(
+    layer: &CacheAsideLayer<St, G>,
     res: Response<ResB>,
     key: String,
     per_user: bool,
@@ -222,8 +223,8 @@ where
 
 /// A gRPC unary call: the request message is part of the key, so the body
 /// is read first and rebuilt for the inner service.
-async fn grpc_read<S, ReqB, ResB, St>(
-    layer: CacheAsideLayer<St>,
+async fn grpc_read<S, ReqB, ResB, St, G>(
+    layer: CacheAsideLayer<St, G>,
     inner: S,
     parts: Parts,
     body: ReqB,
@@ -237,14 +238,11 @@ where
     ResB: Body<Data = Bytes> + Send + Unpin + 'static,
     ResB::Error: Send,
     St: Store,
+    G: GrpcMethods<ReqB>,
 {
-    let make_body = layer
-        .grpc_body
-        .as_ref()
-        .and_then(|f| f.downcast_ref::<Arc<dyn Fn(Bytes) -> ReqB + Send + Sync>>())
-        .cloned();
-    let Some(make_body) = make_body else {
-        tracing::warn!(cache = %layer.profile.name(), "gRPC method configured for another body type; not cached");
+    let Some(make_body) = layer.grpc.make_body().cloned() else {
+        // Unreachable: a layer without a way to rebuild bodies names no
+        // gRPC method.
         layer.profile.record_bypass();
         return Ok(mark(
             pass(&layer.rules, inner, parts, body).await?,
@@ -261,7 +259,7 @@ where
         // which enforces its own size limit.
         layer.profile.record_bypass();
         return Ok(mark(
-            pass(&layer.rules, inner, parts, make_body(message)).await?,
+            pass(&layer.rules, inner, parts, make_body.body(message)).await?,
             CacheStatus::Bypass,
         ));
     }
@@ -272,7 +270,7 @@ where
     else {
         layer.profile.record_bypass();
         return Ok(mark(
-            pass(&layer.rules, inner, parts, make_body(message)).await?,
+            pass(&layer.rules, inner, parts, make_body.body(message)).await?,
             CacheStatus::Bypass,
         ));
     };
@@ -284,7 +282,7 @@ where
         per_user: per_user.is_some(),
         grpc: true,
     };
-    read.run(layer, inner, parts, make_body(message)).await
+    read.run(layer, inner, parts, make_body.body(message)).await
 }
 
 /// What a read needs besides the request.
@@ -334,9 +332,9 @@ fn error_response<B: Body>(status: StatusCode) -> Response<CacheBody<B>> {
 }
 
 impl Read {
-    async fn run<S, ReqB, ResB, St>(
+    async fn run<S, ReqB, ResB, St, G>(
         self,
-        layer: CacheAsideLayer<St>,
+        layer: CacheAsideLayer<St, G>,
         inner: S,
         parts: Parts,
         body: ReqB,
@@ -509,8 +507,8 @@ impl Read {
 /// The answer to `Cache-Control: only-if-cached`: the stored response
 /// (fresh, or stale within its window), or 504 without asking the origin
 /// (RFC 9111 §5.2.1.7).
-async fn from_store_only<B: Body, St: Store>(
-    layer: &CacheAsideLayer<St>,
+async fn from_store_only<B: Body, St: Store, G>(
+    layer: &CacheAsideLayer<St, G>,
     key: &str,
     headers: &http::HeaderMap,
     head: bool,
