@@ -49,6 +49,7 @@ mod body;
 mod cache_control;
 mod key;
 mod rules;
+mod status;
 mod stored;
 
 pub use body::CacheBody;
@@ -56,22 +57,11 @@ pub(crate) use body::{Collected, collect_limited};
 pub(crate) use cache_control::CacheControl;
 pub(crate) use key::KeyScheme;
 pub use key::{KeyFn, MAX_PLAIN_KEY_LEN};
-pub(crate) use rules::{ClassifyFn, Decision, HttpRules, Storability, TagsFn, UserFn, mark};
+pub(crate) use rules::{ClassifyFn, Decision, HttpRules, Storability, TagsFn, UserFn};
 pub use rules::{
     DEFAULT_MAX_BODY_BYTES, DEFAULT_TAG_HEADER, MAX_RESPONSE_TAGS, MAX_TAG_LEN, RequestClass,
     path_tag,
 };
+pub(crate) use status::mark;
+pub use status::{CacheStatus, X_CACHE};
 pub(crate) use stored::StoredResponse;
-
-use http::HeaderName;
-
-/// The response header telling how the cache answered.
-pub static X_CACHE: HeaderName = HeaderName::from_static("x-cache");
-
-pub use crate::engine::CacheStatus;
-
-impl CacheStatus {
-    pub(crate) fn header_value(self) -> http::HeaderValue {
-        http::HeaderValue::from_static(self.as_str())
-    }
-}

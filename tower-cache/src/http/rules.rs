@@ -12,7 +12,7 @@ use http::{HeaderMap, HeaderName, HeaderValue, Method, Response, StatusCode};
 use sha2::{Digest, Sha256};
 
 use super::key::push_hex;
-use super::{CacheBody, CacheControl, CacheStatus, KeyScheme, StoredResponse, X_CACHE};
+use super::{CacheBody, CacheControl, CacheStatus, KeyScheme, StoredResponse, X_CACHE, mark};
 
 /// Gives the identity a per-user entry is keyed by, or `None` to bypass.
 pub(crate) type UserFn = Arc<dyn Fn(&Parts) -> Option<String> + Send + Sync>;
@@ -414,13 +414,6 @@ fn etag_matches(if_none_match: &HeaderValue, etag: &HeaderValue) -> bool {
         .as_bytes()
         .split(|b| *b == b',')
         .any(|candidate| candidate.trim_ascii() == b"*" || strip(candidate) == etag)
-}
-
-/// Sets `X-Cache` on a response.
-pub(crate) fn mark<B>(mut res: Response<B>, status: CacheStatus) -> Response<B> {
-    res.headers_mut()
-        .insert(X_CACHE.clone(), status.header_value());
-    res
 }
 
 impl StoredResponse {

@@ -9,7 +9,7 @@ use super::{ReadThroughLayer, ResponseFuture};
 use crate::codec::JsonCodec;
 use crate::codec::{CacheKey, Codec, key_in};
 use crate::store::{SharedStore, Store};
-use crate::{CacheStatus, Fetched, Fill, Loaded};
+use crate::{Fetched, Fill, Loaded};
 
 /// A loader service behind a read-through cache. Built by
 /// [`ReadThroughLayer`].
@@ -57,7 +57,7 @@ where
     }
 
     fn call(&mut self, key: K) -> Self::Future {
-        let lookup = self.start(key);
+        let lookup = self.start(key, |_| ());
         ResponseFuture {
             inner: Box::pin(async move { lookup.await.map(|(value, _)| value) }),
         }
@@ -68,7 +68,11 @@ impl<S, St, C> ReadThrough<S, St, C> {
     /// Reads `key` like [`Service::call`], and also tells how the cache
     /// answered (for an `X-Cache` header). Waits for the loader to be
     /// ready first.
-    pub async fn lookup<K>(&mut self, key: K) -> Result<(S::Response, CacheStatus), tower::BoxError>
+    #[cfg(feature = "http")]
+    pub async fn lookup<K>(
+        &mut self,
+        key: K,
+    ) -> Result<(S::Response, crate::CacheStatus), tower::BoxError>
     where
         S: Service<K> + Clone + Send + 'static,
         S::Response: Send + 'static,
@@ -81,15 +85,17 @@ impl<S, St, C> ReadThrough<S, St, C> {
         std::future::poll_fn(|cx| self.inner.poll_ready(cx))
             .await
             .map_err(Into::into)?;
-        self.start(key).await
+        self.start(key, |fetched| crate::CacheStatus::from(fetched))
+            .await
     }
 
-    fn start<K>(
+    /// Reads `key`; `status` tells what the caller wants to know of how
+    /// the cache answered.
+    fn start<K, T: Send + 'static>(
         &mut self,
         key: K,
-    ) -> impl std::future::Future<Output = Result<(S::Response, CacheStatus), tower::BoxError>>
-    + Send
-    + 'static
+        status: fn(&Fetched<S::Response>) -> T,
+    ) -> impl std::future::Future<Output = Result<(S::Response, T), tower::BoxError>> + Send + 'static
     where
         S: Service<K> + Clone + Send + 'static,
         S::Response: Send + 'static,
@@ -146,7 +152,7 @@ impl<S, St, C> ReadThrough<S, St, C> {
                 .fetch_checked(&cache_key, &layer.profile, check, load)
                 .await
                 .map_err(|e| e.into_box_error())?;
-            let status = fetched.status();
+            let status = status(&fetched);
             let value = match fetched {
                 Fetched::Passed(value) => value,
                 Fetched::Hit(entry) | Fetched::Stale(entry) | Fetched::Miss(entry) => {
