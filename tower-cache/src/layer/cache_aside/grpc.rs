@@ -1,10 +1,22 @@
-//! How a cache-aside layer rebuilds the request body of the gRPC methods it
-//! caches, as a type parameter, so a body of the wrong type does not compile.
+//! gRPC unary calls: the request message is part of the key, so the body
+//! is read first and rebuilt for the inner service, by a function whose
+//! type the layer carries, so a body of the wrong type does not compile.
 
 use std::fmt;
 use std::sync::Arc;
 
 use bytes::Bytes;
+use http::request::Parts;
+use http::{Request, Response};
+use http_body::Body;
+use http_body_util::BodyExt;
+use tower_service::Service;
+
+use super::CacheAsideLayer;
+use super::read::Read;
+use super::service::{pass, unreadable_request};
+use crate::http::{CacheBody, CacheStatus, mark};
+use crate::store::Store;
 
 /// No gRPC method is cached: the default of
 /// [`CacheAsideLayer`](super::CacheAsideLayer), for services of any request
@@ -71,4 +83,68 @@ impl<B: 'static> GrpcMethods<B> for MakeGrpcBody<B> {
     fn make_body(&self) -> Option<&MakeGrpcBody<B>> {
         Some(self)
     }
+}
+
+/// A gRPC unary call: the request message is part of the key, so the body
+/// is read first and rebuilt for the inner service.
+pub(super) async fn grpc_read<S, ReqB, ResB, St, G>(
+    layer: CacheAsideLayer<St, G>,
+    inner: S,
+    parts: Parts,
+    body: ReqB,
+    per_user: Option<String>,
+) -> Result<Response<CacheBody<ResB>>, S::Error>
+where
+    S: Service<Request<ReqB>, Response = Response<ResB>> + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: fmt::Display + Send + 'static,
+    ReqB: Body<Data = Bytes> + Send + Unpin + 'static,
+    ResB: Body<Data = Bytes> + Send + Unpin + 'static,
+    ResB::Error: Send,
+    St: Store,
+    G: GrpcMethods<ReqB>,
+{
+    let Some(make_body) = layer.grpc.make_body().cloned() else {
+        // Unreachable: a layer without a way to rebuild bodies names no
+        // gRPC method.
+        layer.profile.record_bypass();
+        return Ok(mark(
+            pass(&layer.rules, inner, parts, body).await?,
+            CacheStatus::Bypass,
+        ));
+    };
+    let Ok(message) = body.collect().await.map(|whole| whole.to_bytes()) else {
+        layer.profile.record_bypass();
+        return Ok(unreadable_request());
+    };
+    if message.len() > layer.rules.max_body_bytes {
+        // Too large to key and store: the service gets the whole message,
+        // uncached. A unary message is read whole by the service anyway,
+        // which enforces its own size limit.
+        layer.profile.record_bypass();
+        return Ok(mark(
+            pass(&layer.rules, inner, parts, make_body.body(message)).await?,
+            CacheStatus::Bypass,
+        ));
+    }
+    let Some(key) = layer
+        .rules
+        .key
+        .key(&parts, per_user.as_deref(), Some(&message))
+    else {
+        layer.profile.record_bypass();
+        return Ok(mark(
+            pass(&layer.rules, inner, parts, make_body.body(message)).await?,
+            CacheStatus::Bypass,
+        ));
+    };
+    let read = Read {
+        key,
+        head: false,
+        reload: false,
+        only_if_cached: false,
+        per_user: per_user.is_some(),
+        grpc: true,
+    };
+    read.run(layer, inner, parts, make_body.body(message)).await
 }

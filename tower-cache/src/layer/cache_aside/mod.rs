@@ -50,7 +50,9 @@
 mod future;
 mod grpc;
 mod layer;
+mod read;
 mod service;
+mod write;
 
 pub use future::ResponseFuture;
 pub use grpc::{GrpcMethods, MakeGrpcBody, NoGrpc};
