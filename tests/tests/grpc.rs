@@ -17,6 +17,7 @@ use tonic::server::{Grpc, NamedService, UnaryService};
 use tonic::transport::{Channel, Server};
 use tonic::{Request, Response, Status};
 use tonic_prost::ProstCodec;
+use tower_cache::layer::cache_aside::MakeGrpcBody;
 use tower_cache::store::{MemoryStore, TieredStore};
 use tower_cache::{Cache, CacheAsideLayer, Policy};
 use tower_cache_tests::RedisServer;
@@ -95,7 +96,10 @@ impl tower::Service<http::Request<Body>> for Catalog {
     }
 }
 
-async fn serve<St: tower_cache::Store>(catalog: Catalog, layer: CacheAsideLayer<St>) -> Channel {
+async fn serve<St: tower_cache::Store>(
+    catalog: Catalog,
+    layer: CacheAsideLayer<St, MakeGrpcBody<Body>>,
+) -> Channel {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {

@@ -60,12 +60,12 @@ pub mod store;
 mod test_support;
 
 pub use engine::{
-    Cache, CacheBuilder, CacheStatus, Fetched, Fill, JoinedError, LoadError, Loaded, Loader,
-    Policy, Profile, ProfileStats,
+    Cache, CacheBuilder, Fetched, Fill, JoinedError, LoadError, Loaded, Loader, Policy, Profile,
+    ProfileStats,
 };
 pub use entry::{DecodeError, Entry};
 #[cfg(feature = "http")]
-pub use http::RequestClass;
+pub use http::{CacheStatus, RequestClass};
 #[cfg(feature = "http")]
 pub use layer::cache_aside::{CacheAside, CacheAsideLayer};
 pub use layer::read_through::{ReadThrough, ReadThroughLayer};

@@ -124,3 +124,27 @@ impl metrics::Recorder for Metrics {
         metrics::Histogram::from_arc(self.emission(key))
     }
 }
+
+/// The head of a request with `method`, `uri` and `headers`.
+#[cfg(feature = "http")]
+pub(crate) fn request_parts(
+    method: http::Method,
+    uri: &str,
+    headers: &[(&str, &str)],
+) -> http::request::Parts {
+    let mut b = http::Request::builder().method(method).uri(uri);
+    for (n, v) in headers {
+        b = b.header(*n, *v);
+    }
+    b.body(()).unwrap().into_parts().0
+}
+
+/// The head of a response with `status` and `headers`.
+#[cfg(feature = "http")]
+pub(crate) fn response_parts(status: u16, headers: &[(&str, &str)]) -> http::response::Parts {
+    let mut b = http::Response::builder().status(status);
+    for (n, v) in headers {
+        b = b.header(*n, *v);
+    }
+    b.body(()).unwrap().into_parts().0
+}

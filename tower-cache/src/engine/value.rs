@@ -89,39 +89,3 @@ impl<T> Fetched<T> {
         }
     }
 }
-
-/// How the cache answered a read: sent as `X-Cache` by the HTTP layers.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CacheStatus {
-    /// A fresh entry.
-    Hit,
-    /// Loaded from the origin.
-    Miss,
-    /// A stale entry (stale-while-revalidate or stale-if-error).
-    Stale,
-    /// The cache was not used (private request, `no-store`).
-    Bypass,
-}
-
-impl CacheStatus {
-    /// `HIT`, `MISS`, `STALE` or `BYPASS`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            CacheStatus::Hit => "HIT",
-            CacheStatus::Miss => "MISS",
-            CacheStatus::Stale => "STALE",
-            CacheStatus::Bypass => "BYPASS",
-        }
-    }
-}
-
-impl<T> Fetched<T> {
-    /// How the read was answered.
-    pub fn status(&self) -> CacheStatus {
-        match self {
-            Fetched::Hit(_) => CacheStatus::Hit,
-            Fetched::Stale(_) => CacheStatus::Stale,
-            Fetched::Miss(_) | Fetched::Passed(_) => CacheStatus::Miss,
-        }
-    }
-}

@@ -47,31 +47,27 @@
 
 mod body;
 mod cache_control;
+mod decide;
 mod key;
+mod load;
+mod respond;
 mod rules;
+mod status;
+mod storability;
 mod stored;
+mod tags;
 
 pub use body::CacheBody;
 pub(crate) use body::{Collected, collect_limited};
 pub(crate) use cache_control::CacheControl;
+pub(crate) use decide::Decision;
+pub use decide::RequestClass;
 pub(crate) use key::KeyScheme;
 pub use key::{KeyFn, MAX_PLAIN_KEY_LEN};
-pub(crate) use rules::{ClassifyFn, Decision, HttpRules, Storability, TagsFn, UserFn, mark};
-pub use rules::{
-    DEFAULT_MAX_BODY_BYTES, DEFAULT_TAG_HEADER, MAX_RESPONSE_TAGS, MAX_TAG_LEN, RequestClass,
-    path_tag,
-};
+pub use rules::DEFAULT_MAX_BODY_BYTES;
+pub(crate) use rules::{ClassifyFn, HttpRules, TagsFn, UserFn};
+pub(crate) use status::mark;
+pub use status::{CacheStatus, X_CACHE};
+pub(crate) use storability::Storability;
 pub(crate) use stored::StoredResponse;
-
-use http::HeaderName;
-
-/// The response header telling how the cache answered.
-pub static X_CACHE: HeaderName = HeaderName::from_static("x-cache");
-
-pub use crate::engine::CacheStatus;
-
-impl CacheStatus {
-    pub(crate) fn header_value(self) -> http::HeaderValue {
-        http::HeaderValue::from_static(self.as_str())
-    }
-}
+pub use tags::{DEFAULT_TAG_HEADER, MAX_RESPONSE_TAGS, MAX_TAG_LEN, path_tag};

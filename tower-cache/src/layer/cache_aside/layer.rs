@@ -1,4 +1,3 @@
-use std::any::Any;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -7,24 +6,27 @@ use http::request::Parts;
 use http::{HeaderName, StatusCode};
 use tower_layer::Layer;
 
-use super::CacheAside;
+use super::{CacheAside, MakeGrpcBody, NoGrpc};
 use crate::http::{HttpRules, KeyScheme, RequestClass};
 use crate::store::SharedStore;
 use crate::{Cache, Policy, Profile};
 
 /// Applies [`CacheAside`] to an HTTP service. See the
 /// [module docs](crate::layer::cache_aside).
-pub struct CacheAsideLayer<St = SharedStore> {
+///
+/// `G` says how the request body of the cached gRPC methods is rebuilt:
+/// [`NoGrpc`] until [`grpc_method`](Self::grpc_method) sets a
+/// [`MakeGrpcBody`] for the service's body type.
+pub struct CacheAsideLayer<St = SharedStore, G = NoGrpc> {
     pub(super) cache: Cache<St>,
     pub(super) profile: Profile,
     pub(super) rules: Arc<HttpRules>,
     pub(super) double_delete: Option<Duration>,
     pub(super) write_through: bool,
-    /// `Arc<dyn Fn(Bytes) -> ReqB>` for the service's request body, type-erased.
-    pub(super) grpc_body: Option<Arc<dyn Any + Send + Sync>>,
+    pub(super) grpc: G,
 }
 
-impl<St> Clone for CacheAsideLayer<St> {
+impl<St, G: Clone> Clone for CacheAsideLayer<St, G> {
     fn clone(&self) -> Self {
         CacheAsideLayer {
             cache: self.cache.clone(),
@@ -32,12 +34,12 @@ impl<St> Clone for CacheAsideLayer<St> {
             rules: self.rules.clone(),
             double_delete: self.double_delete,
             write_through: self.write_through,
-            grpc_body: self.grpc_body.clone(),
+            grpc: self.grpc.clone(),
         }
     }
 }
 
-impl<St> std::fmt::Debug for CacheAsideLayer<St> {
+impl<St, G> std::fmt::Debug for CacheAsideLayer<St, G> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("CacheAsideLayer")
             .field("profile", &self.profile)
@@ -46,7 +48,7 @@ impl<St> std::fmt::Debug for CacheAsideLayer<St> {
     }
 }
 
-impl<St> CacheAsideLayer<St> {
+impl<St> CacheAsideLayer<St, NoGrpc> {
     /// A layer over `cache`, named `name` (the metrics label; for axum,
     /// the route), with `policy` and the default HTTP rules.
     ///
@@ -64,10 +66,12 @@ impl<St> CacheAsideLayer<St> {
             rules: Arc::new(rules),
             double_delete: None,
             write_through: false,
-            grpc_body: None,
+            grpc: NoGrpc,
         }
     }
+}
 
+impl<St, G> CacheAsideLayer<St, G> {
     fn rules(mut self, f: impl FnOnce(&mut HttpRules)) -> Self {
         f(Arc::make_mut(&mut self.rules));
         self
@@ -266,15 +270,67 @@ impl<St> CacheAsideLayer<St> {
     /// handed to the service whole and uncached (the service's own
     /// message size limit applies to it); one whose body fails while being
     /// read gets a `400`.
-    pub fn grpc_method<B: 'static>(
-        mut self,
+    ///
+    /// `B` must be the request body type of the service the layer wraps:
+    /// another type does not compile. Every gRPC method of the layer uses
+    /// the `make_body` of the last call.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use bytes::Bytes;
+    /// use http_body_util::Full;
+    /// use tower::{Layer, ServiceExt, service_fn};
+    /// use tower_cache::{Cache, CacheAsideLayer, Policy, store::MemoryStore};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// let layer = CacheAsideLayer::new(
+    ///     Cache::new(MemoryStore::default()),
+    ///     "catalog",
+    ///     Policy::ttl(Duration::from_secs(30)),
+    /// )
+    /// .grpc_method("/catalog.Catalog/GetProduct", |message: Bytes| Full::new(message));
+    /// let catalog = layer.layer(service_fn(|_: http::Request<Full<Bytes>>| async {
+    ///     Ok::<_, std::convert::Infallible>(http::Response::new(Full::new(Bytes::new())))
+    /// }));
+    /// let request = http::Request::get("/health").body(Full::new(Bytes::new())).unwrap();
+    /// assert!(catalog.oneshot(request).await.is_ok());
+    /// # }
+    /// ```
+    ///
+    /// A body of another type than the service's does not compile:
+    ///
+    /// ```compile_fail
+    /// # use std::time::Duration;
+    /// # use bytes::Bytes;
+    /// # use http_body_util::Full;
+    /// # use tower::{Layer, ServiceExt, service_fn};
+    /// # use tower_cache::{Cache, CacheAsideLayer, Policy, store::MemoryStore};
+    /// # async fn run() {
+    /// let layer = CacheAsideLayer::new(Cache::new(MemoryStore::default()), "catalog", Policy::default())
+    ///     .grpc_method("/catalog.Catalog/GetProduct", |message: Bytes| message.to_vec());
+    /// let catalog = layer.layer(service_fn(|_: http::Request<Full<Bytes>>| async {
+    ///     Ok::<_, std::convert::Infallible>(http::Response::new(Full::new(Bytes::new())))
+    /// }));
+    /// let request = http::Request::get("/").body(Full::new(Bytes::new())).unwrap();
+    /// let _ = catalog.oneshot(request).await;
+    /// # }
+    /// ```
+    pub fn grpc_method<B>(
+        self,
         path: impl Into<String>,
         make_body: impl Fn(Bytes) -> B + Send + Sync + 'static,
-    ) -> Self {
-        let f: Arc<dyn Fn(Bytes) -> B + Send + Sync> = Arc::new(make_body);
-        self.grpc_body = Some(Arc::new(f));
+    ) -> CacheAsideLayer<St, MakeGrpcBody<B>> {
         let path = path.into();
-        self.rules(|r| r.grpc_methods.push(path))
+        let mut rules = self.rules;
+        Arc::make_mut(&mut rules).grpc_methods.push(path);
+        CacheAsideLayer {
+            cache: self.cache,
+            profile: self.profile,
+            rules,
+            double_delete: self.double_delete,
+            write_through: self.write_through,
+            grpc: MakeGrpcBody::new(make_body),
+        }
     }
 
     /// Reloads entries in the background once past `fraction` of their
@@ -319,8 +375,8 @@ impl<St> CacheAsideLayer<St> {
     }
 }
 
-impl<S, St> Layer<S> for CacheAsideLayer<St> {
-    type Service = CacheAside<S, St>;
+impl<S, St, G: Clone> Layer<S> for CacheAsideLayer<St, G> {
+    type Service = CacheAside<S, St, G>;
 
     fn layer(&self, inner: S) -> Self::Service {
         CacheAside {

@@ -48,10 +48,14 @@
 //! ```
 
 mod future;
+mod grpc;
 mod layer;
+mod read;
 mod service;
+mod write;
 
 pub use future::ResponseFuture;
+pub use grpc::{GrpcMethods, MakeGrpcBody, NoGrpc};
 pub use layer::CacheAsideLayer;
 pub use service::CacheAside;
 

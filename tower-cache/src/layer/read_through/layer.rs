@@ -1,23 +1,24 @@
-use std::any::Any;
 use std::sync::Arc;
 
 use tower_layer::Layer;
 
 use super::ReadThrough;
-use crate::codec::JsonCodec;
+use crate::codec::{JsonCodec, NotFoundWhen};
 use crate::store::SharedStore;
 use crate::{Cache, Policy, Profile};
 
 /// Applies [`ReadThrough`] to a loader service. See the
 /// [module docs](crate::layer::read_through).
+///
+/// `C` is the [`Codec`](crate::codec::Codec) values are stored with: JSON
+/// unless [`codec`](Self::codec) says otherwise, wrapped in a
+/// [`NotFoundWhen`] by [`not_found_when`](Self::not_found_when).
 #[derive(Clone)]
 pub struct ReadThroughLayer<St = SharedStore, C = JsonCodec> {
     pub(super) cache: Cache<St>,
     pub(super) profile: Profile,
     pub(super) codec: C,
     pub(super) namespace: Arc<str>,
-    /// `Arc<dyn Fn(&V) -> bool>` for the service's `V`, type-erased.
-    pub(super) negative: Option<Arc<dyn Any + Send + Sync>>,
 }
 
 impl<St, C> std::fmt::Debug for ReadThroughLayer<St, C> {
@@ -38,8 +39,21 @@ impl<St> ReadThroughLayer<St, JsonCodec> {
             profile: Profile::new(name, policy),
             codec: JsonCodec,
             namespace: Arc::from(""),
-            negative: None,
         }
+    }
+
+    /// Stores values with `codec` instead of JSON.
+    pub fn codec<C2>(self, codec: C2) -> ReadThroughLayer<St, C2> {
+        self.map_codec(|_| codec)
+    }
+}
+
+impl<St, C, V> ReadThroughLayer<St, NotFoundWhen<C, V>> {
+    /// Stores values with `codec` instead of JSON; the values
+    /// [`not_found_when`](ReadThroughLayer::not_found_when) picks are still
+    /// the ones cached for the negative TTL.
+    pub fn codec<C2>(self, codec: C2) -> ReadThroughLayer<St, NotFoundWhen<C2, V>> {
+        self.map_codec(|not_found| not_found.with_codec(codec))
     }
 }
 
@@ -51,26 +65,58 @@ impl<St, C> ReadThroughLayer<St, C> {
         self
     }
 
-    /// Stores values with `codec` instead of JSON.
-    pub fn codec<C2>(self, codec: C2) -> ReadThroughLayer<St, C2> {
+    fn map_codec<C2>(self, f: impl FnOnce(C) -> C2) -> ReadThroughLayer<St, C2> {
         ReadThroughLayer {
             cache: self.cache,
             profile: self.profile,
-            codec,
+            codec: f(self.codec),
             namespace: self.namespace,
-            negative: self.negative,
         }
     }
 
     /// Values for which `is_not_found` returns true are cached for the
-    /// policy's negative TTL. Default: values that encode to JSON `null`.
-    pub fn not_found_when<V: 'static>(
-        mut self,
+    /// policy's negative TTL. `V` is the loader's response type: a function
+    /// of another type does not compile. Default: values the codec calls
+    /// not found ([`Codec::is_not_found`](crate::codec::Codec::is_not_found):
+    /// for JSON, those that encode to `null`, such as `Option::None`).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tower::{ServiceExt, service_fn};
+    /// use tower_cache::{Cache, Policy, ReadThroughLayer};
+    /// use tower_cache::store::MemoryStore;
+    /// use tower::Layer;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), tower::BoxError> {
+    /// let policy = Policy::ttl(Duration::from_secs(60)).negative_ttl(Duration::from_secs(5));
+    /// // A price of -1 means the product does not exist.
+    /// let prices = ReadThroughLayer::new(Cache::new(MemoryStore::default()), "prices", policy)
+    ///     .not_found_when(|price: &i64| *price < 0)
+    ///     .layer(service_fn(|id: u64| async move { Ok::<_, std::io::Error>(if id < 100 { 250 } else { -1 }) }));
+    /// assert_eq!(prices.oneshot(7).await?, 250);
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// A function of the wrong type is a compile error, not a silent
+    /// fallback:
+    ///
+    /// ```compile_fail
+    /// # use tower::{ServiceExt, service_fn};
+    /// # use tower_cache::{Cache, Policy, ReadThroughLayer};
+    /// # use tower_cache::store::MemoryStore;
+    /// # use tower::Layer;
+    /// # async fn run() {
+    /// let prices = ReadThroughLayer::new(Cache::new(MemoryStore::default()), "prices", Policy::default())
+    ///     .not_found_when(|price: &Option<i64>| price.is_none()) // the loader answers `i64`
+    ///     .layer(service_fn(|id: u64| async move { Ok::<i64, std::io::Error>(id as i64) }));
+    /// let _ = prices.oneshot(7).await;
+    /// # }
+    /// ```
+    pub fn not_found_when<V>(
+        self,
         is_not_found: impl Fn(&V) -> bool + Send + Sync + 'static,
-    ) -> Self {
-        let f: Arc<dyn Fn(&V) -> bool + Send + Sync> = Arc::new(is_not_found);
-        self.negative = Some(Arc::new(f));
-        self
+    ) -> ReadThroughLayer<St, NotFoundWhen<C, V>> {
+        self.map_codec(|codec| NotFoundWhen::new(codec, is_not_found))
     }
 
     /// Reloads entries in the background once they are past `fraction` of

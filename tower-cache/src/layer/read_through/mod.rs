@@ -11,7 +11,9 @@
 //! key make one loader call, stale entries can be served while a reload
 //! runs, and a value the store cannot decode is reloaded. A `V` the layer
 //! considers "not found" (by default: one that encodes to JSON `null`,
-//! such as `Option::None`) is cached for the policy's negative TTL.
+//! such as `Option::None`; or what a function given to
+//! [`not_found_when`](ReadThroughLayer::not_found_when) picks) is cached
+//! for the policy's negative TTL.
 //!
 //! ```
 //! use std::time::Duration;
@@ -105,6 +107,31 @@ mod tests {
         tokio::time::advance(Duration::from_secs(2)).await;
         svc.clone().oneshot(1).await.unwrap();
         assert_eq!(calls.load(Ordering::SeqCst), 3);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn values_picked_by_not_found_when_are_cached_for_the_negative_ttl() {
+        let calls = Arc::new(AtomicUsize::new(0));
+        let cache = Cache::new(MemoryStore::default());
+        let policy = Policy::ttl(Duration::from_secs(60)).negative_ttl(Duration::from_secs(1));
+        let svc = ReadThroughLayer::new(cache, "users", policy)
+            .not_found_when(|user: &Option<String>| user.as_deref() == Some("User 2"))
+            .layer(counting_repo(calls.clone()));
+        // `None` encodes to `null`, but the function says it is found.
+        assert_eq!(svc.clone().oneshot(99).await.unwrap(), None);
+        assert_eq!(
+            svc.clone().oneshot(2).await.unwrap().as_deref(),
+            Some("User 2")
+        );
+        assert_eq!(calls.load(Ordering::SeqCst), 2);
+        tokio::time::advance(Duration::from_secs(2)).await;
+        svc.clone().oneshot(99).await.unwrap();
+        svc.clone().oneshot(2).await.unwrap();
+        assert_eq!(
+            calls.load(Ordering::SeqCst),
+            3,
+            "only the not-found value expired"
+        );
     }
 
     #[tokio::test]

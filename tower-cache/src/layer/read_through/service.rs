@@ -9,7 +9,7 @@ use super::{ReadThroughLayer, ResponseFuture};
 use crate::codec::JsonCodec;
 use crate::codec::{CacheKey, Codec, key_in};
 use crate::store::{SharedStore, Store};
-use crate::{CacheStatus, Fetched, Fill, Loaded};
+use crate::{Fetched, Fill, Loaded};
 
 /// A loader service behind a read-through cache. Built by
 /// [`ReadThroughLayer`].
@@ -38,20 +38,6 @@ impl<S, St, C> ReadThrough<S, St, C> {
 /// A loaded value with the bytes stored for it.
 type Slot<V> = Mutex<Option<(Bytes, V)>>;
 
-fn is_not_found<V: 'static>(
-    negative: &Option<Arc<dyn std::any::Any + Send + Sync>>,
-    value: &V,
-    bytes: &[u8],
-) -> bool {
-    match negative
-        .as_ref()
-        .and_then(|f| f.downcast_ref::<Arc<dyn Fn(&V) -> bool + Send + Sync>>())
-    {
-        Some(f) => f(value),
-        None => bytes == b"null",
-    }
-}
-
 impl<S, K, St, C> Service<K> for ReadThrough<S, St, C>
 where
     S: Service<K> + Clone + Send + 'static,
@@ -71,7 +57,7 @@ where
     }
 
     fn call(&mut self, key: K) -> Self::Future {
-        let lookup = self.start(key);
+        let lookup = self.start(key, |_| ());
         ResponseFuture {
             inner: Box::pin(async move { lookup.await.map(|(value, _)| value) }),
         }
@@ -82,7 +68,11 @@ impl<S, St, C> ReadThrough<S, St, C> {
     /// Reads `key` like [`Service::call`], and also tells how the cache
     /// answered (for an `X-Cache` header). Waits for the loader to be
     /// ready first.
-    pub async fn lookup<K>(&mut self, key: K) -> Result<(S::Response, CacheStatus), tower::BoxError>
+    #[cfg(feature = "http")]
+    pub async fn lookup<K>(
+        &mut self,
+        key: K,
+    ) -> Result<(S::Response, crate::CacheStatus), tower::BoxError>
     where
         S: Service<K> + Clone + Send + 'static,
         S::Response: Send + 'static,
@@ -95,15 +85,17 @@ impl<S, St, C> ReadThrough<S, St, C> {
         std::future::poll_fn(|cx| self.inner.poll_ready(cx))
             .await
             .map_err(Into::into)?;
-        self.start(key).await
+        self.start(key, |fetched| crate::CacheStatus::from(fetched))
+            .await
     }
 
-    fn start<K>(
+    /// Reads `key`; `status` tells what the caller wants to know of how
+    /// the cache answered.
+    fn start<K, T: Send + 'static>(
         &mut self,
         key: K,
-    ) -> impl std::future::Future<Output = Result<(S::Response, CacheStatus), tower::BoxError>>
-    + Send
-    + 'static
+        status: fn(&Fetched<S::Response>) -> T,
+    ) -> impl std::future::Future<Output = Result<(S::Response, T), tower::BoxError>> + Send + 'static
     where
         S: Service<K> + Clone + Send + 'static,
         S::Response: Send + 'static,
@@ -120,7 +112,6 @@ impl<S, St, C> ReadThrough<S, St, C> {
         async move {
             let cache_key = key_in(&layer.namespace, &key);
             let codec = layer.codec.clone();
-            let negative = layer.negative.clone();
             // The loaded value with the bytes stored for it, for the caller
             // whose loader ran: it is not decoded back.
             let loaded: Arc<Slot<S::Response>> = Arc::default();
@@ -140,7 +131,7 @@ impl<S, St, C> ReadThrough<S, St, C> {
                     return Ok(Loaded::Pass(value));
                 }
                 let mut fill = Fill::new(bytes);
-                fill.negative = is_not_found(&negative, &value, &fill.value);
+                fill.negative = codec.is_not_found(&value, &fill.value);
                 *slot.lock().unwrap_or_else(|p| p.into_inner()) = Some((fill.value.clone(), value));
                 Ok::<_, tower::BoxError>(Loaded::Store(fill))
             };
@@ -161,7 +152,7 @@ impl<S, St, C> ReadThrough<S, St, C> {
                 .fetch_checked(&cache_key, &layer.profile, check, load)
                 .await
                 .map_err(|e| e.into_box_error())?;
-            let status = fetched.status();
+            let status = status(&fetched);
             let value = match fetched {
                 Fetched::Passed(value) => value,
                 Fetched::Hit(entry) | Fetched::Stale(entry) | Fetched::Miss(entry) => {

@@ -12,7 +12,7 @@ pub trait ReadLayer: Clone {
 }
 
 #[cfg(feature = "http")]
-impl<St> ReadLayer for crate::CacheAsideLayer<St> {
+impl<St, G: Clone> ReadLayer for crate::CacheAsideLayer<St, G> {
     fn with_refresh_ahead(self, fraction: f64) -> Self {
         self.refresh_ahead_at(fraction)
     }

@@ -1,0 +1,100 @@
+//! Answers from the cache: a stored response turned back into the response
+//! a client gets, a 304 when its `If-None-Match` matches, with `Age` and
+//! `X-Cache`.
+
+use http::header::{ETAG, IF_NONE_MATCH, VARY};
+use http::{HeaderMap, HeaderValue, Response, StatusCode};
+
+use super::{CacheBody, CacheStatus, StoredResponse, mark};
+
+impl StoredResponse {
+    /// The response to send for this entry: the stored one, its headers
+    /// only for `HEAD`, or 304 when the request's `If-None-Match` matches.
+    pub(crate) fn respond<B: http_body::Body>(
+        self,
+        status: CacheStatus,
+        age_secs: u64,
+        head: bool,
+        request_headers: &HeaderMap,
+    ) -> Response<CacheBody<B>> {
+        let not_modified = request_headers
+            .get(IF_NONE_MATCH)
+            .is_some_and(|inm| etag_matches(inm, &self.etag));
+        let body_len = self.body.len();
+        let (code, body) = if not_modified {
+            (StatusCode::NOT_MODIFIED, CacheBody::empty())
+        } else if head {
+            (self.status, CacheBody::empty())
+        } else {
+            (self.status, CacheBody::cached(self.body, self.trailers))
+        };
+        let mut res = Response::new(body);
+        *res.status_mut() = code;
+        let headers = res.headers_mut();
+        if not_modified {
+            for name in [
+                ETAG,
+                http::header::CACHE_CONTROL,
+                VARY,
+                http::header::EXPIRES,
+            ] {
+                for v in self.headers.get_all(&name) {
+                    headers.append(name.clone(), v.clone());
+                }
+            }
+        } else {
+            *headers = self.headers;
+            if head && code != StatusCode::NO_CONTENT {
+                // What a GET would carry, not the empty body's length.
+                headers.insert(http::header::CONTENT_LENGTH, HeaderValue::from(body_len));
+            }
+        }
+        headers.insert(http::header::AGE, HeaderValue::from(age_secs));
+        mark(res, status)
+    }
+}
+
+/// Whether an `If-None-Match` value matches `etag` (weak comparison).
+fn etag_matches(if_none_match: &HeaderValue, etag: &HeaderValue) -> bool {
+    fn strip(tag: &[u8]) -> &[u8] {
+        let tag = tag.trim_ascii();
+        tag.strip_prefix(b"W/").unwrap_or(tag)
+    }
+    let etag = strip(etag.as_bytes());
+    if_none_match
+        .as_bytes()
+        .split(|b| *b == b',')
+        .any(|candidate| candidate.trim_ascii() == b"*" || strip(candidate) == etag)
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+
+    use super::*;
+    use crate::http::HttpRules;
+    use crate::test_support::response_parts as res;
+
+    #[test]
+    fn if_none_match_gets_304() {
+        let r = HttpRules::default();
+        let stored = r.to_stored(
+            res(200, &[]),
+            Bytes::from_static(b"body"),
+            None,
+            &HeaderMap::new(),
+        );
+        let mut h = HeaderMap::new();
+        h.insert(IF_NONE_MATCH, stored.etag.clone());
+        let out: Response<CacheBody<http_body_util::Empty<Bytes>>> =
+            stored.clone().respond(CacheStatus::Hit, 3, false, &h);
+        assert_eq!(out.status(), StatusCode::NOT_MODIFIED);
+        assert_eq!(out.headers()[ETAG], stored.etag);
+        assert_eq!(out.headers()["age"], "3");
+        h.insert(IF_NONE_MATCH, HeaderValue::from_static("\"other\""));
+        let out: Response<CacheBody<http_body_util::Empty<Bytes>>> =
+            stored.respond(CacheStatus::Hit, 3, false, &h);
+        assert_eq!(out.status(), StatusCode::OK);
+        assert_eq!(out.headers()["x-cache"], "HIT");
+    }
+}

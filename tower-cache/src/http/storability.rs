@@ -1,0 +1,152 @@
+//! Whether a response may be stored, and whether a failure may be handed
+//! to the callers that waited for it.
+
+use std::time::Duration;
+
+use http::StatusCode;
+use http::header::{CONTENT_TYPE, SET_COOKIE, VARY};
+use http::response::Parts as ResponseParts;
+
+use super::{CacheControl, HttpRules};
+
+/// Whether a response may be stored.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Storability {
+    Store {
+        negative: bool,
+        ttl: Option<Duration>,
+    },
+    /// A failure (5xx): not stored; stale-if-error may answer instead.
+    Failed,
+    Pass,
+}
+
+impl HttpRules {
+    /// Whether `res` may be stored, for how long, and as a negative entry;
+    /// `per_user` when the key is a user's, `grpc` for a gRPC unary call.
+    pub(crate) fn storability(
+        &self,
+        res: &ResponseParts,
+        per_user: bool,
+        grpc: bool,
+    ) -> Storability {
+        if res.status.is_server_error() {
+            return Storability::Failed;
+        }
+        if res.headers.contains_key(SET_COOKIE) {
+            return Storability::Pass;
+        }
+        let cc = CacheControl::parse(&res.headers);
+        if cc.no_store || cc.no_cache || (cc.private && !per_user) {
+            return Storability::Pass;
+        }
+        if res.headers.get_all(VARY).iter().any(|v| {
+            v.as_bytes()
+                .split(|b| *b == b',')
+                .any(|n| n.trim_ascii() == b"*")
+        }) {
+            return Storability::Pass;
+        }
+        if grpc {
+            let is_grpc = res
+                .headers
+                .get(CONTENT_TYPE)
+                .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"));
+            // A trailers-only response carries its status in the headers.
+            let failed = res.headers.get("grpc-status").is_some_and(|s| s != "0");
+            if res.status != StatusCode::OK || !is_grpc || failed {
+                return Storability::Pass;
+            }
+        } else if !self.statuses.contains(&res.status) {
+            return Storability::Pass;
+        }
+        let ttl = if self.respect_origin_ttl {
+            if per_user {
+                cc.max_age
+            } else {
+                cc.shared_max_age()
+            }
+        } else {
+            None
+        };
+        if ttl == Some(Duration::ZERO) {
+            return Storability::Pass;
+        }
+        Storability::Store {
+            negative: matches!(res.status.as_u16(), 404 | 410),
+            ttl,
+        }
+    }
+
+    /// Whether a failed response (not stored) may be handed to the callers
+    /// that waited for the load that got it: never when it sets a cookie
+    /// or is marked `private` or `no-store`, since it answers another
+    /// client's request.
+    pub(crate) fn shareable_failure(&self, res: &ResponseParts) -> bool {
+        let cc = CacheControl::parse(&res.headers);
+        !(res.headers.contains_key(SET_COOKIE) || cc.private || cc.no_store)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::test_support::response_parts as res;
+
+    #[test]
+    fn what_is_stored() {
+        let r = HttpRules::default();
+        let store = |s| Storability::Store {
+            negative: false,
+            ttl: s,
+        };
+        assert_eq!(r.storability(&res(200, &[]), false, false), store(None));
+        assert_eq!(
+            r.storability(&res(404, &[]), false, false),
+            Storability::Store {
+                negative: true,
+                ttl: None
+            }
+        );
+        assert_eq!(
+            r.storability(&res(500, &[]), false, false),
+            Storability::Failed
+        );
+        assert_eq!(
+            r.storability(&res(503, &[]), false, false),
+            Storability::Failed
+        );
+        assert_eq!(
+            r.storability(&res(302, &[]), false, false),
+            Storability::Pass
+        );
+        assert_eq!(
+            r.storability(&res(200, &[("set-cookie", "a=b")]), false, false),
+            Storability::Pass
+        );
+        assert_eq!(
+            r.storability(&res(200, &[("cache-control", "private")]), false, false),
+            Storability::Pass
+        );
+        assert_eq!(
+            r.storability(&res(200, &[("cache-control", "private")]), true, false),
+            store(None)
+        );
+        assert_eq!(
+            r.storability(&res(200, &[("cache-control", "no-store")]), true, false),
+            Storability::Pass
+        );
+        assert_eq!(
+            r.storability(&res(200, &[("vary", "*")]), false, false),
+            Storability::Pass
+        );
+        assert_eq!(
+            r.storability(&res(200, &[("cache-control", "max-age=30")]), false, false),
+            store(Some(Duration::from_secs(30)))
+        );
+        assert_eq!(
+            r.storability(&res(200, &[("cache-control", "max-age=0")]), false, false),
+            Storability::Pass
+        );
+    }
+}

@@ -1,0 +1,150 @@
+//! gRPC unary calls: the request message is part of the key, so the body
+//! is read first and rebuilt for the inner service, by a function whose
+//! type the layer carries, so a body of the wrong type does not compile.
+
+use std::fmt;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::request::Parts;
+use http::{Request, Response};
+use http_body::Body;
+use http_body_util::BodyExt;
+use tower_service::Service;
+
+use super::CacheAsideLayer;
+use super::read::Read;
+use super::service::{pass, unreadable_request};
+use crate::http::{CacheBody, CacheStatus, mark};
+use crate::store::Store;
+
+/// No gRPC method is cached: the default of
+/// [`CacheAsideLayer`](super::CacheAsideLayer), for services of any request
+/// body.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NoGrpc;
+
+/// Rebuilds a request body of type `B` from the bytes of a gRPC request
+/// message, which the layer read to build the key. Set by
+/// [`CacheAsideLayer::grpc_method`](super::CacheAsideLayer::grpc_method).
+pub struct MakeGrpcBody<B> {
+    make: Arc<dyn Fn(Bytes) -> B + Send + Sync>,
+}
+
+impl<B> MakeGrpcBody<B> {
+    pub(super) fn new(make: impl Fn(Bytes) -> B + Send + Sync + 'static) -> Self {
+        MakeGrpcBody {
+            make: Arc::new(make),
+        }
+    }
+
+    /// The request body carrying `message`.
+    pub(super) fn body(&self, message: Bytes) -> B {
+        (self.make)(message)
+    }
+}
+
+impl<B> Clone for MakeGrpcBody<B> {
+    fn clone(&self) -> Self {
+        MakeGrpcBody {
+            make: self.make.clone(),
+        }
+    }
+}
+
+impl<B> fmt::Debug for MakeGrpcBody<B> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("MakeGrpcBody")
+    }
+}
+
+mod sealed {
+    pub trait Sealed {}
+    impl Sealed for super::NoGrpc {}
+    impl<B> Sealed for super::MakeGrpcBody<B> {}
+}
+
+/// What a [`CacheAside`](super::CacheAside) over a service with request
+/// body `B` knows about the gRPC methods it caches: [`NoGrpc`] (none, for
+/// any `B`) or [`MakeGrpcBody<B>`]. Sealed.
+pub trait GrpcMethods<B>: sealed::Sealed + Clone + Send + Sync + 'static {
+    /// How to rebuild a request body; `None` when no gRPC method is cached.
+    #[doc(hidden)]
+    fn make_body(&self) -> Option<&MakeGrpcBody<B>>;
+}
+
+impl<B> GrpcMethods<B> for NoGrpc {
+    fn make_body(&self) -> Option<&MakeGrpcBody<B>> {
+        None
+    }
+}
+
+impl<B: 'static> GrpcMethods<B> for MakeGrpcBody<B> {
+    fn make_body(&self) -> Option<&MakeGrpcBody<B>> {
+        Some(self)
+    }
+}
+
+/// A gRPC unary call: the request message is part of the key, so the body
+/// is read first and rebuilt for the inner service.
+pub(super) async fn grpc_read<S, ReqB, ResB, St, G>(
+    layer: CacheAsideLayer<St, G>,
+    inner: S,
+    parts: Parts,
+    body: ReqB,
+    per_user: Option<String>,
+) -> Result<Response<CacheBody<ResB>>, S::Error>
+where
+    S: Service<Request<ReqB>, Response = Response<ResB>> + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: fmt::Display + Send + 'static,
+    ReqB: Body<Data = Bytes> + Send + Unpin + 'static,
+    ResB: Body<Data = Bytes> + Send + Unpin + 'static,
+    ResB::Error: Send,
+    St: Store,
+    G: GrpcMethods<ReqB>,
+{
+    let Some(make_body) = layer.grpc.make_body().cloned() else {
+        // Unreachable: a layer without a way to rebuild bodies names no
+        // gRPC method.
+        layer.profile.record_bypass();
+        return Ok(mark(
+            pass(&layer.rules, inner, parts, body).await?,
+            CacheStatus::Bypass,
+        ));
+    };
+    let Ok(message) = body.collect().await.map(|whole| whole.to_bytes()) else {
+        layer.profile.record_bypass();
+        return Ok(unreadable_request());
+    };
+    if message.len() > layer.rules.max_body_bytes {
+        // Too large to key and store: the service gets the whole message,
+        // uncached. A unary message is read whole by the service anyway,
+        // which enforces its own size limit.
+        layer.profile.record_bypass();
+        return Ok(mark(
+            pass(&layer.rules, inner, parts, make_body.body(message)).await?,
+            CacheStatus::Bypass,
+        ));
+    }
+    let Some(key) = layer
+        .rules
+        .key
+        .key(&parts, per_user.as_deref(), Some(&message))
+    else {
+        layer.profile.record_bypass();
+        return Ok(mark(
+            pass(&layer.rules, inner, parts, make_body.body(message)).await?,
+            CacheStatus::Bypass,
+        ));
+    };
+    let read = Read {
+        key,
+        head: false,
+        reload: false,
+        only_if_cached: false,
+        per_user: per_user.is_some(),
+        grpc: true,
+    };
+    read.run(layer, inner, parts, make_body.body(message)).await
+}
