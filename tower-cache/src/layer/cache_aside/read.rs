@@ -62,6 +62,7 @@ impl Found {
     /// when it decodes and is the request's `Vary` variant (kept with its
     /// buffer), skipped when it is another variant (its `Vary` names
     /// kept), dropped when it does not decode.
+    #[inline]
     fn check(&mut self, entry: &Entry, headers: &HeaderMap) -> Verdict {
         match StoredResponse::decode(&entry.value) {
             Ok(stored) if stored.vary_matches(headers) => {
@@ -78,8 +79,9 @@ impl Found {
 
     /// The stored response of `entry`: the one the check decoded when it
     /// is that very buffer, else decoded now.
-    fn stored(self, entry: &Entry) -> Option<StoredResponse> {
-        match self.decoded {
+    #[inline]
+    fn stored(&mut self, entry: &Entry) -> Option<StoredResponse> {
+        match self.decoded.take() {
             Some((bytes, stored)) if same_buffer(&bytes, &entry.value) => Some(stored),
             _ => StoredResponse::decode(&entry.value).ok(),
         }
@@ -91,14 +93,9 @@ fn same_buffer(a: &Bytes, b: &Bytes) -> bool {
     a.as_ptr() == b.as_ptr() && a.len() == b.len()
 }
 
-/// A fetch's result, or word that the key holds another variant and the
-/// origin's answer for this one is not to be stored.
-enum Lookup<T, E> {
-    Done(Result<Fetched<T>, LoadError<E>>),
-    OtherVariant,
-}
-
 impl Read {
+    /// Answers the read. The hit path awaits one future, the engine's
+    /// fetch, in place: no step of its own is a future to build and move.
     pub(super) async fn run<S, ReqB, ResB, St, G>(
         self,
         layer: CacheAsideLayer<St, G>,
@@ -126,30 +123,6 @@ impl Read {
             decoded: None,
             other_variant: None,
         };
-        match self.fetch(&layer, &pending, &mut found).await {
-            Lookup::Done(Ok(fetched)) => self.answer(fetched, found, &layer, &pending).await,
-            Lookup::Done(Err(error)) => self.failed(error, &pending.parts.headers),
-            Lookup::OtherVariant => pass_unstored(&layer.rules, &pending).await,
-        }
-    }
-
-    /// Reads the entry of the request's variant, loading it on a miss (or
-    /// at once for `no-cache`).
-    async fn fetch<S, ReqB, ResB, St, G>(
-        &self,
-        layer: &CacheAsideLayer<St, G>,
-        pending: &Arc<Pending<S, ReqB>>,
-        found: &mut Found,
-    ) -> Lookup<Response<CacheBody<ResB>>, S::Error>
-    where
-        S: Service<Request<ReqB>, Response = Response<ResB>> + Send + 'static,
-        S::Future: Send + 'static,
-        S::Error: fmt::Display + Send + 'static,
-        ReqB: Send + 'static,
-        ResB: Body<Data = Bytes> + Send + Unpin + 'static,
-        ResB::Error: Send,
-        St: Store,
-    {
         let load = {
             let (pending, rules) = (pending.clone(), layer.rules.clone());
             let (head, per_user, grpc) = (self.head, self.per_user, self.grpc);
@@ -157,53 +130,45 @@ impl Read {
             move || load(pending, rules, head, per_user, grpc)
         };
         let (cache, profile) = (&layer.cache, &layer.profile);
-        if self.reload {
-            return Lookup::Done(Box::pin(cache.reload(&self.key, profile, load)).await);
-        }
         let headers = &pending.parts.headers;
-        let check = |entry: &Entry| found.check(entry, headers);
-        let load = match cache.fetch_verdict(&self.key, profile, check, load).await {
-            Checked::Done(fetched) => return Lookup::Done(fetched),
-            Checked::Skipped(load) => load,
+        let fetched = if self.reload {
+            Box::pin(cache.reload(&self.key, profile, load)).await
+        } else {
+            let check = |entry: &Entry| found.check(entry, headers);
+            match cache.fetch_verdict(&self.key, profile, check, load).await {
+                Checked::Done(fetched) => fetched,
+                Checked::Skipped(load) => {
+                    // Another variant holds the key: ours has a key of its
+                    // own.
+                    let names = found.other_variant.take().unwrap_or_default();
+                    let key = layer.rules.key.variant(&self.key, &names, headers);
+                    let check = |entry: &Entry| found.check(entry, headers);
+                    match Box::pin(cache.fetch_verdict(&key, profile, check, load)).await {
+                        Checked::Done(fetched) => fetched,
+                        // The origin changed what it varies on: ask it for
+                        // ours, unstored.
+                        Checked::Skipped(_) => {
+                            return Box::pin(pass_unstored(&layer.rules, &pending)).await;
+                        }
+                    }
+                }
+            }
         };
-        // Another variant holds the key: ours has a key of its own.
-        let names = found.other_variant.take().unwrap_or_default();
-        let key = layer.rules.key.variant(&self.key, &names, headers);
-        let check = |entry: &Entry| found.check(entry, headers);
-        match cache.fetch_verdict(&key, profile, check, load).await {
-            Checked::Done(fetched) => Lookup::Done(fetched),
-            // The origin changed what it varies on: ask it for ours,
-            // unstored.
-            Checked::Skipped(_) => Lookup::OtherVariant,
-        }
-    }
-
-    /// The response for what the fetch found: the stored response of its
-    /// entry (decoded once), or the loaded one that was not stored.
-    async fn answer<S, ReqB, ResB, St, G>(
-        &self,
-        fetched: Fetched<Response<CacheBody<ResB>>>,
-        found: Found,
-        layer: &CacheAsideLayer<St, G>,
-        pending: &Pending<S, ReqB>,
-    ) -> Result<Response<CacheBody<ResB>>, S::Error>
-    where
-        S: Service<Request<ReqB>, Response = Response<ResB>>,
-        ResB: Body,
-    {
-        let status = CacheStatus::from(&fetched);
-        let entry = match fetched {
-            Fetched::Hit(entry) | Fetched::Stale(entry) | Fetched::Miss(entry) => entry,
-            Fetched::Passed(res) => return Ok(mark(res, status)),
+        let (entry, status) = match fetched {
+            Ok(Fetched::Hit(entry)) => (entry, CacheStatus::Hit),
+            Ok(Fetched::Stale(entry)) => (entry, CacheStatus::Stale),
+            Ok(Fetched::Miss(entry)) => (entry, CacheStatus::Miss),
+            Ok(Fetched::Passed(res)) => return Ok(mark(res, CacheStatus::Miss)),
+            Err(error) => return self.failed(error, headers),
         };
-        let headers = &pending.parts.headers;
+        // The stored response of the entry, decoded once.
         let Some(stored) = found.stored(&entry) else {
             return Ok(error_response(StatusCode::BAD_GATEWAY));
         };
         if !stored.vary_matches(headers) {
             // The load this caller waited for answered another variant:
             // ask the origin for ours, unstored.
-            return pass_unstored(&layer.rules, pending).await;
+            return Box::pin(pass_unstored(&layer.rules, &pending)).await;
         }
         let age = clock::now_ms().saturating_sub(entry.stored_at) / 1_000;
         Ok(stored.respond(status, age, self.head, headers))
