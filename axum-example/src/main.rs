@@ -40,6 +40,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let db = db::Db::open(database_url.as_deref(), Duration::from_millis(delay))?;
 
     let l1 = MemoryStore::builder().max_bytes(64 * 1024 * 1024).build();
+    // Kept to stop its invalidation subscriber at shutdown.
+    let mut tiered_store = None;
     let store: SharedStore = match std::env::var("REDIS_URL").ok().filter(|u| !u.is_empty()) {
         Some(url) => {
             let l2 = RedisStore::builder(url).prefix("catalog:").build()?;
@@ -56,6 +58,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                     tracing::warn!("Redis is not answering; serving from L1 until it does");
                 }
                 tracing::info!("cache: L1 (moka) + L2 (Redis)");
+                tiered_store = Some(tiered.clone());
                 SharedStore::new(tiered)
             }
         }
@@ -79,6 +82,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     tracing::info!("stopped taking requests; delivering the views not yet in the database");
     shutdown.run().await;
     cache.shutdown().await;
+    if let Some(tiered) = tiered_store {
+        tiered.shutdown().await;
+    }
     served?;
     tracing::info!("shut down cleanly");
     Ok(())

@@ -65,13 +65,13 @@ async fn redis_expires_at_end_of_stale_window() {
     let store = redis_store(&server);
     let mut conn = server.connection();
     // Fresh until a second ago, servable for a minute more.
-    let before = tower_cache::clock::now_ms();
+    let before = tower_cache::now_ms();
     let e = entry("v", 1_000)
         .with_stale(Duration::from_secs(60))
         .with_stored_at(before - 2_000);
     store.put("k", e.clone()).await.unwrap();
     let pttl: i64 = conn.pttl("tc:e:k").unwrap();
-    let after = tower_cache::clock::now_ms();
+    let after = tower_cache::now_ms();
     // What was left of the stale window between the two clock reads, give
     // or take a millisecond of rounding.
     let (least, most) = (e.stale_until - after - 1, e.stale_until - before + 1);
@@ -80,7 +80,7 @@ async fn redis_expires_at_end_of_stale_window() {
         "Redis-side expiry is the stale window end ({least}..={most} ms away), got {pttl}"
     );
     let stale = store.get("k").await.unwrap().expect("stale but servable");
-    assert!(!stale.is_fresh_at(tower_cache::clock::now_ms()));
+    assert!(!stale.is_fresh_at(tower_cache::now_ms()));
 
     // An entry whose stale window ends 300 ms after it is stored is gone
     // once that has passed.
@@ -698,4 +698,26 @@ async fn l1_refuses_an_entry_loaded_before_a_seen_tag_invalidation() {
         assert_eq!(store.l1().get("k").await.unwrap(), None);
         assert_eq!(value(store, "k").await, None);
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tiered_shutdown_stops_and_awaits_its_subscriber() {
+    let server = RedisServer::start();
+    let store = tiered(&server);
+    store.ready().await;
+    let subscribers = |server: &RedisServer| -> i64 {
+        let (_, n): (String, i64) = redis::cmd("PUBSUB")
+            .arg("NUMSUB")
+            .arg("tc:invalidate")
+            .query(&mut server.connection())
+            .unwrap();
+        n
+    };
+    assert_eq!(subscribers(&server), 1);
+    store.shutdown().await;
+    store.shutdown().await;
+    let gone = wait_until(PATIENCE, || async { subscribers(&server) == 0 }).await;
+    assert!(gone.is_some(), "the subscription is closed");
+    store.put("k", entry("v", 60_000)).await.unwrap();
+    assert_eq!(value(&store, "k").await.as_deref(), Some("v"));
 }

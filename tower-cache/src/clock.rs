@@ -26,8 +26,17 @@ fn anchor() -> &'static Anchor {
     })
 }
 
-/// Milliseconds since the Unix epoch, advancing with tokio's clock.
+/// The cache's clock: milliseconds since the Unix epoch, advancing with
+/// tokio's clock (so a test that pauses and advances tokio's time moves
+/// it too). [`Entry`](crate::Entry) timestamps are on this clock; it
+/// decides freshness, never the order of invalidations.
 ///
+/// ```
+/// use tower_cache::{Entry, now_ms};
+///
+/// let entry = Entry::new("v");
+/// assert!(entry.is_fresh_at(now_ms()));
+/// ```
 pub fn now_ms() -> u64 {
     let a = anchor();
     let now = tokio::time::Instant::now().into_std();

@@ -9,10 +9,31 @@ use bytes::Bytes;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-/// Why a value could not be encoded or decoded.
+/// Why a value could not be encoded or decoded; the codec's own error is
+/// its [`source`](std::error::Error::source).
+///
+/// ```
+/// use std::error::Error as _;
+/// use tower_cache::codec::CodecError;
+///
+/// let e = CodecError::new(std::io::Error::other("bad bytes"));
+/// assert_eq!(e.to_string(), "cache codec error: bad bytes");
+/// assert!(e.source().is_some());
+/// ```
 #[derive(Debug, thiserror::Error)]
-#[error("cache codec error: {0}")]
-pub struct CodecError(pub String);
+#[error("cache codec error: {source}")]
+pub struct CodecError {
+    source: tower::BoxError,
+}
+
+impl CodecError {
+    /// An error caused by `source` (a serde error, a message).
+    pub fn new(source: impl Into<tower::BoxError>) -> Self {
+        CodecError {
+            source: source.into(),
+        }
+    }
+}
 
 /// Turns values into bytes and back. Bytes that do not decode are read as
 /// a miss by the layers, never returned as an error.
@@ -49,10 +70,10 @@ impl<V: Serialize + DeserializeOwned> Codec<V> for JsonCodec {
     fn encode(&self, value: &V) -> Result<Bytes, CodecError> {
         serde_json::to_vec(value)
             .map(Bytes::from)
-            .map_err(|e| CodecError(e.to_string()))
+            .map_err(CodecError::new)
     }
     fn decode(&self, bytes: &[u8]) -> Result<V, CodecError> {
-        serde_json::from_slice(bytes).map_err(|e| CodecError(e.to_string()))
+        serde_json::from_slice(bytes).map_err(CodecError::new)
     }
 }
 

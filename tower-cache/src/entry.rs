@@ -50,7 +50,7 @@ fn key_hash(key: &str) -> u64 {
 /// One cached value with its freshness metadata.
 ///
 /// Timestamps are milliseconds since the Unix epoch (see
-/// [`clock::now_ms`]).
+/// [`now_ms`](crate::now_ms)).
 ///
 /// ```
 /// use std::time::Duration;

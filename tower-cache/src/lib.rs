@@ -45,7 +45,7 @@
 //!   and the key builder for the fuzz targets under `fuzz/`; not for use
 //!   in applications.
 
-pub mod clock;
+mod clock;
 pub mod codec;
 pub mod engine;
 pub mod entry;
@@ -59,6 +59,7 @@ pub mod store;
 #[cfg(test)]
 mod test_support;
 
+pub use clock::now_ms;
 pub use engine::{
     Cache, CacheBuilder, Fetched, Fill, JoinedError, LoadError, Loaded, Loader, Policy, Profile,
     ProfileStats,

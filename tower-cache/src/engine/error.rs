@@ -22,10 +22,22 @@ pub enum LoadError<E> {
 /// The shared failure of a load that several callers waited on.
 #[derive(Debug, Clone)]
 pub struct JoinedError {
-    /// The loader's error message.
-    pub message: Arc<str>,
-    /// Bytes a [`Loaded::Failed`] result carried, for the layer to decode.
-    pub payload: Option<Bytes>,
+    pub(crate) message: Arc<str>,
+    pub(crate) payload: Option<Bytes>,
+}
+
+impl JoinedError {
+    /// The loader's error message (the loader's error itself stays with
+    /// the caller whose loader ran).
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+
+    /// Bytes a [`Loaded::Failed`](super::Loaded::Failed) result carried,
+    /// for the layer to decode.
+    pub fn payload(&self) -> Option<&Bytes> {
+        self.payload.as_ref()
+    }
 }
 
 impl fmt::Display for JoinedError {

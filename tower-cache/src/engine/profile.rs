@@ -168,7 +168,11 @@ impl Profile {
         Self::bump(&self.inner.counts.stale);
         self.inner.meters.stale.increment(1);
     }
-    /// Records a request that bypassed the cache.
+    /// Records a request that bypassed the cache. The only public
+    /// recorder: hits, misses and stale answers are counted by the engine,
+    /// but an application may decide by itself to answer without the cache
+    /// (a request with credentials, say), and counts that here so the
+    /// profile's ratio stays true.
     pub fn record_bypass(&self) {
         Self::bump(&self.inner.counts.bypasses);
         self.inner.meters.bypass.increment(1);

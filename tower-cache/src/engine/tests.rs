@@ -94,7 +94,7 @@ async fn failed_load_reaches_every_waiter_and_is_not_cached() {
     for t in tasks {
         match t.await.unwrap() {
             Err(LoadError::Origin(e)) => assert_eq!(e.to_string(), "origin down"),
-            Err(LoadError::Joined(e)) => assert!(e.message.contains("origin down")),
+            Err(LoadError::Joined(e)) => assert!(e.message().contains("origin down")),
             other => panic!("expected the load's error, got {other:?}"),
         }
     }

@@ -6,18 +6,29 @@ use bytes::Bytes;
 
 use crate::entry::Entry;
 
-/// A value a loader wants stored.
+/// A value a loader wants stored, built with [`Fill::new`] and its
+/// builder methods.
+///
+/// ```
+/// use std::time::Duration;
+/// use tower_cache::Fill;
+///
+/// let fill = Fill::new("Ada")
+///     .with_tags(vec!["user:1".into()])
+///     .with_ttl(Duration::from_secs(5));
+/// assert_eq!(&fill.value()[..], b"Ada");
+/// ```
 #[derive(Debug, Clone)]
 pub struct Fill {
     /// The bytes to store.
-    pub value: Bytes,
+    pub(crate) value: Bytes,
     /// Tags to invalidate it by.
-    pub tags: Vec<String>,
+    pub(crate) tags: Vec<String>,
     /// A TTL for this value instead of the policy's (for example from an
     /// HTTP `max-age`). Jitter still applies.
-    pub ttl: Option<Duration>,
+    pub(crate) ttl: Option<Duration>,
     /// A "not found" result, kept for the policy's negative TTL.
-    pub negative: bool,
+    pub(crate) negative: bool,
 }
 
 impl Fill {
@@ -41,6 +52,11 @@ impl Fill {
     pub fn with_tags(mut self, tags: Vec<String>) -> Self {
         self.tags = tags;
         self
+    }
+
+    /// The bytes to store.
+    pub fn value(&self) -> &Bytes {
+        &self.value
     }
 
     /// Overrides the policy's TTL for this value.

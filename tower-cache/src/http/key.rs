@@ -42,7 +42,7 @@ use sha2::{Digest, Sha256};
 pub const MAX_PLAIN_KEY_LEN: usize = 256;
 
 /// A function giving a request's key, or `None` to bypass the cache.
-pub type KeyFn = Arc<dyn Fn(&Parts) -> Option<String> + Send + Sync>;
+pub(crate) type KeyFn = Arc<dyn Fn(&Parts) -> Option<String> + Send + Sync>;
 
 /// How a route turns requests into keys.
 #[derive(Clone)]

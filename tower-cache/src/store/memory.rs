@@ -276,7 +276,7 @@ impl Store for MemoryStore {
         async move {
             self.cache
                 .invalidate_entries_if(move |_, slot| slot.entry.tags.contains(&tag))
-                .map_err(|e| StoreError::Backend(e.to_string()))?;
+                .map_err(|e| StoreError::Backend(Box::new(e)))?;
             Ok(())
         }
     }

@@ -75,9 +75,10 @@ pub enum StoreError {
     /// open, or the connection was refused, reset or closed.
     #[error("cache store unavailable")]
     Unavailable,
-    /// The backend returned an error.
+    /// The backend returned an error (its own is the
+    /// [`source`](std::error::Error::source)).
     #[error("cache store backend error: {0}")]
-    Backend(String),
+    Backend(#[source] tower::BoxError),
     /// The store was configured with a value it cannot work with.
     #[error("invalid cache store configuration: {0}")]
     Config(String),

@@ -368,7 +368,7 @@ fn closed_prefix(prefix: &str) -> Result<String, StoreError> {
 }
 
 fn backend(e: redis::RedisError) -> StoreError {
-    StoreError::Backend(e.to_string())
+    StoreError::Backend(Box::new(e))
 }
 
 impl RedisStore {

@@ -164,7 +164,7 @@ impl RedisQueue {
     ) -> Result<T, StoreError> {
         match tokio::time::timeout(self.op_timeout, fut).await {
             Ok(Ok(v)) => Ok(v),
-            Ok(Err(e)) => Err(StoreError::Backend(e.to_string())),
+            Ok(Err(e)) => Err(StoreError::Backend(Box::new(e))),
             Err(_) => Err(StoreError::Timeout),
         }
     }
@@ -183,7 +183,7 @@ impl RedisQueue {
             .arg("0")
             .arg("MKSTREAM");
         match self.run::<()>(cmd).await {
-            Err(StoreError::Backend(e)) if e.contains("BUSYGROUP") => Ok(()),
+            Err(StoreError::Backend(e)) if e.to_string().contains("BUSYGROUP") => Ok(()),
             other => other,
         }
     }
@@ -342,7 +342,7 @@ impl RedisQueue {
                 _ => Ok(0),
             },
             Ok(_) => Ok(0),
-            Err(StoreError::Backend(e)) if e.contains("NOGROUP") => Ok(0),
+            Err(StoreError::Backend(e)) if e.to_string().contains("NOGROUP") => Ok(0),
             Err(e) => Err(e),
         }
     }

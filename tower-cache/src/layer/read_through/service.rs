@@ -195,7 +195,7 @@ mod tests {
             Ok(Bytes::from(value.to_string()))
         }
         fn decode(&self, _: &[u8]) -> Result<u64, CodecError> {
-            Err(CodecError("not this format".into()))
+            Err(CodecError::new("not this format"))
         }
     }
 

@@ -106,7 +106,7 @@ impl TieredStoreBuilder {
             inner: Arc::new(Inner {
                 shared,
                 subscribed: rx,
-                listener,
+                listener: std::sync::Mutex::new(Some(listener)),
             }),
         }
     }

@@ -87,12 +87,24 @@ struct Shared {
 struct Inner {
     shared: Arc<Shared>,
     subscribed: watch::Receiver<bool>,
-    listener: JoinHandle<()>,
+    /// The invalidation subscriber, until [`TieredStore::shutdown`].
+    listener: std::sync::Mutex<Option<JoinHandle<()>>>,
+}
+
+impl Inner {
+    fn take_listener(&self) -> Option<JoinHandle<()>> {
+        self.listener
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .take()
+    }
 }
 
 impl Drop for Inner {
     fn drop(&mut self) {
-        self.listener.abort();
+        if let Some(listener) = self.take_listener() {
+            listener.abort();
+        }
     }
 }
 
@@ -133,7 +145,7 @@ impl Drop for Inner {
 ///   what was removed while it was away.
 ///
 /// Cloning is cheap and shares everything. The background subscriber stops
-/// when the last clone is dropped.
+/// at [`TieredStore::shutdown`], or when the last clone is dropped.
 ///
 /// ```no_run
 /// use tower_cache::store::{MemoryStore, RedisStore, Store, TieredStore};
@@ -193,6 +205,19 @@ impl TieredStore {
         // The sender lives as long as the subscriber task, which lives as
         // long as `self`.
         let _ = rx.wait_for(|subscribed| *subscribed).await;
+    }
+
+    /// Stops the invalidation subscriber (task `tower_cache.invalidations`)
+    /// and waits for it to end; later calls return at once. The store
+    /// still reads and writes both levels afterwards, but its L1 no longer
+    /// hears of other instances' invalidations: call it when the process
+    /// shuts down. Dropping the last clone of the store stops the
+    /// subscriber too, without waiting.
+    pub async fn shutdown(&self) {
+        if let Some(listener) = self.inner.take_listener() {
+            listener.abort();
+            let _ = listener.await;
+        }
     }
 
     /// Whether L2 is currently used (circuit breaker closed).
