@@ -136,12 +136,7 @@ where
             // Queue order and pending order are the same: both under the lock.
             let mut pending = shared.lock_pending();
             let value = write.value.clone();
-            let item = Item::Write {
-                key: key.clone(),
-                write,
-                logged,
-            };
-            if self.sender.send_item(item).is_err() {
+            if !enqueue(&mut self.sender, &key, write, logged) {
                 return ResponseFuture::ready(Err(WriteBehindClosed.into()));
             }
             pending.entry(key).or_default().push_back((id, value));
@@ -168,12 +163,7 @@ where
                 .seq
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
                 + 1;
-            let item = Item::Write {
-                key: key.clone(),
-                write,
-                logged,
-            };
-            if self.sender.send_item(item).is_err() {
+            if !enqueue(&mut self.sender, &key, write, logged) {
                 return ResponseFuture::ready(Err(WriteBehindClosed.into()));
             }
             latest.insert(key.clone(), seq);
@@ -274,4 +264,19 @@ impl<K, V, St> WriteBehind<K, V, St> {
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         self.shared.queue_depth_changed(1);
     }
+}
+
+/// Hands a write to the worker; `false` when the worker has stopped.
+fn enqueue<K: Send + 'static, V: Send + 'static>(
+    sender: &mut PollSender<Item<K, V>>,
+    key: &str,
+    write: Write<K, V>,
+    logged: Option<Logged>,
+) -> bool {
+    let item = Item::Write {
+        key: key.to_owned(),
+        write,
+        logged,
+    };
+    sender.send_item(item).is_ok()
 }
