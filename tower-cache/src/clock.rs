@@ -18,10 +18,7 @@ static ANCHOR: OnceLock<Anchor> = OnceLock::new();
 
 fn anchor() -> &'static Anchor {
     ANCHOR.get_or_init(|| Anchor {
-        wall_ms: SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_millis() as u64)
-            .unwrap_or(0),
+        wall_ms: SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, ms),
         instant: std::time::Instant::now(),
     })
 }
@@ -37,18 +34,22 @@ fn anchor() -> &'static Anchor {
 /// let entry = Entry::new("v");
 /// assert!(entry.is_fresh_at(now_ms()));
 /// ```
+#[must_use]
 pub fn now_ms() -> u64 {
     let a = anchor();
     let now = tokio::time::Instant::now().into_std();
     match now.checked_duration_since(a.instant) {
-        Some(ahead) => a.wall_ms.saturating_add(ahead.as_millis() as u64),
-        None => a
-            .wall_ms
-            .saturating_sub(a.instant.duration_since(now).as_millis() as u64),
+        Some(ahead) => a.wall_ms.saturating_add(ms(ahead)),
+        None => a.wall_ms.saturating_sub(ms(a.instant.duration_since(now))),
     }
 }
 
 /// `now_ms() + d`, saturating.
 pub(crate) fn after(d: Duration) -> u64 {
-    now_ms().saturating_add(d.as_millis().min(u64::MAX as u128) as u64)
+    now_ms().saturating_add(ms(d))
+}
+
+/// `d` in whole milliseconds, saturating at `u64::MAX` (585 million years).
+pub(crate) fn ms(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }

@@ -39,8 +39,18 @@ impl CodecError {
 /// a miss by the layers, never returned as an error.
 pub trait Codec<V>: Clone + Send + Sync + 'static {
     /// Encodes `value`.
+    ///
+    /// # Errors
+    ///
+    /// When `value` cannot be written in this format; the layers then
+    /// answer with it uncached.
     fn encode(&self, value: &V) -> Result<Bytes, CodecError>;
     /// Decodes bytes written by [`Codec::encode`].
+    ///
+    /// # Errors
+    ///
+    /// When `bytes` are not a value of this format; the layers read them
+    /// as a miss.
     fn decode(&self, bytes: &[u8]) -> Result<V, CodecError>;
     /// Whether `value`, encoded as `encoded`, means "not found", which
     /// read-through caches for the policy's negative TTL. Default: the
@@ -53,7 +63,7 @@ pub trait Codec<V>: Clone + Send + Sync + 'static {
     }
 }
 
-/// The default codec: JSON through serde_json, readable with `redis-cli`.
+/// The default codec: JSON through `serde_json`, readable with `redis-cli`.
 ///
 /// ```
 /// use tower_cache::codec::{Codec, JsonCodec};
@@ -222,7 +232,9 @@ fn write_field<K: CacheKey + ?Sized>(key: &K, out: &mut String) {
     let mut n = len;
     loop {
         at -= 1;
-        digits[at] = b'0' + (n % 10) as u8;
+        #[expect(clippy::cast_possible_truncation, reason = "n % 10 < 10")]
+        let digit = (n % 10) as u8;
+        digits[at] = b'0' + digit;
         n /= 10;
         if n == 0 {
             break;

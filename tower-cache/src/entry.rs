@@ -42,6 +42,16 @@ const FLAG_VERSIONED: u8 = 1;
 /// The checksum that ends the envelope.
 const CHECKSUM_LEN: usize = 8;
 
+/// `n` as a `u16` length field, saturating: what does not fit is cut.
+pub(crate) fn u16_len(n: usize) -> u16 {
+    u16::try_from(n).unwrap_or(u16::MAX)
+}
+
+/// `n` as a `u32` length field, saturating: what does not fit is cut.
+pub(crate) fn u32_len(n: usize) -> u32 {
+    u32::try_from(n).unwrap_or(u32::MAX)
+}
+
 /// The hash an envelope carries of the key it was written under.
 fn key_hash(key: &str) -> u64 {
     xxh3_64(key.as_bytes())
@@ -109,20 +119,23 @@ impl Entry {
 
     /// Fresh for `ttl` after `stored_at`; keeps the current stale window
     /// length.
+    #[must_use]
     pub fn with_ttl(mut self, ttl: Duration) -> Self {
         let stale = self.stale_until.saturating_sub(self.fresh_until);
-        self.fresh_until = self.stored_at.saturating_add(ttl.as_millis() as u64);
+        self.fresh_until = self.stored_at.saturating_add(clock::ms(ttl));
         self.stale_until = self.fresh_until.saturating_add(stale);
         self
     }
 
     /// Servable for `window` after it stops being fresh.
+    #[must_use]
     pub fn with_stale(mut self, window: Duration) -> Self {
-        self.stale_until = self.fresh_until.saturating_add(window.as_millis() as u64);
+        self.stale_until = self.fresh_until.saturating_add(clock::ms(window));
         self
     }
 
     /// Sets the tags the entry can be invalidated by.
+    #[must_use]
     pub fn with_tags<I, T>(mut self, tags: I) -> Self
     where
         I: IntoIterator<Item = T>,
@@ -133,6 +146,7 @@ impl Entry {
     }
 
     /// Sets when the value was read from its origin.
+    #[must_use]
     pub fn with_stored_at(mut self, stored_at: u64) -> Self {
         let ttl = self.fresh_until.saturating_sub(self.stored_at);
         let stale = self.stale_until.saturating_sub(self.fresh_until);
@@ -144,12 +158,14 @@ impl Entry {
 
     /// Records the store's invalidation version read before the value was
     /// read from its origin (see [`Entry::version`]).
+    #[must_use]
     pub fn with_version(mut self, version: u64) -> Self {
         self.version = Some(version);
         self
     }
 
     /// Sets how long the load that produced the value took.
+    #[must_use]
     pub fn with_load_ms(mut self, load_ms: u32) -> Self {
         self.load_ms = load_ms;
         self
@@ -208,15 +224,15 @@ impl Entry {
         buf.put_u64(self.stale_until);
         buf.put_u64(self.version.unwrap_or(0));
         buf.put_u32(self.load_ms);
-        buf.put_u16(self.tags.len().min(u16::MAX as usize) as u16);
-        for tag in self.tags.iter().take(u16::MAX as usize) {
-            let bytes = &tag.as_bytes()[..tag.len().min(u16::MAX as usize)];
-            buf.put_u16(bytes.len() as u16);
-            buf.put_slice(bytes);
+        buf.put_u16(u16_len(self.tags.len()));
+        for tag in self.tags.iter().take(usize::from(u16::MAX)) {
+            let len = u16_len(tag.len());
+            buf.put_u16(len);
+            buf.put_slice(&tag.as_bytes()[..usize::from(len)]);
         }
-        let len = self.value.len().min(u32::MAX as usize);
-        buf.put_u32(len as u32);
-        buf.put_slice(&self.value[..len]);
+        let len = u32_len(self.value.len());
+        buf.put_u32(len);
+        buf.put_slice(&self.value[..len as usize]);
         let checksum = xxh3_64(&buf);
         buf.put_u64(checksum);
         buf.freeze()
@@ -227,6 +243,15 @@ impl Entry {
     /// The payload shares `bytes`' buffer instead of being copied. Nothing
     /// is allocated from a count before it is checked against the bytes
     /// that remain.
+    ///
+    /// # Errors
+    ///
+    /// A [`DecodeError`] for anything that is not exactly an envelope
+    /// written under `key` by this version.
+    #[expect(
+        clippy::needless_pass_by_value,
+        reason = "the payload shares the buffer: the caller hands it over"
+    )]
     pub fn decode(key: &str, bytes: Bytes) -> Result<Entry, DecodeError> {
         if bytes.get(..2) != Some(&MAGIC[..]) {
             return Err(DecodeError::BadMagic);

@@ -7,6 +7,10 @@ use http::header::{CACHE_CONTROL, PRAGMA};
 
 /// Directives read from `Cache-Control` (and `Pragma: no-cache`).
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
+#[expect(
+    clippy::struct_excessive_bools,
+    reason = "one flag per directive, as RFC 9111 names them"
+)]
 pub(crate) struct CacheControl {
     pub no_store: bool,
     pub no_cache: bool,

@@ -34,6 +34,7 @@ pub enum RequestClass {
 impl RequestClass {
     /// The default classification: `GET` and `HEAD` are reads; `POST`,
     /// `PUT`, `PATCH` and `DELETE` are writes; any other method bypasses.
+    #[must_use]
     pub fn of_method(method: &Method) -> RequestClass {
         match *method {
             Method::GET | Method::HEAD => RequestClass::Read,

@@ -354,7 +354,7 @@ fn is_unreserved(b: u8) -> bool {
 }
 
 fn hex_value(b: u8) -> Option<u8> {
-    (b as char).to_digit(16).map(|d| d as u8)
+    (b as char).to_digit(16).and_then(|d| u8::try_from(d).ok())
 }
 
 /// `text` with percent-encoded unreserved characters decoded and the hex
@@ -376,21 +376,18 @@ pub(crate) fn normalize_path(text: &str) -> Cow<'_, str> {
                 ))
             })
             .flatten();
-        match escaped {
-            Some((hi, lo)) => {
-                let b = hi << 4 | lo;
-                if is_unreserved(b) {
-                    out.push(b);
-                } else {
-                    out.push(b'%');
-                    out.extend(bytes[i + 1..i + 3].iter().map(u8::to_ascii_uppercase));
-                }
-                i += 3;
+        if let Some((hi, lo)) = escaped {
+            let b = hi << 4 | lo;
+            if is_unreserved(b) {
+                out.push(b);
+            } else {
+                out.push(b'%');
+                out.extend(bytes[i + 1..i + 3].iter().map(u8::to_ascii_uppercase));
             }
-            None => {
-                out.push(bytes[i]);
-                i += 1;
-            }
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
         }
     }
     // Only ASCII escapes were replaced, by ASCII: still UTF-8, so the
@@ -406,6 +403,9 @@ pub(crate) fn normalize_path(text: &str) -> Cow<'_, str> {
 /// `?s=b&s=a` do not); empty pieces are dropped and each piece is
 /// normalized like the path.
 fn normalized_query(query: &str) -> Cow<'_, str> {
+    fn name(pair: &str) -> &str {
+        pair.split_once('=').map_or(pair, |(n, _)| n)
+    }
     if query.is_empty() {
         return Cow::Borrowed("");
     }
@@ -414,9 +414,6 @@ fn normalized_query(query: &str) -> Cow<'_, str> {
         .filter(|p| !p.is_empty())
         .map(normalize_path)
         .collect();
-    fn name(pair: &str) -> &str {
-        pair.split_once('=').map_or(pair, |(n, _)| n)
-    }
     pairs.sort_by(|a, b| name(a).cmp(name(b)));
     Cow::Owned(pairs.join("&"))
 }

@@ -44,17 +44,16 @@ impl HttpRules {
         }
         headers.remove(http::header::AGE);
         headers.remove(&X_CACHE);
-        let etag = match headers.get(ETAG) {
-            Some(tag) => tag.clone(),
-            None => {
-                let mut tag = String::with_capacity(34);
-                tag.push('"');
-                push_hex(&mut tag, &Sha256::digest(&body)[..16]);
-                tag.push('"');
-                let tag = HeaderValue::from_str(&tag).unwrap_or(HeaderValue::from_static("\"0\""));
-                headers.insert(ETAG, tag.clone());
-                tag
-            }
+        let etag = if let Some(tag) = headers.get(ETAG) {
+            tag.clone()
+        } else {
+            let mut tag = String::with_capacity(34);
+            tag.push('"');
+            push_hex(&mut tag, &Sha256::digest(&body)[..16]);
+            tag.push('"');
+            let tag = HeaderValue::from_str(&tag).unwrap_or(HeaderValue::from_static("\"0\""));
+            headers.insert(ETAG, tag.clone());
+            tag
         };
         let mut vary = Vec::new();
         for value in headers.get_all(VARY) {

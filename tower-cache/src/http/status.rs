@@ -23,6 +23,7 @@ pub enum CacheStatus {
 
 impl CacheStatus {
     /// `HIT`, `MISS`, `STALE` or `BYPASS`.
+    #[must_use]
     pub fn as_str(self) -> &'static str {
         match self {
             CacheStatus::Hit => "HIT",

@@ -82,6 +82,10 @@ impl HttpRules {
     /// that waited for the load that got it: never when it sets a cookie
     /// or is marked `private` or `no-store`, since it answers another
     /// client's request.
+    #[expect(
+        clippy::unused_self,
+        reason = "a rule like its siblings, called on the configured rules"
+    )]
     pub(crate) fn shareable_failure(&self, res: &ResponseParts) -> bool {
         let cc = CacheControl::parse(&res.headers);
         !(res.headers.contains_key(SET_COOKIE) || cc.private || cc.no_store)

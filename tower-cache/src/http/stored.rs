@@ -6,6 +6,7 @@
 //! | body u32+bytes | trailer count u16 (0xFFFF: none) | (name, value)*
 //! ```
 
+use crate::entry::{u16_len, u32_len};
 use bytes::{BufMut, Bytes, BytesMut};
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 
@@ -25,14 +26,15 @@ pub(crate) struct StoredResponse {
 pub(crate) struct Malformed;
 
 fn put_bytes16(buf: &mut BytesMut, b: &[u8]) {
-    let len = b.len().min(u16::MAX as usize);
-    buf.put_u16(len as u16);
-    buf.put_slice(&b[..len]);
+    let len = u16_len(b.len());
+    buf.put_u16(len);
+    buf.put_slice(&b[..usize::from(len)]);
 }
 
 fn put_headers(buf: &mut BytesMut, headers: &HeaderMap) {
-    buf.put_u16(headers.len().min(u16::MAX as usize - 1) as u16);
-    for (name, value) in headers.iter().take(u16::MAX as usize - 1) {
+    let count = u16_len(headers.len()).min(u16::MAX - 1);
+    buf.put_u16(count);
+    for (name, value) in headers.iter().take(usize::from(count)) {
         put_bytes16(buf, name.as_str().as_bytes());
         put_bytes16(buf, value.as_bytes());
     }
@@ -104,8 +106,9 @@ impl StoredResponse {
         buf.put_u16(self.status.as_u16());
         put_bytes16(&mut buf, self.etag.as_bytes());
         put_headers(&mut buf, &self.headers);
-        buf.put_u16(self.vary.len() as u16);
-        for (name, value) in &self.vary {
+        let vary = u16_len(self.vary.len());
+        buf.put_u16(vary);
+        for (name, value) in self.vary.iter().take(usize::from(vary)) {
             put_bytes16(&mut buf, name.as_str().as_bytes());
             match value {
                 Some(v) => {
@@ -115,8 +118,9 @@ impl StoredResponse {
                 None => buf.put_u8(0),
             }
         }
-        buf.put_u32(self.body.len().min(u32::MAX as usize) as u32);
-        buf.put_slice(&self.body);
+        let len = u32_len(self.body.len());
+        buf.put_u32(len);
+        buf.put_slice(&self.body[..len as usize]);
         match &self.trailers {
             Some(t) => put_headers(&mut buf, t),
             None => buf.put_u16(u16::MAX),

@@ -26,6 +26,7 @@ pub const MAX_TAG_LEN: usize = 256;
 ///
 /// assert_eq!(path_tag("/products/%31%32"), "path:/products/12");
 /// ```
+#[must_use]
 pub fn path_tag(path: &str) -> String {
     let normalized = super::key::normalize_path(path);
     let mut tag = String::with_capacity(5 + normalized.len());

@@ -38,12 +38,12 @@ impl Breaker {
     pub(crate) fn new(threshold: u64, retry: Duration, op_timeout: Duration) -> Self {
         Breaker {
             threshold,
-            retry_ms: retry.as_millis() as u64,
+            retry_ms: clock::ms(retry),
             failures: AtomicU64::new(0),
             open_until: AtomicU64::new(0),
             generation: AtomicU64::new(0),
             last_success_ms: AtomicU64::new(0),
-            op_timeout_ms: op_timeout.as_millis() as u64,
+            op_timeout_ms: clock::ms(op_timeout),
         }
     }
 

@@ -34,16 +34,14 @@ struct Slot {
 struct SlotExpiry;
 
 impl SlotExpiry {
-    fn until(slot: &Slot) -> Option<Duration> {
-        Some(Duration::from_millis(
-            slot.evict_at.saturating_sub(clock::now_ms()),
-        ))
+    fn until(slot: &Slot) -> Duration {
+        Duration::from_millis(slot.evict_at.saturating_sub(clock::now_ms()))
     }
 }
 
 impl Expiry<Arc<str>, Slot> for SlotExpiry {
     fn expire_after_create(&self, _: &Arc<str>, slot: &Slot, _: Instant) -> Option<Duration> {
-        Self::until(slot)
+        Some(Self::until(slot))
     }
     fn expire_after_update(
         &self,
@@ -52,7 +50,7 @@ impl Expiry<Arc<str>, Slot> for SlotExpiry {
         _: Instant,
         _: Option<Duration>,
     ) -> Option<Duration> {
-        Self::until(slot)
+        Some(Self::until(slot))
     }
 }
 
@@ -85,7 +83,7 @@ pub struct MemoryStats {
 ///   64 MiB), so the capacity bounds resident memory.
 /// - **Expiry per entry** at the end of its stale window
 ///   ([`Entry::stale_until`]).
-/// - **TinyLFU admission and eviction** by default, LRU as an option.
+/// - **`TinyLFU` admission and eviction** by default, LRU as an option.
 /// - **Shared, not copied**: a hit clones the [`bytes::Bytes`] handle, not
 ///   the payload.
 /// - **Tag invalidation** without a tag index: moka applies the predicate
@@ -116,7 +114,7 @@ impl std::fmt::Debug for MemoryStore {
         f.debug_struct("MemoryStore")
             .field("max_bytes", &self.max_bytes)
             .field("entries", &self.cache.entry_count())
-            .finish()
+            .finish_non_exhaustive()
     }
 }
 
@@ -130,34 +128,38 @@ pub struct MemoryStoreBuilder {
 
 impl MemoryStoreBuilder {
     /// Capacity in bytes. Default: [`DEFAULT_MAX_BYTES`] (64 MiB).
+    #[must_use]
     pub fn max_bytes(mut self, max_bytes: u64) -> Self {
         self.max_bytes = max_bytes;
         self
     }
 
     /// Evict the least recently used entry first, admitting every new
-    /// entry. Default: TinyLFU, which admits a new entry only when it is
+    /// entry. Default: `TinyLFU`, which admits a new entry only when it is
     /// likely to be read more often than the one it would evict.
+    #[must_use]
     pub fn lru(mut self) -> Self {
         self.lru = true;
         self
     }
 
     /// A name for the underlying moka cache, shown in its debug output.
+    #[must_use]
     pub fn name(mut self, name: impl Into<String>) -> Self {
         self.name = Some(name.into());
         self
     }
 
     /// Builds the store.
+    #[must_use]
     pub fn build(self) -> MemoryStore {
         let counters = Arc::new(Counters::default());
         let listener_counters = counters.clone();
         let mut builder = Cache::builder()
             .max_capacity(self.max_bytes)
             .weigher(|key: &Arc<str>, slot: &Slot| {
-                (ENTRY_OVERHEAD_BYTES + key.len() + slot.entry.weight()).min(u32::MAX as usize)
-                    as u32
+                u32::try_from(ENTRY_OVERHEAD_BYTES + key.len() + slot.entry.weight())
+                    .unwrap_or(u32::MAX)
             })
             .expire_after(SlotExpiry)
             .support_invalidation_closures()
@@ -189,19 +191,21 @@ impl MemoryStoreBuilder {
 }
 
 impl Default for MemoryStore {
-    /// A store of [`DEFAULT_MAX_BYTES`] (64 MiB) with TinyLFU.
+    /// A store of [`DEFAULT_MAX_BYTES`] (64 MiB) with `TinyLFU`.
     fn default() -> Self {
         MemoryStore::builder().build()
     }
 }
 
 impl MemoryStore {
-    /// A store holding at most `max_bytes`, with TinyLFU eviction.
+    /// A store holding at most `max_bytes`, with `TinyLFU` eviction.
+    #[must_use]
     pub fn new(max_bytes: u64) -> Self {
         MemoryStore::builder().max_bytes(max_bytes).build()
     }
 
-    /// A builder with the defaults: 64 MiB, TinyLFU.
+    /// A builder with the defaults: 64 MiB, `TinyLFU`.
+    #[must_use]
     pub fn builder() -> MemoryStoreBuilder {
         MemoryStoreBuilder {
             max_bytes: DEFAULT_MAX_BYTES,

@@ -260,6 +260,7 @@ impl RedisStoreBuilder {
     /// invalidated on recovery instead. Default:
     /// [`DEFAULT_MAX_PENDING_INVALIDATIONS`](super::DEFAULT_MAX_PENDING_INVALIDATIONS)
     /// (10 000).
+    #[must_use]
     pub fn max_pending_invalidations(mut self, max: usize) -> Self {
         self.max_pending = max;
         self
@@ -274,6 +275,7 @@ impl RedisStoreBuilder {
     ///
     /// A [`TieredStore`](super::TieredStore) has a breaker of its own
     /// (configured on its builder) and does not go through this one.
+    #[must_use]
     pub fn failure_threshold(mut self, failures: u64) -> Self {
         self.failure_threshold = failures.max(1);
         self
@@ -281,6 +283,7 @@ impl RedisStoreBuilder {
 
     /// How often Redis is probed (one operation goes through) while the
     /// circuit breaker is open. Default: [`DEFAULT_RETRY_INTERVAL`] (1 s).
+    #[must_use]
     pub fn retry_interval(mut self, interval: Duration) -> Self {
         self.retry_interval = interval;
         self
@@ -293,6 +296,7 @@ impl RedisStoreBuilder {
     /// contain `:`, so that no prefix is the start of another's keys
     /// (`"app:"` and `"app:e:"` would overlap): [`build`](Self::build)
     /// refuses one that does.
+    #[must_use]
     pub fn prefix(mut self, prefix: impl Into<String>) -> Self {
         self.prefix = prefix.into();
         self
@@ -302,6 +306,7 @@ impl RedisStoreBuilder {
     /// `remove_tag`), all its commands together. Default:
     /// [`DEFAULT_OP_TIMEOUT`] (200 ms): the longest a request waits on a
     /// Redis that stops answering before the circuit breaker opens.
+    #[must_use]
     pub fn op_timeout(mut self, timeout: Duration) -> Self {
         self.op_timeout = timeout;
         self
@@ -309,6 +314,7 @@ impl RedisStoreBuilder {
 
     /// Timeout of one connection attempt. Default:
     /// [`DEFAULT_CONNECT_TIMEOUT`] (1 s).
+    #[must_use]
     pub fn connect_timeout(mut self, timeout: Duration) -> Self {
         self.connect_timeout = timeout;
         self
@@ -317,15 +323,21 @@ impl RedisStoreBuilder {
     /// Longest time an entry is kept in Redis after it is written, and how
     /// long a tag invalidation is remembered after it is made. Also caps a [`TieredStore`](super::TieredStore)'s
     /// L1 lifetime. Default: [`DEFAULT_MAX_TTL`] (24 h).
+    #[must_use]
     pub fn max_ttl(mut self, max_ttl: Duration) -> Self {
         self.max_ttl = max_ttl;
         self
     }
 
     /// Builds the store without connecting; the connection is made on first
-    /// use and remade whenever it breaks. Fails only on an invalid URL.
+    /// use and remade whenever it breaks.
     ///
     /// Must be called within a Tokio runtime.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Config`] for a prefix that could overlap another's,
+    /// [`StoreError::Backend`] for an invalid URL.
     pub fn build(self) -> Result<RedisStore, StoreError> {
         let prefix = closed_prefix(&self.prefix)?;
         let client = Client::open(self.url.as_str()).map_err(backend)?;
@@ -387,37 +399,47 @@ impl RedisStore {
     }
 
     /// A store for the Redis at `url` with the defaults.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Backend`] for an invalid URL.
     pub fn new(url: impl Into<String>) -> Result<Self, StoreError> {
         Self::builder(url).build()
     }
 
     /// The key namespace prefix, closed by `:`.
+    #[must_use]
     pub fn prefix(&self) -> &str {
         &self.inner.prefix
     }
 
     /// The redis-rs client, for connections of one's own (pub/sub).
+    #[must_use]
     pub fn client(&self) -> &Client {
         &self.inner.client
     }
 
     /// A handle on the multiplexed connection.
+    #[must_use]
     pub fn connection(&self) -> ConnectionManager {
         self.inner.conn.clone()
     }
 
     /// The configured per-operation timeout.
+    #[must_use]
     pub fn op_timeout(&self) -> Duration {
         self.inner.op_timeout
     }
 
     /// The configured longest lifetime of an entry in Redis
     /// ([`RedisStoreBuilder::max_ttl`]).
+    #[must_use]
     pub fn max_ttl(&self) -> Duration {
         self.inner.max_ttl
     }
 
     /// The Redis key an entry is stored under.
+    #[must_use]
     pub fn entry_key(&self, key: &str) -> String {
         let mut k = String::with_capacity(self.inner.prefix.len() + 2 + key.len());
         k.push_str(&self.inner.prefix);
@@ -447,10 +469,16 @@ impl RedisStore {
 
     /// How long an invalidation version is kept, in milliseconds.
     fn keep_ms(&self) -> u64 {
-        self.inner.max_ttl.as_millis() as u64
+        clock::ms(self.inner.max_ttl)
     }
 
     /// Sends `PING`; `Ok` when Redis answers within the timeout.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Timeout`] when Redis does not answer within the
+    /// operation timeout, [`StoreError::Unavailable`] when it cannot be
+    /// reached, [`StoreError::Backend`] when it answers with an error.
     pub async fn ping(&self) -> Result<(), StoreError> {
         self.timed(async {
             let mut c = self.connection();
@@ -467,6 +495,12 @@ impl RedisStore {
     /// small write (no `KEYS`/`SCAN`): reads compare each entry's
     /// [`Entry::version`] with this invalidation's version as they do with
     /// a tag's. Entries loaded afterwards are unaffected.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Timeout`] when Redis does not answer within the
+    /// operation timeout, [`StoreError::Unavailable`] when it cannot be
+    /// reached, [`StoreError::Backend`] when it answers with an error.
     pub async fn invalidate_all(&self) -> Result<(), StoreError> {
         self.invalidate_stamp(self.all_key()).await.map(|_| ())
     }
@@ -725,12 +759,11 @@ impl RedisStore {
     ) -> impl Future<Output = Result<bool, StoreError>> + Send + 'a {
         let rkey = self.entry_key(key);
         async move {
-            let entry = match entry.version {
-                Some(_) => entry,
-                None => {
-                    let version = self.version_direct().await?;
-                    entry.with_version(version)
-                }
+            let entry = if entry.version.is_some() {
+                entry
+            } else {
+                let version = self.version_direct().await?;
+                entry.with_version(version)
             };
             self.timed(async move {
                 let now = clock::now_ms();
@@ -793,11 +826,13 @@ impl RedisStore {
     }
 
     /// Whether Redis is currently used (circuit breaker closed).
+    #[must_use]
     pub fn available(&self) -> bool {
         !self.inner.breaker.is_open()
     }
 
     /// How many removes and tag invalidations wait to be replayed.
+    #[must_use]
     pub fn pending_invalidations(&self) -> u64 {
         self.inner.replay.counts().0
     }

@@ -89,7 +89,7 @@ impl std::fmt::Debug for RedisQueue {
             .field("group", &self.group)
             .field("consumer", &self.consumer)
             .field("claim_after", &self.claim_after)
-            .finish()
+            .finish_non_exhaustive()
     }
 }
 
@@ -105,6 +105,7 @@ impl RedisQueue {
     /// `store`'s Redis (with its connection and timeout), read by the group
     /// [`DEFAULT_GROUP`](RedisQueue::DEFAULT_GROUP) as a consumer of its own (by default a name unique
     /// to this process, see [`consumer`](RedisQueue::consumer)).
+    #[must_use]
     pub fn new(store: &RedisStore, name: &str) -> Self {
         RedisQueue {
             conn: store.connection(),
@@ -123,12 +124,14 @@ impl RedisQueue {
     /// processes at once: a restarted process then delivers what it left
     /// pending as soon as it starts, instead of after `claim_after`.
     /// Default: the process id and a random suffix.
+    #[must_use]
     pub fn consumer(mut self, name: impl Into<String>) -> Self {
         self.consumer = name.into();
         self
     }
 
     /// The consumer group. Default: [`DEFAULT_GROUP`](RedisQueue::DEFAULT_GROUP) (`tower-cache`).
+    #[must_use]
     pub fn group(mut self, group: impl Into<String>) -> Self {
         self.group = group.into();
         self
@@ -138,22 +141,26 @@ impl RedisQueue {
     /// one claims them; also sets how often the queue looks for such entries
     /// (half of it) and keeps its own fresh (a quarter of it). Keep it well
     /// above Redis's worst pause. Default: [`DEFAULT_CLAIM_AFTER`](RedisQueue::DEFAULT_CLAIM_AFTER) (30 s).
+    #[must_use]
     pub fn claim_after(mut self, idle: Duration) -> Self {
         self.claim_after = idle.max(Duration::from_millis(4));
         self
     }
 
     /// The Redis key of the stream.
+    #[must_use]
     pub fn key(&self) -> &str {
         &self.key
     }
 
     /// This process's consumer name.
+    #[must_use]
     pub fn consumer_name(&self) -> &str {
         &self.consumer
     }
 
     /// The idle time after which entries are claimed from another consumer.
+    #[must_use]
     pub fn claim_after_idle(&self) -> Duration {
         self.claim_after
     }
@@ -319,6 +326,12 @@ impl RedisQueue {
     }
 
     /// Entries in the stream: appended and not yet delivered.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Timeout`] when Redis does not answer within the
+    /// operation timeout, [`StoreError::Unavailable`] when it cannot be
+    /// reached, [`StoreError::Backend`] when it answers with an error.
     pub async fn len(&self) -> Result<u64, StoreError> {
         let mut cmd = redis::cmd("XLEN");
         cmd.arg(&self.key);
@@ -326,6 +339,12 @@ impl RedisQueue {
     }
 
     /// Whether the stream is empty.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Timeout`] when Redis does not answer within the
+    /// operation timeout, [`StoreError::Unavailable`] when it cannot be
+    /// reached, [`StoreError::Backend`] when it answers with an error.
     pub async fn is_empty(&self) -> Result<bool, StoreError> {
         self.len().await.map(|n| n == 0)
     }
@@ -333,12 +352,18 @@ impl RedisQueue {
     /// Entries pending in the group, across every consumer: taken by a
     /// consumer and not yet acknowledged (`XPENDING` summary). Zero when the
     /// group does not exist yet.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Timeout`] when Redis does not answer within the
+    /// operation timeout, [`StoreError::Unavailable`] when it cannot be
+    /// reached, [`StoreError::Backend`] when it answers with an error.
     pub async fn pending(&self) -> Result<u64, StoreError> {
         let mut cmd = redis::cmd("XPENDING");
         cmd.arg(&self.key).arg(&self.group);
         match self.run::<Value>(cmd).await {
             Ok(Value::Array(summary)) => match summary.first() {
-                Some(Value::Int(n)) => Ok((*n).max(0) as u64),
+                Some(Value::Int(n)) => Ok(u64::try_from(*n).unwrap_or(0)),
                 _ => Ok(0),
             },
             Ok(_) => Ok(0),

@@ -72,7 +72,7 @@ impl ReplayQueue {
     fn lock(&self) -> std::sync::MutexGuard<'_, Pending> {
         self.pending
             .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Whether anything waits to be replayed (one atomic load).

@@ -49,20 +49,17 @@ impl<K, V> Batch<K, V> {
     pub fn add(&mut self, key: String, write: Write<K, V>, merge: Option<&MergeFn<V>>, live: bool) {
         let live = usize::from(live);
         self.items += 1;
-        match self.index.get(&key) {
-            Some(&i) => {
-                let existing = &mut self.writes[i];
-                existing.write.value = match merge {
-                    Some(merge) => merge(&existing.write.value, &write.value),
-                    None => write.value,
-                };
-                existing.write.key = write.key;
-                existing.live += live;
-            }
-            None => {
-                self.index.insert(key.clone(), self.writes.len());
-                self.writes.push(Coalesced { key, write, live });
-            }
+        if let Some(&i) = self.index.get(&key) {
+            let existing = &mut self.writes[i];
+            existing.write.value = match merge {
+                Some(merge) => merge(&existing.write.value, &write.value),
+                None => write.value,
+            };
+            existing.write.key = write.key;
+            existing.live += live;
+        } else {
+            self.index.insert(key.clone(), self.writes.len());
+            self.writes.push(Coalesced { key, write, live });
         }
     }
 

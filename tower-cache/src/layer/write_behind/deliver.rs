@@ -57,7 +57,7 @@ where
         let outcome = loop {
             // Errors become `BoxError` at once: the writer's need not be `Send`.
             let result: Result<(), BoxError> = match self.writer.ready().await.map_err(Into::into) {
-                Ok(writer) => writer
+                Ok(ready) => ready
                     .call(writes.clone())
                     .await
                     .map(drop)
@@ -97,21 +97,20 @@ where
                     .increment(writes.len() as u64);
                 let keys: Vec<&str> = batch.keys().collect();
                 let attempts = attempt + 1;
-                match &self.dead_letter {
-                    Some(handler) => {
-                        tracing::warn!(%error, ?keys, "write-behind batch given to the dead-letter handler");
-                        handler(DeadLetter {
-                            writes,
-                            error,
-                            attempts,
-                        });
-                    }
-                    None => tracing::error!(
+                if let Some(handler) = &self.dead_letter {
+                    tracing::warn!(%error, ?keys, "write-behind batch given to the dead-letter handler");
+                    handler(DeadLetter {
+                        writes,
+                        error,
+                        attempts,
+                    });
+                } else {
+                    tracing::error!(
                         %error,
                         ?keys,
                         attempts,
                         "write-behind batch failed after every retry; these writes did not reach the writer"
-                    ),
+                    );
                 }
                 false
             }

@@ -80,6 +80,7 @@ impl EntryId {
     }
 
     /// The id as the log wrote it.
+    #[must_use]
     pub fn as_str(&self) -> &str {
         &self.0
     }

@@ -34,7 +34,7 @@ impl<K, V> std::fmt::Debug for WriteBehindHandle<K, V> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("WriteBehindHandle")
             .field("name", &self.shared.name)
-            .finish()
+            .finish_non_exhaustive()
     }
 }
 
@@ -46,6 +46,10 @@ impl<K, V> WriteBehindHandle<K, V> {
     /// Waits until every write acknowledged before this call has been
     /// handed to the writer (delivered, or given to the dead-letter handler
     /// after its retries).
+    ///
+    /// # Errors
+    ///
+    /// [`WriteBehindClosed`] when the queue was shut down.
     pub async fn flush(&self) -> Result<(), WriteBehindClosed> {
         let (done, wait) = oneshot::channel();
         self.tx
@@ -70,7 +74,7 @@ impl<K, V> WriteBehindHandle<K, V> {
             .shared
             .worker
             .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
             .take();
         if let Some(worker) = worker
             && let Err(error) = worker.await
@@ -83,6 +87,7 @@ impl<K, V> WriteBehindHandle<K, V> {
     }
 
     /// Current counters.
+    #[must_use]
     pub fn stats(&self) -> WriteBehindStats {
         self.shared.stats()
     }

@@ -58,7 +58,7 @@ impl<K, V, St> fmt::Debug for WriteBehindLayer<K, V, St> {
             .field("config", &self.config)
             .field("merge", &self.merge.is_some())
             .field("durable", &self.durable.is_some())
-            .finish()
+            .finish_non_exhaustive()
     }
 }
 
@@ -79,6 +79,7 @@ impl<K, V, St> WriteBehindLayer<K, V, St> {
     }
 
     /// Prefix of every key, the same as the read layer's. Default: empty.
+    #[must_use]
     pub fn namespace(mut self, namespace: impl Into<String>) -> Self {
         self.namespace = Arc::from(namespace.into());
         self
@@ -86,6 +87,7 @@ impl<K, V, St> WriteBehindLayer<K, V, St> {
 
     /// A batch goes out when it holds this many distinct keys. Default:
     /// [`DEFAULT_MAX_BATCH`](super::DEFAULT_MAX_BATCH) (100).
+    #[must_use]
     pub fn max_batch(mut self, keys: usize) -> Self {
         self.config.max_batch = keys.max(1);
         self
@@ -93,6 +95,7 @@ impl<K, V, St> WriteBehindLayer<K, V, St> {
 
     /// A batch goes out at the latest this long after its first write.
     /// Default: [`DEFAULT_MAX_DELAY`](super::DEFAULT_MAX_DELAY) (100 ms).
+    #[must_use]
     pub fn max_delay(mut self, delay: Duration) -> Self {
         self.config.max_delay = delay;
         self
@@ -101,6 +104,7 @@ impl<K, V, St> WriteBehindLayer<K, V, St> {
     /// Writes acknowledged but not yet taken by the worker. When the queue
     /// is full, `poll_ready` is pending until the writer catches up.
     /// Default: [`DEFAULT_QUEUE_CAPACITY`](super::DEFAULT_QUEUE_CAPACITY) (10,000).
+    #[must_use]
     pub fn queue_capacity(mut self, writes: usize) -> Self {
         self.config.queue_capacity = writes.max(1);
         self
@@ -108,6 +112,7 @@ impl<K, V, St> WriteBehindLayer<K, V, St> {
 
     /// Retries of a failed batch before it goes to the dead-letter handler.
     /// Default: [`DEFAULT_MAX_RETRIES`](super::DEFAULT_MAX_RETRIES) (5).
+    #[must_use]
     pub fn max_retries(mut self, retries: u32) -> Self {
         self.config.max_retries = retries;
         self
@@ -116,6 +121,7 @@ impl<K, V, St> WriteBehindLayer<K, V, St> {
     /// The first retry delay; each retry doubles it (with ±50 % jitter), up
     /// to `max`. Default: [`DEFAULT_BACKOFF`](super::DEFAULT_BACKOFF)
     /// (100 ms), up to [`DEFAULT_MAX_BACKOFF`](super::DEFAULT_MAX_BACKOFF) (5 s).
+    #[must_use]
     pub fn backoff(mut self, first: Duration, max: Duration) -> Self {
         self.config.backoff = first;
         self.config.max_backoff = max.max(first);
@@ -132,6 +138,7 @@ impl<K, V, St> WriteBehindLayer<K, V, St> {
     /// and the key is removed from the cache once its batch is delivered.
     /// Default: none (the last write to a key wins, and the cache is set to
     /// it at once).
+    #[must_use]
     pub fn merge(mut self, merge: impl Fn(&V, &V) -> V + Send + Sync + 'static) -> Self {
         self.merge = Some(Arc::new(merge));
         self
@@ -140,6 +147,7 @@ impl<K, V, St> WriteBehindLayer<K, V, St> {
     /// Receives the writes of a batch that still failed after every retry.
     /// Default: they are logged at error level with their keys. Either way
     /// they are counted in [`WriteBehindStats::dead_letters`](super::WriteBehindStats).
+    #[must_use]
     pub fn dead_letter(
         mut self,
         handler: impl Fn(DeadLetter<K, V>) + Send + Sync + 'static,
@@ -149,6 +157,7 @@ impl<K, V, St> WriteBehindLayer<K, V, St> {
     }
 
     /// The profile: name, policy and counters.
+    #[must_use]
     pub fn profile(&self) -> &Profile {
         &self.profile
     }
@@ -166,6 +175,7 @@ impl<K, V, St> WriteBehindLayer<K, V, St> {
     /// fails with [`DurableLogUnavailable`](super::DurableLogUnavailable)
     /// instead of being acknowledged. Writes are stored as JSON. Default:
     /// off (the queue lives in process memory).
+    #[must_use]
     pub fn durable(mut self, log: impl DurableLog) -> Self
     where
         K: serde::Serialize + serde::de::DeserializeOwned,

@@ -105,7 +105,7 @@ impl<V> Shared<V> {
     pub fn stats(&self) -> WriteBehindStats {
         let c = &self.counters;
         WriteBehindStats {
-            queued: c.queued.load(Ordering::Relaxed).max(0) as u64,
+            queued: u64::try_from(c.queued.load(Ordering::Relaxed)).unwrap_or(0),
             acknowledged: c.acknowledged.load(Ordering::Relaxed),
             delivered: c.delivered.load(Ordering::Relaxed),
             batches: c.batches.load(Ordering::Relaxed),
@@ -118,7 +118,7 @@ impl<V> Shared<V> {
     pub fn lock_pending(&self) -> std::sync::MutexGuard<'_, HashMap<String, VecDeque<(u64, V)>>> {
         self.pending
             .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Merge mode: stops counting the write `id` to `key` as pending.

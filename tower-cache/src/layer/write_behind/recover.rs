@@ -21,6 +21,10 @@ pub(super) struct Recovery<K, V> {
     config: Config,
     failures: u32,
     /// Own pending entries: where the next page starts; `None` once read.
+    #[expect(
+        clippy::option_option,
+        reason = "`None` once read, `Some(None)` from the start: `take()?` reads both"
+    )]
     own: Option<Option<EntryId>>,
 }
 
@@ -82,6 +86,10 @@ pub(super) struct Claims<K, V> {
     durable: Durable<K, V>,
     page: usize,
     /// Where the next page starts; `None` once the scan is over.
+    #[expect(
+        clippy::option_option,
+        reason = "`None` once over, `Some(None)` from the start: `take()?` reads both"
+    )]
     next: Option<Option<EntryId>>,
 }
 

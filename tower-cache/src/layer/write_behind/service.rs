@@ -48,7 +48,7 @@ impl<K, V, St> std::fmt::Debug for WriteBehind<K, V, St> {
         f.debug_struct("WriteBehind")
             .field("name", &self.shared.name)
             .field("stats", &self.shared.stats())
-            .finish()
+            .finish_non_exhaustive()
     }
 }
 
@@ -82,10 +82,11 @@ impl<K, V, St> WriteBehind<K, V, St> {
             .shared
             .worker
             .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(task);
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(task);
     }
 
     /// A handle to flush, shut down and observe the queue.
+    #[must_use]
     pub fn handle(&self) -> WriteBehindHandle<K, V> {
         WriteBehindHandle::new(self.tx.clone(), self.shared.clone())
     }
@@ -94,7 +95,7 @@ impl<K, V, St> WriteBehind<K, V, St> {
 fn stripe_of(key: &str, stripes: usize) -> usize {
     let mut h = std::collections::hash_map::DefaultHasher::new();
     key.hash(&mut h);
-    (h.finish() as usize) % stripes
+    usize::try_from(h.finish() % stripes as u64).unwrap_or(0)
 }
 
 impl<K, V, St> Service<Write<K, V>> for WriteBehind<K, V, St>
@@ -158,7 +159,7 @@ where
             let mut latest = shared
                 .latest
                 .lock()
-                .unwrap_or_else(|poisoned| poisoned.into_inner());
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
             let seq = shared
                 .seq
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
@@ -190,7 +191,7 @@ where
                 shared
                     .latest
                     .lock()
-                    .unwrap_or_else(|poisoned| poisoned.into_inner())
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
                     .get(&key)
                     == Some(&seq)
             };
@@ -206,7 +207,7 @@ where
             let mut map = shared
                 .latest
                 .lock()
-                .unwrap_or_else(|poisoned| poisoned.into_inner());
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
             if map.get(&key) == Some(&seq) {
                 map.remove(&key);
             }

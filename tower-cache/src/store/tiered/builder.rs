@@ -31,6 +31,7 @@ impl TieredStoreBuilder {
     /// Bounds how long a missed invalidation can be served. Capped at L2's
     /// [`max_ttl`](super::RedisStoreBuilder::max_ttl). Default:
     /// [`DEFAULT_L1_TTL`] (30 s).
+    #[must_use]
     pub fn l1_ttl(mut self, ttl: Duration) -> Self {
         self.l1_ttl = ttl;
         self
@@ -38,6 +39,7 @@ impl TieredStoreBuilder {
 
     /// How often L2 is probed while the circuit breaker is open. Default:
     /// [`DEFAULT_RETRY_INTERVAL`] (1 s).
+    #[must_use]
     pub fn retry_interval(mut self, interval: Duration) -> Self {
         self.retry_interval = interval;
         self
@@ -45,6 +47,7 @@ impl TieredStoreBuilder {
 
     /// Consecutive L2 failures that open the circuit breaker. Default:
     /// [`DEFAULT_FAILURE_THRESHOLD`] (3).
+    #[must_use]
     pub fn failure_threshold(mut self, failures: u64) -> Self {
         self.failure_threshold = failures.max(1);
         self
@@ -53,6 +56,7 @@ impl TieredStoreBuilder {
     /// Whether writes are published so other instances drop their L1 copy
     /// of the key. Default: `true`. Removes and tag invalidations are
     /// always published.
+    #[must_use]
     pub fn publish_puts(mut self, publish: bool) -> Self {
         self.publish_puts = publish;
         self
@@ -60,6 +64,7 @@ impl TieredStoreBuilder {
 
     /// The pub/sub channel for invalidations. Default: the L2 prefix
     /// followed by `invalidate`.
+    #[must_use]
     pub fn channel(mut self, channel: impl Into<String>) -> Self {
         self.channel = Some(channel.into());
         self
@@ -69,6 +74,7 @@ impl TieredStoreBuilder {
     /// while L2 cannot be reached. Past that, they are dropped and every L2
     /// entry of the namespace is invalidated on recovery instead. Default:
     /// [`DEFAULT_MAX_PENDING_INVALIDATIONS`] (10 000).
+    #[must_use]
     pub fn max_pending_invalidations(mut self, max: usize) -> Self {
         self.max_pending = max;
         self
@@ -114,6 +120,7 @@ impl TieredStoreBuilder {
 
 impl TieredStore {
     /// A builder over `l1` and `l2` with the defaults.
+    #[must_use]
     pub fn builder(l1: MemoryStore, l2: RedisStore) -> TieredStoreBuilder {
         TieredStoreBuilder {
             l1,

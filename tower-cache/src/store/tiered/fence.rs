@@ -30,7 +30,8 @@ impl Fences {
     pub(super) fn stripe(&self, key: &str) -> &RwLock<u64> {
         let mut h = std::hash::DefaultHasher::new();
         key.hash(&mut h);
-        &self.stripes[(h.finish() as usize) % self.stripes.len()]
+        let stripe = h.finish() % self.stripes.len() as u64;
+        &self.stripes[usize::try_from(stripe).unwrap_or(0)]
     }
 
     /// The global and `key`'s stripe generations, now.

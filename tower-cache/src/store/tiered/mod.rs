@@ -95,7 +95,7 @@ impl Inner {
     fn take_listener(&self) -> Option<JoinHandle<()>> {
         self.listener
             .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
             .take()
     }
 }
@@ -178,22 +178,26 @@ impl std::fmt::Debug for TieredStore {
 
 impl TieredStore {
     /// A tiered store over `l1` and `l2` with the defaults.
+    #[must_use]
     pub fn new(l1: MemoryStore, l2: RedisStore) -> Self {
         Self::builder(l1, l2).build()
     }
 
     /// The L1 store.
+    #[must_use]
     pub fn l1(&self) -> &MemoryStore {
         &self.inner.shared.l1
     }
 
     /// The L2 store.
+    #[must_use]
     pub fn l2(&self) -> &RedisStore {
         &self.inner.shared.l2
     }
 
     /// How long an L1 copy lives at most: [`TieredStoreBuilder::l1_ttl`]
     /// capped at L2's `max_ttl`.
+    #[must_use]
     pub fn l1_ttl(&self) -> Duration {
         self.inner.shared.l1_ttl
     }
@@ -221,11 +225,13 @@ impl TieredStore {
     }
 
     /// Whether L2 is currently used (circuit breaker closed).
+    #[must_use]
     pub fn l2_available(&self) -> bool {
         !self.inner.shared.breaker.is_open()
     }
 
     /// Current counters.
+    #[must_use]
     pub fn stats(&self) -> TieredStats {
         let shared = &*self.inner.shared;
         let c = &shared.counters;
