@@ -38,7 +38,7 @@ enum Role {
     Waiter(Arc<Flight>),
 }
 
-impl<S: Store> Cache<S> {
+impl<St: Store> Cache<St> {
     /// [`Cache::fetch_checked`] with a three-way check: an entry the check
     /// skips is left in place and the loader is handed back unused.
     pub(crate) async fn fetch_verdict<L, T, E, Fut>(
