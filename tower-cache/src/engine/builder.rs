@@ -9,14 +9,15 @@ use tokio_util::task::TaskTracker;
 
 use super::invalidation::Invalidations;
 use super::{Cache, Inner};
-use crate::store::Store;
+use crate::store::{SharedStore, Store};
 
 /// Default limit on background refreshes running at once: 64.
 pub const DEFAULT_MAX_REFRESHES: usize = 64;
 
-/// Builds a [`Cache`].
+/// Builds a [`Cache`]. Its store parameter defaults to [`SharedStore`],
+/// like [`Cache`]'s.
 #[derive(Debug)]
-pub struct CacheBuilder<St> {
+pub struct CacheBuilder<St = SharedStore> {
     store: St,
     max_refreshes: usize,
 }

@@ -90,6 +90,12 @@ pub(crate) struct Inner<St> {
 /// - **After [`Cache::shutdown`]** loads run on the caller's task, so
 ///   requests still being served get answers.
 /// - **Store trouble is a miss**: a store error never reaches the caller.
+///
+/// The store parameter defaults to [`SharedStore`], here and in every type
+/// that carries one ([`CacheBuilder`], the layers and their services): a
+/// cache built over `SharedStore::new(store)` is named without it, as in
+/// `ReadThrough<UserRepo>` (see the
+/// [read-through docs](crate::layer::read_through#in-an-axum-state)).
 pub struct Cache<St = SharedStore> {
     inner: Arc<Inner<St>>,
 }
