@@ -51,7 +51,7 @@ where
     S: Service<Request<ReqB>, Response = Response<ResB>> + Clone + Send + 'static,
     S::Future: Send + 'static,
     S::Error: fmt::Display + Send + 'static,
-    ReqB: Body<Data = Bytes> + Send + Unpin + 'static,
+    ReqB: Body<Data = Bytes> + Send + 'static,
     ResB: Body<Data = Bytes> + Send + Unpin + 'static,
     ResB::Error: Send,
     St: Store,

@@ -101,13 +101,14 @@ pub use service::ReadThrough;
 
 #[cfg(test)]
 mod tests {
+    use std::future::Future;
     use std::sync::Arc;
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::time::Duration;
 
     use tower::{Service, ServiceExt, service_fn};
 
-    use crate::store::{MemoryStore, Store};
+    use crate::store::{MemoryStore, Store, StoreError};
     use crate::{Cache, Entry, Policy, ReadThroughLayer};
     use tower_layer::Layer;
 
@@ -198,6 +199,48 @@ mod tests {
             .namespace("user:")
             .layer(counting_repo(calls.clone()));
         assert_eq!(svc.oneshot(1).await.unwrap().as_deref(), Some("User 1"));
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+    }
+
+    /// A store that cannot be cloned.
+    struct Unclonable(MemoryStore);
+
+    impl Store for Unclonable {
+        fn get<'a>(
+            &'a self,
+            key: &'a str,
+        ) -> impl Future<Output = Result<Option<Entry>, StoreError>> + Send + 'a {
+            self.0.get(key)
+        }
+        fn put<'a>(
+            &'a self,
+            key: &'a str,
+            entry: Entry,
+        ) -> impl Future<Output = Result<(), StoreError>> + Send + 'a {
+            self.0.put(key, entry)
+        }
+        fn remove<'a>(
+            &'a self,
+            key: &'a str,
+        ) -> impl Future<Output = Result<(), StoreError>> + Send + 'a {
+            self.0.remove(key)
+        }
+        fn remove_tag<'a>(
+            &'a self,
+            tag: &'a str,
+        ) -> impl Future<Output = Result<(), StoreError>> + Send + 'a {
+            self.0.remove_tag(tag)
+        }
+    }
+
+    #[tokio::test]
+    async fn layer_and_service_clone_whatever_the_store() {
+        let calls = Arc::new(AtomicUsize::new(0));
+        let cache = Cache::new(Unclonable(MemoryStore::default()));
+        let layer = ReadThroughLayer::new(cache, "users", Policy::default()).clone();
+        let svc = layer.layer(counting_repo(calls.clone()));
+        svc.clone().oneshot(1).await.unwrap();
+        svc.clone().oneshot(1).await.unwrap();
         assert_eq!(calls.load(Ordering::SeqCst), 1);
     }
 

@@ -18,7 +18,7 @@ impl<St, G: Clone> ReadLayer for crate::CacheAsideLayer<St, G> {
     }
 }
 
-impl<St: Clone, C: Clone> ReadLayer for crate::ReadThroughLayer<St, C> {
+impl<St, C: Clone> ReadLayer for crate::ReadThroughLayer<St, C> {
     fn with_refresh_ahead(self, fraction: f64) -> Self {
         self.refresh_ahead_at(fraction)
     }
