@@ -105,7 +105,7 @@ where
                 Box::pin(grpc_read(layer, inner, parts, body, per_user))
             }
         };
-        ResponseFuture { inner }
+        ResponseFuture::new(inner)
     }
 }
 

@@ -91,13 +91,16 @@
 //! # Ok(()) }
 //! ```
 
-mod future;
 mod layer;
 mod service;
 
-pub use future::ResponseFuture;
 pub use layer::ReadThroughLayer;
 pub use service::ReadThrough;
+
+/// Response future of [`ReadThrough`].
+pub type ResponseFuture<V> = super::future::ResponseFuture<
+    futures_util::future::BoxFuture<'static, Result<V, tower::BoxError>>,
+>;
 
 #[cfg(test)]
 mod tests {

@@ -66,9 +66,9 @@ where
 
     fn call(&mut self, key: K) -> Self::Future {
         let lookup = self.start(key, |_| ());
-        ResponseFuture {
-            inner: Box::pin(async move { lookup.await.map(|(value, _)| value) }),
-        }
+        ResponseFuture::new(Box::pin(
+            async move { lookup.await.map(|(value, _)| value) },
+        ))
     }
 }
 

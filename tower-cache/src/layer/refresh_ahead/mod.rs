@@ -28,11 +28,11 @@
 //! # Ok(()) }
 //! ```
 
-mod future;
 mod layer;
 mod service;
 
-pub use future::ResponseFuture;
+/// Response future of [`RefreshAhead`]: the read service's own future.
+pub use super::future::ResponseFuture;
 pub use layer::{ReadLayer, RefreshAheadLayer};
 pub use service::RefreshAhead;
 

@@ -31,8 +31,6 @@ where
     }
 
     fn call(&mut self, request: R) -> Self::Future {
-        ResponseFuture {
-            inner: self.inner.call(request),
-        }
+        ResponseFuture::new(self.inner.call(request))
     }
 }
