@@ -16,7 +16,6 @@ use serde::Deserialize;
 use serde_json::json;
 use tower::util::BoxCloneSyncService;
 use tower::{Service, ServiceExt};
-use tower_cache::store::SharedStore;
 use tower_cache::{
     Cache, CacheAsideLayer, CacheStatus, Policy, Profile, ReadThrough, ReadThroughLayer,
     RefreshAheadLayer, Write, WriteBehind, WriteBehindHandle, WriteBehindLayer, WriteThrough,
@@ -107,12 +106,12 @@ impl std::ops::Deref for AppState {
 /// What [`AppState`] shares.
 pub struct AppInner {
     db: Db,
-    cache: Cache<SharedStore>,
-    users: ReadThrough<Repo<u64, Option<User>>, SharedStore>,
-    prices: ReadThrough<Repo<u64, Option<i64>>, SharedStore>,
-    set_price: WriteThrough<BoxCloneSyncService<Write<u64, i64>, (), PriceError>, SharedStore>,
-    views: ReadThrough<Repo<u64, Option<i64>>, SharedStore>,
-    count_view: WriteBehind<u64, i64, SharedStore>,
+    cache: Cache,
+    users: ReadThrough<Repo<u64, Option<User>>>,
+    prices: ReadThrough<Repo<u64, Option<i64>>>,
+    set_price: WriteThrough<BoxCloneSyncService<Write<u64, i64>, (), PriceError>>,
+    views: ReadThrough<Repo<u64, Option<i64>>>,
+    count_view: WriteBehind<u64, i64>,
     /// The typed routes' profiles, to count the requests that bypass them.
     typed: Arc<TypedProfiles>,
     profiles: Arc<Vec<Profile>>,
@@ -158,7 +157,7 @@ impl Shutdown {
 /// Builds the router over `db` and `cache`.
 pub fn router(
     db: Db,
-    cache: Cache<SharedStore>,
+    cache: Cache,
     metrics: PrometheusHandle,
     options: Options,
 ) -> (Router, Shutdown) {
@@ -549,7 +548,7 @@ async fn get_views(
 async fn lookup<
     V: Clone + serde::Serialize + serde::de::DeserializeOwned + Send + Sync + 'static,
 >(
-    cached: &ReadThrough<Repo<u64, V>, SharedStore>,
+    cached: &ReadThrough<Repo<u64, V>>,
     profile: &Profile,
     headers: &HeaderMap,
     id: u64,

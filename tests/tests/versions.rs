@@ -16,12 +16,12 @@ const SKEW_MS: u64 = 5_000;
 
 /// A store as an instance whose clock is off by [`SKEW_MS`] writes to it:
 /// every entry it stores carries timestamps that far ahead (or behind).
-struct SkewedClock<S> {
-    store: S,
+struct SkewedClock<St> {
+    store: St,
     ahead: bool,
 }
 
-impl<S: Store> Store for SkewedClock<S> {
+impl<St: Store> Store for SkewedClock<St> {
     async fn get(&self, key: &str) -> Result<Option<Entry>, StoreError> {
         self.store.get(key).await
     }
@@ -64,7 +64,7 @@ fn profile() -> Profile {
 type Db = Arc<Mutex<&'static str>>;
 
 /// Reads the product from the origin now.
-async fn read<S: Store>(cache: &Cache<S>, db: &Db) -> (String, bool) {
+async fn read<St: Store>(cache: &Cache<St>, db: &Db) -> (String, bool) {
     let db = db.clone();
     let fetched = cache
         .fetch("products/1", &profile(), move || async move {

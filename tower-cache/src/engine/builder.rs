@@ -9,19 +9,20 @@ use tokio_util::task::TaskTracker;
 
 use super::invalidation::Invalidations;
 use super::{Cache, Inner};
-use crate::store::Store;
+use crate::store::{SharedStore, Store};
 
 /// Default limit on background refreshes running at once: 64.
 pub const DEFAULT_MAX_REFRESHES: usize = 64;
 
-/// Builds a [`Cache`].
+/// Builds a [`Cache`]. Its store parameter defaults to [`SharedStore`],
+/// like [`Cache`]'s.
 #[derive(Debug)]
-pub struct CacheBuilder<S> {
-    store: S,
+pub struct CacheBuilder<St = SharedStore> {
+    store: St,
     max_refreshes: usize,
 }
 
-impl<S: Store> CacheBuilder<S> {
+impl<St: Store> CacheBuilder<St> {
     /// Background refreshes allowed at once. Default:
     /// [`DEFAULT_MAX_REFRESHES`] (64).
     pub fn max_refreshes(mut self, n: usize) -> Self {
@@ -30,7 +31,7 @@ impl<S: Store> CacheBuilder<S> {
     }
 
     /// Builds the cache.
-    pub fn build(self) -> Cache<S> {
+    pub fn build(self) -> Cache<St> {
         Cache {
             inner: Arc::new(Inner {
                 store: self.store,
@@ -44,14 +45,14 @@ impl<S: Store> CacheBuilder<S> {
     }
 }
 
-impl<S: Store> Cache<S> {
+impl<St: Store> Cache<St> {
     /// A cache over `store` with the defaults.
-    pub fn new(store: S) -> Self {
+    pub fn new(store: St) -> Self {
         Self::builder(store).build()
     }
 
     /// A builder over `store`.
-    pub fn builder(store: S) -> CacheBuilder<S> {
+    pub fn builder(store: St) -> CacheBuilder<St> {
         CacheBuilder {
             store,
             max_refreshes: DEFAULT_MAX_REFRESHES,

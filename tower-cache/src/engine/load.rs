@@ -38,7 +38,12 @@ enum Role {
     Waiter(Arc<Flight>),
 }
 
-impl<S: Store> Cache<S> {
+// Every method here names the loader's types (`T`, `E`, `Fut`) with their
+// bounds, rather than projecting `L::Value`, `L::Error`, `L::Future` from
+// `L: Loader`: with projections, the future of a layer awaiting a fetch is
+// no longer provably `Send` (rustc: "implementation of `Send` is not
+// general enough").
+impl<St: Store> Cache<St> {
     /// [`Cache::fetch_checked`] with a three-way check: an entry the check
     /// skips is left in place and the loader is handed back unused.
     pub(crate) async fn fetch_verdict<L, T, E, Fut>(
@@ -280,7 +285,8 @@ impl<S: Store> Cache<S> {
                 tracing::trace!(cache = %profile.name(), key, "miss, waiting for the load in flight");
                 match flight.wait().await {
                     Shared::Stored(entry) => Ok(Outcome::Stored(entry)),
-                    Shared::Pass => self.load_alone(key, profile, load).await,
+                    // The shared load was not cacheable: load alone.
+                    Shared::Pass => self.load_once(key, profile, load).await.0,
                     Shared::Failed(e) => Err(LoadError::Joined(e)),
                     Shared::Timeout => Err(LoadError::Timeout),
                     Shared::Aborted => Err(LoadError::Aborted),
@@ -302,23 +308,6 @@ impl<S: Store> Cache<S> {
             _ => profile.record_miss(),
         }
         result
-    }
-
-    /// Loads without single-flight, for a caller whose shared load turned
-    /// out not cacheable.
-    async fn load_alone<L, T, E, Fut>(
-        &self,
-        key: &str,
-        profile: &Profile,
-        load: L,
-    ) -> Result<Outcome<T>, LoadError<E>>
-    where
-        L: Loader<Value = T, Error = E, Future = Fut>,
-        Fut: Future<Output = Result<Loaded<T>, E>> + Send + 'static,
-        T: Send + 'static,
-        E: fmt::Display + Send + 'static,
-    {
-        self.load_once(key, profile, load).await.0
     }
 
     /// Reads `key` again for a caller that just took the lead: a fresh

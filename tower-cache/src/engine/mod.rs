@@ -58,8 +58,8 @@ pub use policy::{DEFAULT_JITTER, DEFAULT_LOAD_TIMEOUT, DEFAULT_NEGATIVE_TTL, DEF
 pub use profile::{Profile, ProfileStats};
 pub use value::{Fetched, Fill, Loaded};
 
-pub(crate) struct Inner<S> {
-    pub(crate) store: S,
+pub(crate) struct Inner<St> {
+    pub(crate) store: St,
     flights: Arc<FlightMap>,
     refresh_permits: Arc<Semaphore>,
     invalidations: Invalidations,
@@ -90,11 +90,17 @@ pub(crate) struct Inner<S> {
 /// - **After [`Cache::shutdown`]** loads run on the caller's task, so
 ///   requests still being served get answers.
 /// - **Store trouble is a miss**: a store error never reaches the caller.
-pub struct Cache<S = SharedStore> {
-    inner: Arc<Inner<S>>,
+///
+/// The store parameter defaults to [`SharedStore`], here and in every type
+/// that carries one ([`CacheBuilder`], the layers and their services): a
+/// cache built over `SharedStore::new(store)` is named without it, as in
+/// `ReadThrough<UserRepo>` (see the
+/// [read-through docs](crate::layer::read_through#in-an-axum-state)).
+pub struct Cache<St = SharedStore> {
+    inner: Arc<Inner<St>>,
 }
 
-impl<S> Clone for Cache<S> {
+impl<St> Clone for Cache<St> {
     fn clone(&self) -> Self {
         Cache {
             inner: self.inner.clone(),
@@ -102,17 +108,17 @@ impl<S> Clone for Cache<S> {
     }
 }
 
-impl<S> fmt::Debug for Cache<S> {
+impl<St> fmt::Debug for Cache<St> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Cache")
-            .field("store", &std::any::type_name::<S>())
+            .field("store", &std::any::type_name::<St>())
             .finish()
     }
 }
 
-impl<S: Store> Cache<S> {
+impl<St: Store> Cache<St> {
     /// The underlying store.
-    pub fn store(&self) -> &S {
+    pub fn store(&self) -> &St {
         &self.inner.store
     }
 

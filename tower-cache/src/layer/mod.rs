@@ -2,6 +2,7 @@
 
 #[cfg(feature = "http")]
 pub mod cache_aside;
+pub mod future;
 pub mod read_through;
 pub mod refresh_ahead;
 pub mod write;

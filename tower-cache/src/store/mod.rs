@@ -163,7 +163,7 @@ pub trait DynStore: Send + Sync + 'static {
     fn version_dyn(&self) -> BoxStoreFuture<'_, u64>;
 }
 
-impl<S: Store> DynStore for S {
+impl<St: Store> DynStore for St {
     fn get_dyn<'a>(&'a self, key: &'a str) -> BoxStoreFuture<'a, Option<Entry>> {
         Box::pin(self.get(key))
     }
@@ -243,7 +243,7 @@ impl Store for SharedStore {
     }
 }
 
-impl<S: Store> Store for Arc<S> {
+impl<St: Store> Store for Arc<St> {
     fn get<'a>(
         &'a self,
         key: &'a str,

@@ -98,7 +98,7 @@ where
     S: Service<Request<ReqB>, Response = Response<ResB>> + Send + 'static,
     S::Future: Send + 'static,
     S::Error: fmt::Display + Send + 'static,
-    ReqB: Body<Data = Bytes> + Send + Unpin + 'static,
+    ReqB: Body<Data = Bytes> + Send + 'static,
     ResB: Body<Data = Bytes> + Send + Unpin + 'static,
     ResB::Error: Send,
     St: Store,

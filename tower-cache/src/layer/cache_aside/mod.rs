@@ -47,17 +47,21 @@
 //! );
 //! ```
 
-mod future;
 mod grpc;
 mod layer;
 mod read;
 mod service;
 mod write;
 
-pub use future::ResponseFuture;
 pub use grpc::{GrpcMethods, MakeGrpcBody, NoGrpc};
 pub use layer::CacheAsideLayer;
 pub use service::CacheAside;
+
+/// Response future of [`CacheAside`]: the response, its body `B` behind a
+/// [`CacheBody`](crate::http::CacheBody), or the inner service's error `E`.
+pub type ResponseFuture<B, E> = super::future::ResponseFuture<
+    futures_util::future::BoxFuture<'static, Result<http::Response<crate::http::CacheBody<B>>, E>>,
+>;
 
 #[cfg(test)]
 mod tests;

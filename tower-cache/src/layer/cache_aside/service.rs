@@ -51,7 +51,7 @@ where
     S: Service<Request<ReqB>, Response = Response<ResB>> + Clone + Send + 'static,
     S::Future: Send + 'static,
     S::Error: fmt::Display + Send + 'static,
-    ReqB: Body<Data = Bytes> + Send + Unpin + 'static,
+    ReqB: Body<Data = Bytes> + Send + 'static,
     ResB: Body<Data = Bytes> + Send + Unpin + 'static,
     ResB::Error: Send,
     St: Store,
@@ -105,7 +105,7 @@ where
                 Box::pin(grpc_read(layer, inner, parts, body, per_user))
             }
         };
-        ResponseFuture { inner }
+        ResponseFuture::new(inner)
     }
 }
 

@@ -13,12 +13,22 @@ use crate::{Cache, Policy, Profile};
 /// `C` is the [`Codec`](crate::codec::Codec) values are stored with: JSON
 /// unless [`codec`](Self::codec) says otherwise, wrapped in a
 /// [`NotFoundWhen`] by [`not_found_when`](Self::not_found_when).
-#[derive(Clone)]
 pub struct ReadThroughLayer<St = SharedStore, C = JsonCodec> {
     pub(super) cache: Cache<St>,
     pub(super) profile: Profile,
     pub(super) codec: C,
     pub(super) namespace: Arc<str>,
+}
+
+impl<St, C: Clone> Clone for ReadThroughLayer<St, C> {
+    fn clone(&self) -> Self {
+        ReadThroughLayer {
+            cache: self.cache.clone(),
+            profile: self.profile.clone(),
+            codec: self.codec.clone(),
+            namespace: self.namespace.clone(),
+        }
+    }
 }
 
 impl<St, C> std::fmt::Debug for ReadThroughLayer<St, C> {
@@ -132,7 +142,7 @@ impl<St, C> ReadThroughLayer<St, C> {
     }
 }
 
-impl<S, St: Clone, C: Clone> Layer<S> for ReadThroughLayer<St, C> {
+impl<S, St, C: Clone> Layer<S> for ReadThroughLayer<St, C> {
     type Service = ReadThrough<S, St, C>;
 
     fn layer(&self, inner: S) -> Self::Service {

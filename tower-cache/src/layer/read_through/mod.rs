@@ -36,24 +36,82 @@
 //! assert_eq!(name.as_deref(), Some("User 7"));
 //! # Ok(()) }
 //! ```
+//!
+//! # In an axum state
+//!
+//! Every type with a store parameter defaults it to
+//! [`SharedStore`](crate::store::SharedStore) (and its codec to JSON), so
+//! with a cache built over a `SharedStore` an application state names the
+//! cached service `ReadThrough<UserRepo>`:
+//!
+//! ```
+//! use std::time::Duration;
+//! use axum::extract::{Path, State};
+//! use axum::http::StatusCode;
+//! use axum::{Router, routing::get};
+//! use tower::{Layer, ServiceExt};
+//! use tower_cache::store::{MemoryStore, SharedStore};
+//! use tower_cache::{Cache, Policy, ReadThrough, ReadThroughLayer};
+//!
+//! /// Reads users from the database.
+//! #[derive(Clone)]
+//! struct UserRepo;
+//! # impl tower::Service<u64> for UserRepo {
+//! #     type Response = Option<String>;
+//! #     type Error = std::io::Error;
+//! #     type Future = std::future::Ready<Result<Option<String>, std::io::Error>>;
+//! #     fn poll_ready(&mut self, _: &mut std::task::Context<'_>) -> std::task::Poll<Result<(), Self::Error>> {
+//! #         std::task::Poll::Ready(Ok(()))
+//! #     }
+//! #     fn call(&mut self, id: u64) -> Self::Future {
+//! #         std::future::ready(Ok((id < 100).then(|| format!("User {id}"))))
+//! #     }
+//! # }
+//!
+//! #[derive(Clone)]
+//! struct AppState {
+//!     users: ReadThrough<UserRepo>, // a `SharedStore`, JSON values
+//! }
+//!
+//! async fn user(State(state): State<AppState>, Path(id): Path<u64>) -> Result<String, StatusCode> {
+//!     let user = state.users.oneshot(id).await.map_err(|_| StatusCode::BAD_GATEWAY)?;
+//!     user.ok_or(StatusCode::NOT_FOUND)
+//! }
+//!
+//! # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), tower::BoxError> {
+//! let cache = Cache::new(SharedStore::new(MemoryStore::default()));
+//! let users = ReadThroughLayer::new(cache, "users", Policy::ttl(Duration::from_secs(30)))
+//!     .namespace("user:")
+//!     .layer(UserRepo);
+//! let app = Router::new()
+//!     .route("/users/{id}", get(user))
+//!     .with_state(AppState { users });
+//! let request = axum::http::Request::get("/users/7").body(axum::body::Body::empty())?;
+//! assert_eq!(app.oneshot(request).await?.status(), StatusCode::OK);
+//! # Ok(()) }
+//! ```
 
-mod future;
 mod layer;
 mod service;
 
-pub use future::ResponseFuture;
 pub use layer::ReadThroughLayer;
 pub use service::ReadThrough;
 
+/// Response future of [`ReadThrough`].
+pub type ResponseFuture<V> = super::future::ResponseFuture<
+    futures_util::future::BoxFuture<'static, Result<V, tower::BoxError>>,
+>;
+
 #[cfg(test)]
 mod tests {
+    use std::future::Future;
     use std::sync::Arc;
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::time::Duration;
 
     use tower::{Service, ServiceExt, service_fn};
 
-    use crate::store::{MemoryStore, Store};
+    use crate::store::{MemoryStore, Store, StoreError};
     use crate::{Cache, Entry, Policy, ReadThroughLayer};
     use tower_layer::Layer;
 
@@ -144,6 +202,48 @@ mod tests {
             .namespace("user:")
             .layer(counting_repo(calls.clone()));
         assert_eq!(svc.oneshot(1).await.unwrap().as_deref(), Some("User 1"));
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+    }
+
+    /// A store that cannot be cloned.
+    struct Unclonable(MemoryStore);
+
+    impl Store for Unclonable {
+        fn get<'a>(
+            &'a self,
+            key: &'a str,
+        ) -> impl Future<Output = Result<Option<Entry>, StoreError>> + Send + 'a {
+            self.0.get(key)
+        }
+        fn put<'a>(
+            &'a self,
+            key: &'a str,
+            entry: Entry,
+        ) -> impl Future<Output = Result<(), StoreError>> + Send + 'a {
+            self.0.put(key, entry)
+        }
+        fn remove<'a>(
+            &'a self,
+            key: &'a str,
+        ) -> impl Future<Output = Result<(), StoreError>> + Send + 'a {
+            self.0.remove(key)
+        }
+        fn remove_tag<'a>(
+            &'a self,
+            tag: &'a str,
+        ) -> impl Future<Output = Result<(), StoreError>> + Send + 'a {
+            self.0.remove_tag(tag)
+        }
+    }
+
+    #[tokio::test]
+    async fn layer_and_service_clone_whatever_the_store() {
+        let calls = Arc::new(AtomicUsize::new(0));
+        let cache = Cache::new(Unclonable(MemoryStore::default()));
+        let layer = ReadThroughLayer::new(cache, "users", Policy::default()).clone();
+        let svc = layer.layer(counting_repo(calls.clone()));
+        svc.clone().oneshot(1).await.unwrap();
+        svc.clone().oneshot(1).await.unwrap();
         assert_eq!(calls.load(Ordering::SeqCst), 1);
     }
 

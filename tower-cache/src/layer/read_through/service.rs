@@ -13,10 +13,18 @@ use crate::{Fetched, Fill, Loaded};
 
 /// A loader service behind a read-through cache. Built by
 /// [`ReadThroughLayer`].
-#[derive(Clone)]
 pub struct ReadThrough<S, St = SharedStore, C = JsonCodec> {
     pub(super) inner: S,
     pub(super) layer: ReadThroughLayer<St, C>,
+}
+
+impl<S: Clone, St, C: Clone> Clone for ReadThrough<S, St, C> {
+    fn clone(&self) -> Self {
+        ReadThrough {
+            inner: self.inner.clone(),
+            layer: self.layer.clone(),
+        }
+    }
 }
 
 impl<S: std::fmt::Debug, St, C> std::fmt::Debug for ReadThrough<S, St, C> {
@@ -45,7 +53,7 @@ where
     S::Error: Into<tower::BoxError>,
     S::Future: Send + 'static,
     K: CacheKey + Send + 'static,
-    St: Store + Clone,
+    St: Store,
     C: Codec<S::Response>,
 {
     type Response = S::Response;
@@ -58,9 +66,9 @@ where
 
     fn call(&mut self, key: K) -> Self::Future {
         let lookup = self.start(key, |_| ());
-        ResponseFuture {
-            inner: Box::pin(async move { lookup.await.map(|(value, _)| value) }),
-        }
+        ResponseFuture::new(Box::pin(
+            async move { lookup.await.map(|(value, _)| value) },
+        ))
     }
 }
 
@@ -79,7 +87,7 @@ impl<S, St, C> ReadThrough<S, St, C> {
         S::Error: Into<tower::BoxError>,
         S::Future: Send + 'static,
         K: CacheKey + Send + 'static,
-        St: Store + Clone,
+        St: Store,
         C: Codec<S::Response>,
     {
         std::future::poll_fn(|cx| self.inner.poll_ready(cx))
@@ -102,7 +110,7 @@ impl<S, St, C> ReadThrough<S, St, C> {
         S::Error: Into<tower::BoxError>,
         S::Future: Send + 'static,
         K: CacheKey + Send + 'static,
-        St: Store + Clone,
+        St: Store,
         C: Codec<S::Response>,
     {
         // The ready service goes to this call; a clone takes its place.

@@ -5,27 +5,30 @@ use super::RefreshAhead;
 /// A read layer whose policy can be given a refresh-ahead fraction:
 /// [`CacheAsideLayer`](crate::CacheAsideLayer) and
 /// [`ReadThroughLayer`](crate::ReadThroughLayer).
-pub trait ReadLayer: Clone {
+pub trait ReadLayer {
     /// This layer, reloading entries in the background past `fraction` of
     /// their TTL.
     fn with_refresh_ahead(self, fraction: f64) -> Self;
 }
 
 #[cfg(feature = "http")]
-impl<St, G: Clone> ReadLayer for crate::CacheAsideLayer<St, G> {
+impl<St, G> ReadLayer for crate::CacheAsideLayer<St, G> {
     fn with_refresh_ahead(self, fraction: f64) -> Self {
         self.refresh_ahead_at(fraction)
     }
 }
 
-impl<St: Clone, C: Clone> ReadLayer for crate::ReadThroughLayer<St, C> {
+impl<St, C> ReadLayer for crate::ReadThroughLayer<St, C> {
     fn with_refresh_ahead(self, fraction: f64) -> Self {
         self.refresh_ahead_at(fraction)
     }
 }
 
-/// Applies refresh-ahead to a read layer. See the
-/// [module docs](crate::layer::refresh_ahead).
+/// A read layer with a refresh-ahead policy: a decorator over
+/// [`ReadThroughLayer`](crate::ReadThroughLayer) or
+/// [`CacheAsideLayer`](crate::CacheAsideLayer) that sets
+/// [`Policy::refresh_ahead_at`](crate::Policy::refresh_ahead_at) on it and
+/// does nothing else. See the [module docs](crate::layer::refresh_ahead).
 #[derive(Clone, Debug)]
 pub struct RefreshAheadLayer<L> {
     read: L,

@@ -9,6 +9,15 @@
 //! that is read regularly never expires into a miss. A key that is not
 //! read is left to expire.
 //!
+//! The engine does the work: refresh-ahead is a [`Policy`](crate::Policy)
+//! option ([`Policy::refresh_ahead_at`](crate::Policy::refresh_ahead_at)).
+//! [`RefreshAheadLayer`] is a decorator that names the strategy in a
+//! [`ServiceBuilder`](tower::ServiceBuilder) stack: it sets that option on
+//! the read layer it is given and builds that layer's service, wrapped in
+//! a [`RefreshAhead`] that only delegates to it.
+//! `RefreshAheadLayer::new(read, 0.8)` caches exactly like
+//! `read.refresh_ahead_at(0.8)`.
+//!
 //! ```
 //! use std::time::Duration;
 //! use tower::{ServiceBuilder, ServiceExt, service_fn};
@@ -28,11 +37,11 @@
 //! # Ok(()) }
 //! ```
 
-mod future;
 mod layer;
 mod service;
 
-pub use future::ResponseFuture;
+/// Response future of [`RefreshAhead`]: the read service's own future.
+pub use super::future::ResponseFuture;
 pub use layer::{ReadLayer, RefreshAheadLayer};
 pub use service::RefreshAhead;
 

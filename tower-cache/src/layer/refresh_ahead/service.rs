@@ -5,7 +5,8 @@ use tower_service::Service;
 use super::ResponseFuture;
 
 /// A read service whose entries are refreshed ahead of expiry. Built by
-/// [`RefreshAheadLayer`](super::RefreshAheadLayer).
+/// [`RefreshAheadLayer`](super::RefreshAheadLayer); it delegates every
+/// call to the read service inside, whose policy does the refreshing.
 #[derive(Clone, Debug)]
 pub struct RefreshAhead<S> {
     pub(super) inner: S,
@@ -31,8 +32,6 @@ where
     }
 
     fn call(&mut self, request: R) -> Self::Future {
-        ResponseFuture {
-            inner: self.inner.call(request),
-        }
+        ResponseFuture::new(self.inner.call(request))
     }
 }

@@ -43,13 +43,16 @@
 //! # Ok(()) }
 //! ```
 
-mod future;
 mod layer;
 mod service;
 
-pub use future::ResponseFuture;
 pub use layer::WriteThroughLayer;
 pub use service::{WriteThrough, WriteTimedOut};
+
+/// Response future of [`WriteThrough`].
+pub type ResponseFuture<T> = super::future::ResponseFuture<
+    futures_util::future::BoxFuture<'static, Result<T, tower::BoxError>>,
+>;
 
 #[cfg(test)]
 mod tests {

@@ -108,44 +108,42 @@ where
             key: Some(key),
         };
         let written = inner.call(write);
-        ResponseFuture {
-            inner: Box::pin(async move {
-                let result: Option<Result<S::Response, tower::BoxError>> = match timeout {
-                    Some(limit) => tokio::time::timeout(limit, written)
-                        .await
-                        .ok()
-                        .map(|result| result.map_err(Into::into)),
-                    None => Some(written.await.map_err(Into::into)),
-                };
-                let Some(result) = result else {
-                    // Removed before the caller hears of it, so a read
-                    // after the error never sees the old value.
-                    if let Some(key) = guard.disarm() {
-                        cache.remove(&key).await;
-                    }
-                    return Err(WriteTimedOut.into());
-                };
-                let response = match result {
-                    Ok(response) => response,
-                    Err(error) => {
-                        // The writer said no: the cache keeps what it had.
-                        guard.disarm();
-                        return Err(error);
-                    }
-                };
-                // Still armed while the cache is set: a caller that goes
-                // away now leaves the key removed, never the old value.
-                let key = guard.key.clone().unwrap_or_default();
-                match encoded {
-                    Ok(bytes) => cache.put(&key, &profile, Fill::new(bytes)).await,
-                    Err(error) => {
-                        tracing::warn!(key, %error, "written value does not encode; removing the cached one");
-                        cache.remove(&key).await;
-                    }
+        ResponseFuture::new(Box::pin(async move {
+            let result: Option<Result<S::Response, tower::BoxError>> = match timeout {
+                Some(limit) => tokio::time::timeout(limit, written)
+                    .await
+                    .ok()
+                    .map(|result| result.map_err(Into::into)),
+                None => Some(written.await.map_err(Into::into)),
+            };
+            let Some(result) = result else {
+                // Removed before the caller hears of it, so a read
+                // after the error never sees the old value.
+                if let Some(key) = guard.disarm() {
+                    cache.remove(&key).await;
                 }
-                guard.disarm();
-                Ok(response)
-            }),
-        }
+                return Err(WriteTimedOut.into());
+            };
+            let response = match result {
+                Ok(response) => response,
+                Err(error) => {
+                    // The writer said no: the cache keeps what it had.
+                    guard.disarm();
+                    return Err(error);
+                }
+            };
+            // Still armed while the cache is set: a caller that goes
+            // away now leaves the key removed, never the old value.
+            let key = guard.key.clone().unwrap_or_default();
+            match encoded {
+                Ok(bytes) => cache.put(&key, &profile, Fill::new(bytes)).await,
+                Err(error) => {
+                    tracing::warn!(key, %error, "written value does not encode; removing the cached one");
+                    cache.remove(&key).await;
+                }
+            }
+            guard.disarm();
+            Ok(response)
+        }))
     }
 }
