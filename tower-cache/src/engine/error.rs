@@ -11,9 +11,9 @@ pub enum LoadError<E> {
     /// This caller's loader failed with its own error.
     Origin(E),
     /// The load this caller waited for failed; the message (and, for
-    /// [`Loaded::Failed`], the loader's bytes) are shared with every waiter.
+    /// [`Loaded::Failed`](super::Loaded::Failed), the loader's bytes) are shared with every waiter.
     Joined(JoinedError),
-    /// The load exceeded [`Policy::load_timeout`].
+    /// The load exceeded [`Policy::load_timeout`](super::Policy::load_timeout).
     Timeout,
     /// The load panicked or was cancelled.
     Aborted,

@@ -21,6 +21,10 @@ pub(crate) enum Verdict {
     Serve,
     /// It does not decode: remove it and load.
     Drop,
+    #[cfg_attr(
+        not(feature = "http"),
+        expect(dead_code, reason = "only HTTP's `Vary` variants skip an entry")
+    )]
     /// Valid, but not for this caller (another HTTP `Vary` variant): leave
     /// it, and hand the loader back to the caller.
     Skip,

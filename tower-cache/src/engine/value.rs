@@ -77,7 +77,7 @@ pub enum Loaded<T> {
     /// The origin answered with a failure (such as an HTTP 5xx): not
     /// stored; a stale entry is served instead where the policy allows.
     /// Waiting callers receive the optional bytes in
-    /// [`LoadError::Joined`].
+    /// [`LoadError::Joined`](super::LoadError::Joined).
     Failed(T, Option<Bytes>),
 }
 

@@ -29,7 +29,7 @@ pub struct TieredStoreBuilder {
 impl TieredStoreBuilder {
     /// Longest time an entry stays in L1 before it is read from L2 again.
     /// Bounds how long a missed invalidation can be served. Capped at L2's
-    /// [`max_ttl`](super::RedisStoreBuilder::max_ttl). Default:
+    /// [`max_ttl`](crate::store::RedisStoreBuilder::max_ttl). Default:
     /// [`DEFAULT_L1_TTL`] (30 s).
     #[must_use]
     pub fn l1_ttl(mut self, ttl: Duration) -> Self {
