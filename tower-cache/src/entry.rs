@@ -470,7 +470,7 @@ mod tests {
         let mut v = sample().encode(KEY).to_vec();
         let end = v.len() - CHECKSUM_LEN;
         v.insert(end, 0);
-        let checksum = xxh3_64(&v[..end + 1]);
+        let checksum = xxh3_64(&v[..=end]);
         v[end + 1..].copy_from_slice(&checksum.to_be_bytes());
         assert_eq!(
             Entry::decode(KEY, Bytes::from(v)),

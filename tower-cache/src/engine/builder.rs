@@ -25,6 +25,7 @@ pub struct CacheBuilder<St = SharedStore> {
 impl<St: Store> CacheBuilder<St> {
     /// Background refreshes allowed at once. Default:
     /// [`DEFAULT_MAX_REFRESHES`] (64).
+    #[must_use]
     pub fn max_refreshes(mut self, n: usize) -> Self {
         self.max_refreshes = n;
         self

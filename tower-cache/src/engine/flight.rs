@@ -79,7 +79,7 @@ impl FlightGuard {
         let mut map = self
             .map
             .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         if map
             .get(&self.key)
             .is_some_and(|f| Arc::ptr_eq(f, &self.flight))

@@ -21,6 +21,7 @@ pub(crate) struct Invalidations {
     hasher: std::hash::RandomState,
 }
 
+#[derive(Clone, Copy)]
 enum Name<'a> {
     Key(&'a str),
     Tag(&'a str),
@@ -41,7 +42,7 @@ impl Invalidations {
             Name::Key(k) => (0u8, k).hash(&mut h),
             Name::Tag(t) => (1u8, t).hash(&mut h),
         }
-        &self.stripes[(h.finish() % STRIPES as u64) as usize]
+        &self.stripes[usize::try_from(h.finish() % STRIPES as u64).unwrap_or(0)]
     }
 
     fn bump(&self, name: Name<'_>) {

@@ -78,7 +78,7 @@ pub(crate) struct Inner<St> {
 ///   load for the others. A load that panics or exceeds
 ///   [`Policy::load_timeout`] frees its key.
 /// - **Background refreshes** (stale-while-revalidate, refresh-ahead,
-///   XFetch) run on tasks owned by the cache, one per key at a time, at
+///   `XFetch`) run on tasks owned by the cache, one per key at a time, at
 ///   most [`CacheBuilder::max_refreshes`] at once (default 64); a refresh
 ///   that finds no free slot is skipped and tried again on a later read.
 /// - **Invalidation wins over loads in flight**: a load that started
@@ -134,6 +134,15 @@ impl<St: Store> Cache<St> {
     /// run, unless refresh-ahead or early refresh ask for a background
     /// reload; in the stale-while-revalidate window the stale entry is
     /// returned at once and `load` runs in the background.
+    ///
+    /// # Errors
+    ///
+    /// Only when there is no value to answer with (a stale one is served
+    /// where the policy allows): [`LoadError::Origin`] with this caller's
+    /// loader error, [`LoadError::Joined`] when the load it waited for
+    /// failed, [`LoadError::Timeout`] past [`Policy::load_timeout`],
+    /// [`LoadError::Aborted`] when the load panicked or the cache shut
+    /// down. A store error never reaches the caller.
     pub async fn fetch<L, T, E, Fut>(
         &self,
         key: &str,
@@ -153,6 +162,10 @@ impl<St: Store> Cache<St> {
     /// served. An entry `check` rejects (a payload the layer cannot decode)
     /// is removed and treated as a miss. `check` may keep what it decoded,
     /// so that a hit is decoded once.
+    ///
+    /// # Errors
+    ///
+    /// As [`Cache::fetch`].
     pub async fn fetch_checked<L, T, E, Fut>(
         &self,
         key: &str,
@@ -181,6 +194,10 @@ impl<St: Store> Cache<St> {
 
     /// Loads `key` without reading the stored entry (an HTTP request's
     /// `Cache-Control: no-cache`), still sharing a load already in flight.
+    ///
+    /// # Errors
+    ///
+    /// As [`Cache::fetch`].
     pub async fn reload<L, T, E, Fut>(
         &self,
         key: &str,
@@ -219,7 +236,7 @@ impl<St: Store> Cache<St> {
                 .inner
                 .flights
                 .lock()
-                .unwrap_or_else(|poisoned| poisoned.into_inner());
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
             flights.remove(key);
         }
         if let Err(error) = self.inner.store.remove(key).await {
@@ -247,8 +264,8 @@ impl<St: Store> Cache<St> {
         self.inner.tasks.spawn(tracing::Instrument::instrument(
             async move {
                 tokio::select! {
-                    _ = cancel.cancelled() => {}
-                    _ = fut => {}
+                    () = cancel.cancelled() => {}
+                    () = fut => {}
                 }
             },
             tracing::debug_span!("tower_cache.task", name),

@@ -71,7 +71,7 @@ impl Default for Policy {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Freshness {
     /// Fresh; `refresh` says whether to reload it in the background
-    /// (refresh-ahead or XFetch).
+    /// (refresh-ahead or `XFetch`).
     Fresh { refresh: bool },
     /// In the stale-while-revalidate window: serve and reload in background.
     Revalidate,
@@ -91,6 +91,7 @@ impl Policy {
     }
 
     /// Sets the TTL. Default: 60 s.
+    #[must_use]
     pub fn with_ttl(mut self, ttl: Duration) -> Self {
         self.ttl = ttl;
         self
@@ -104,6 +105,7 @@ impl Policy {
     /// Spreads each TTL uniformly over `ttl × (1 ± fraction)` so entries
     /// written together do not expire together. Default: 0.1 (±10 %).
     /// Clamped to `0.0..=0.5`.
+    #[must_use]
     pub fn jitter(mut self, fraction: f64) -> Self {
         self.jitter = fraction.clamp(0.0, 0.5);
         self
@@ -111,6 +113,7 @@ impl Policy {
 
     /// After an entry stops being fresh, serve it for `window` more while
     /// one background reload per key replaces it. Default: off.
+    #[must_use]
     pub fn stale_while_revalidate(mut self, window: Duration) -> Self {
         self.swr = window;
         self
@@ -119,6 +122,7 @@ impl Policy {
     /// After an entry stops being fresh, keep it for `window` more and serve
     /// it when the reload fails (an error, or a response the layer treats as
     /// failed, such as a 5xx). Default: off.
+    #[must_use]
     pub fn stale_if_error(mut self, window: Duration) -> Self {
         self.sie = window;
         self
@@ -126,6 +130,7 @@ impl Policy {
 
     /// How long a "not found" result (HTTP 404/410, `None` from a typed
     /// loader) is cached. Default: 5 s.
+    #[must_use]
     pub fn negative_ttl(mut self, ttl: Duration) -> Self {
         self.negative_ttl = ttl;
         self
@@ -135,6 +140,7 @@ impl Policy {
     /// entry in the background when `now − Δ·β·ln(rand) ≥ expiry`, `Δ` being
     /// how long the last load took. Larger `beta` refreshes earlier; 1.0 is
     /// the usual choice. Default: 0 (off).
+    #[must_use]
     pub fn early_refresh(mut self, beta: f64) -> Self {
         self.beta = beta.max(0.0);
         self
@@ -143,6 +149,7 @@ impl Policy {
     /// Reload in the background when a read finds an entry past `fraction`
     /// of its TTL (for example 0.8), so that a key read regularly never
     /// expires into a miss. Default: off. Clamped to `0.0..=1.0`.
+    #[must_use]
     pub fn refresh_ahead_at(mut self, fraction: f64) -> Self {
         self.refresh_at = Some(fraction.clamp(0.0, 1.0));
         self
@@ -156,6 +163,7 @@ impl Policy {
     /// A load taking longer than `timeout` fails with
     /// [`LoadError::Timeout`](crate::LoadError::Timeout) and frees its key.
     /// Default: 10 s.
+    #[must_use]
     pub fn load_timeout(mut self, timeout: Duration) -> Self {
         self.load_timeout = timeout;
         self
@@ -185,7 +193,7 @@ impl Policy {
             if !refresh && self.beta > 0.0 && entry.load_ms > 0 {
                 // XFetch: -Δ·β·ln(u) with u in (0, 1] is >= 0.
                 let u: f64 = 1.0 - rand::random::<f64>();
-                let gap = -(entry.load_ms as f64) * self.beta * u.ln();
+                let gap = -f64::from(entry.load_ms) * self.beta * u.ln();
                 refresh = now as f64 + gap >= entry.fresh_until as f64;
             }
             return Freshness::Fresh { refresh };

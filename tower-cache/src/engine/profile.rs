@@ -131,6 +131,7 @@ impl Profile {
 
     /// A profile with the same name and a changed policy, and counters of
     /// its own.
+    #[must_use]
     pub fn map_policy(&self, f: impl FnOnce(Policy) -> Policy) -> Profile {
         Profile::new(self.name(), f(self.inner.policy.clone()))
     }

@@ -43,12 +43,14 @@ impl Fill {
     }
 
     /// Marks the value as a "not found" result (negative caching).
+    #[must_use]
     pub fn negative(mut self) -> Self {
         self.negative = true;
         self
     }
 
     /// Sets the tags.
+    #[must_use]
     pub fn with_tags(mut self, tags: Vec<String>) -> Self {
         self.tags = tags;
         self
@@ -60,6 +62,7 @@ impl Fill {
     }
 
     /// Overrides the policy's TTL for this value.
+    #[must_use]
     pub fn with_ttl(mut self, ttl: Duration) -> Self {
         self.ttl = Some(ttl);
         self

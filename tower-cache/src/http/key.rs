@@ -800,10 +800,10 @@ mod tests {
                 let (Some(ka), Some(kb)) = (key_of(&a, &pa), key_of(&b, &pb)) else {
                     return Ok(());
                 };
-                if identity(&a, &pa) != identity(&b, &pb) {
-                    prop_assert_ne!(ka, kb);
-                } else {
+                if identity(&a, &pa) == identity(&b, &pb) {
                     prop_assert_eq!(ka, kb);
+                } else {
+                    prop_assert_ne!(ka, kb);
                 }
             }
 

@@ -10,7 +10,7 @@ use http::response::Parts as ResponseParts;
 use super::{CacheControl, HttpRules};
 
 /// Whether a response may be stored.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Storability {
     Store {
         negative: bool,

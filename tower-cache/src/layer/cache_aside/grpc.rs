@@ -113,7 +113,11 @@ where
             CacheStatus::Bypass,
         ));
     };
-    let Ok(message) = body.collect().await.map(|whole| whole.to_bytes()) else {
+    let Ok(message) = body
+        .collect()
+        .await
+        .map(http_body_util::Collected::to_bytes)
+    else {
         layer.profile.record_bypass();
         return Ok(unreadable_request());
     };

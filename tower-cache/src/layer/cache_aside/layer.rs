@@ -44,7 +44,7 @@ impl<St, G> std::fmt::Debug for CacheAsideLayer<St, G> {
         f.debug_struct("CacheAsideLayer")
             .field("profile", &self.profile)
             .field("double_delete", &self.double_delete)
-            .finish()
+            .finish_non_exhaustive()
     }
 }
 
@@ -59,7 +59,7 @@ impl<St> CacheAsideLayer<St, NoGrpc> {
     pub fn new(cache: Cache<St>, name: impl Into<String>, policy: Policy) -> Self {
         let name = name.into();
         let mut rules = HttpRules::default();
-        rules.key.name = name.clone();
+        rules.key.name.clone_from(&name);
         CacheAsideLayer {
             cache,
             profile: Profile::new(name, policy),
@@ -78,6 +78,7 @@ impl<St, G> CacheAsideLayer<St, G> {
     }
 
     /// Prefix of every key. Default: `"http:"`.
+    #[must_use]
     pub fn namespace(self, namespace: impl Into<String>) -> Self {
         let namespace = namespace.into();
         self.rules(|r| r.key.namespace = namespace)
@@ -86,6 +87,7 @@ impl<St, G> CacheAsideLayer<St, G> {
     /// A version in every key; bump it to drop every entry of the route at
     /// once (after a change in the response format). Default: 2 (the key
     /// format of this release).
+    #[must_use]
     pub fn key_version(self, version: u32) -> Self {
         self.rules(|r| r.key.version = version)
     }
@@ -93,12 +95,14 @@ impl<St, G> CacheAsideLayer<St, G> {
     /// Whether the request's host is part of the key. Turn it off when
     /// the service answers for one site and instances see different
     /// `Host` values (ports, internal names). Default: `true`.
+    #[must_use]
     pub fn key_host(self, include: bool) -> Self {
         self.rules(|r| r.key.host = include)
     }
 
     /// Request headers that are part of the key, so that each value has an
     /// entry of its own (for example `accept-language`). Default: none.
+    #[must_use]
     pub fn vary_on<I>(self, headers: I) -> Self
     where
         I: IntoIterator<Item = HeaderName>,
@@ -110,6 +114,7 @@ impl<St, G> CacheAsideLayer<St, G> {
     /// Replaces method, host, path and query in the key with what `key`
     /// returns; `None` bypasses the cache. Named headers, the user and the
     /// namespace are still added. Default: none.
+    #[must_use]
     pub fn key_fn(self, key: impl Fn(&Parts) -> Option<String> + Send + Sync + 'static) -> Self {
         let key: crate::http::KeyFn = Arc::new(key);
         self.rules(|r| {
@@ -126,6 +131,7 @@ impl<St, G> CacheAsideLayer<St, G> {
     /// credentials for which `user` returns `None` bypass the cache.
     /// Responses marked `Cache-Control: private` are stored under such
     /// keys. Default: off, and every request with credentials bypasses.
+    #[must_use]
     pub fn per_user(self, user: impl Fn(&Parts) -> Option<String> + Send + Sync + 'static) -> Self {
         let user: crate::http::UserFn = Arc::new(user);
         self.rules(|r| r.per_user = Some(user))
@@ -159,6 +165,7 @@ impl<St, G> CacheAsideLayer<St, G> {
     ///     (m, _) => RequestClass::of_method(m),
     /// });
     /// ```
+    #[must_use]
     pub fn classify(
         self,
         classify: impl Fn(&Parts) -> RequestClass + Send + Sync + 'static,
@@ -169,6 +176,7 @@ impl<St, G> CacheAsideLayer<St, G> {
 
     /// Extra tags for stored reads, besides `path:{path}`, which every
     /// entry carries. Default: none.
+    #[must_use]
     pub fn tags(self, tags: impl Fn(&Parts) -> Vec<String> + Send + Sync + 'static) -> Self {
         let tags: crate::http::TagsFn = Arc::new(tags);
         self.rules(|r| r.tags = Some(tags))
@@ -209,12 +217,14 @@ impl<St, G> CacheAsideLayer<St, G> {
     /// });
     /// let app: Router = Router::new().route("/products/{id}", get(show).put(|| async { "saved" }).layer(layer));
     /// ```
+    #[must_use]
     pub fn tag_header(self, header: Option<HeaderName>) -> Self {
         self.rules(|r| r.tag_header = header)
     }
 
     /// Extra tags a successful write (POST, PUT, PATCH, DELETE) invalidates,
     /// besides `path:{path}` of the written path. Default: none.
+    #[must_use]
     pub fn invalidates(self, tags: impl Fn(&Parts) -> Vec<String> + Send + Sync + 'static) -> Self {
         let tags: crate::http::TagsFn = Arc::new(tags);
         self.rules(|r| r.invalidates = Some(tags))
@@ -223,6 +233,7 @@ impl<St, G> CacheAsideLayer<St, G> {
     /// Deletes again `delay` after a write's invalidation, for the race in
     /// which a read that started before the write stores the old value
     /// after the first delete. Default: off.
+    #[must_use]
     pub fn double_delete(mut self, delay: Duration) -> Self {
         self.double_delete = Some(delay);
         self
@@ -233,6 +244,7 @@ impl<St, G> CacheAsideLayer<St, G> {
     /// that response stored as the entry a `GET` of the same URI reads,
     /// after the usual invalidation; the next read is a hit with the new
     /// value. Default: off (writes only invalidate).
+    #[must_use]
     pub fn write_through(mut self, enabled: bool) -> Self {
         self.write_through = enabled;
         self
@@ -240,6 +252,7 @@ impl<St, G> CacheAsideLayer<St, G> {
 
     /// The statuses stored. Default: 200, 203, 204, 300, 301, 404, 410
     /// (404 and 410 for the negative TTL). 5xx is never stored.
+    #[must_use]
     pub fn store_statuses<I: IntoIterator<Item = StatusCode>>(self, statuses: I) -> Self {
         let statuses: Vec<_> = statuses
             .into_iter()
@@ -250,12 +263,14 @@ impl<St, G> CacheAsideLayer<St, G> {
 
     /// Largest body stored; a larger one streams through uncached and
     /// intact. Default: [`DEFAULT_MAX_BODY_BYTES`](crate::http::DEFAULT_MAX_BODY_BYTES) (1 MiB).
+    #[must_use]
     pub fn max_body_bytes(self, max: usize) -> Self {
         self.rules(|r| r.max_body_bytes = max)
     }
 
     /// Whether the origin's `s-maxage`/`max-age` sets the TTL of what it
     /// returns. Default: `true`.
+    #[must_use]
     pub fn respect_origin_ttl(self, respect: bool) -> Self {
         self.rules(|r| r.respect_origin_ttl = respect)
     }
@@ -335,6 +350,7 @@ impl<St, G> CacheAsideLayer<St, G> {
 
     /// Reloads entries in the background once past `fraction` of their
     /// TTL (see [`Policy::refresh_ahead_at`]).
+    #[must_use]
     pub fn refresh_ahead_at(mut self, fraction: f64) -> Self {
         self.profile = self.profile.map_policy(|p| p.refresh_ahead_at(fraction));
         self

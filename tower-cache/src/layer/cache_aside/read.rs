@@ -21,6 +21,10 @@ use crate::store::Store;
 use crate::{Entry, Fetched, Fill, LoadError, Loaded, clock};
 
 /// What a read needs besides the request.
+#[expect(
+    clippy::struct_excessive_bools,
+    reason = "one flag per property of the request, read once each"
+)]
 pub(super) struct Read {
     pub key: String,
     pub head: bool,
@@ -42,7 +46,7 @@ impl<S, B> Pending<S, B> {
     fn take(&self) -> Option<(S, B)> {
         self.unsent
             .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
             .take()
     }
 }
@@ -316,22 +320,19 @@ async fn from_store_only<B: Body, St: Store, G>(
             let stored = StoredResponse::decode(&entry.value).ok()?;
             stored.vary_matches(headers).then_some((entry, stored))
         });
-    match stored {
-        Some((entry, stored)) => {
-            let status = if entry.is_fresh_at(now) {
-                layer.profile.record_hit();
-                CacheStatus::Hit
-            } else {
-                layer.profile.record_stale();
-                CacheStatus::Stale
-            };
-            let age = now.saturating_sub(entry.stored_at) / 1_000;
-            stored.respond(status, age, head, headers)
-        }
-        None => {
-            layer.profile.record_miss();
-            error_response(StatusCode::GATEWAY_TIMEOUT)
-        }
+    if let Some((entry, stored)) = stored {
+        let status = if entry.is_fresh_at(now) {
+            layer.profile.record_hit();
+            CacheStatus::Hit
+        } else {
+            layer.profile.record_stale();
+            CacheStatus::Stale
+        };
+        let age = now.saturating_sub(entry.stored_at) / 1_000;
+        stored.respond(status, age, head, headers)
+    } else {
+        layer.profile.record_miss();
+        error_response(StatusCode::GATEWAY_TIMEOUT)
     }
 }
 

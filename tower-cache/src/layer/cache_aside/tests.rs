@@ -991,6 +991,10 @@ async fn a_successful_reload_after_the_ttl_serves_the_new_response() {
 }
 
 #[tokio::test(start_paused = true)]
+#[expect(
+    clippy::float_cmp,
+    reason = "counters are whole numbers, held exactly as f64"
+)]
 async fn metrics_are_labelled_with_the_layers_name() {
     let counters = crate::test_support::Metrics::default();
     let origin = Origin::default();

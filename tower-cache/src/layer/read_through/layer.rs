@@ -36,7 +36,7 @@ impl<St, C> std::fmt::Debug for ReadThroughLayer<St, C> {
         f.debug_struct("ReadThroughLayer")
             .field("profile", &self.profile)
             .field("namespace", &self.namespace)
-            .finish()
+            .finish_non_exhaustive()
     }
 }
 
@@ -70,6 +70,7 @@ impl<St, C, V> ReadThroughLayer<St, NotFoundWhen<C, V>> {
 impl<St, C> ReadThroughLayer<St, C> {
     /// Prefix of every key this layer stores (for example `"user:"`), so
     /// layers sharing a store do not collide. Default: empty.
+    #[must_use]
     pub fn namespace(mut self, namespace: impl Into<String>) -> Self {
         self.namespace = Arc::from(namespace.into());
         self
@@ -131,6 +132,7 @@ impl<St, C> ReadThroughLayer<St, C> {
 
     /// Reloads entries in the background once they are past `fraction` of
     /// their TTL (see [`Policy::refresh_ahead_at`]).
+    #[must_use]
     pub fn refresh_ahead_at(mut self, fraction: f64) -> Self {
         self.profile = self.profile.map_policy(|p| p.refresh_ahead_at(fraction));
         self

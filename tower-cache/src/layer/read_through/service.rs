@@ -9,7 +9,7 @@ use super::{ReadThroughLayer, ResponseFuture};
 use crate::codec::JsonCodec;
 use crate::codec::{CacheKey, Codec, key_in};
 use crate::store::{SharedStore, Store};
-use crate::{Fetched, Fill, Loaded};
+use crate::{Fetched, Fill, LoadError, Loaded};
 
 /// A loader service behind a read-through cache. Built by
 /// [`ReadThroughLayer`].
@@ -67,7 +67,7 @@ where
     fn call(&mut self, key: K) -> Self::Future {
         let lookup = self.start(key, |_| ());
         ResponseFuture::new(Box::pin(
-            async move { lookup.await.map(|(value, _)| value) },
+            async move { lookup.await.map(|(value, ())| value) },
         ))
     }
 }
@@ -76,6 +76,11 @@ impl<S, St, C> ReadThrough<S, St, C> {
     /// Reads `key` like [`Service::call`], and also tells how the cache
     /// answered (for an `X-Cache` header). Waits for the loader to be
     /// ready first.
+    ///
+    /// # Errors
+    ///
+    /// As [`Service::call`]: the loader's error, or the engine's
+    /// [`LoadError`] (timeout, a failed load this call waited for).
     #[cfg(feature = "http")]
     pub async fn lookup<K>(
         &mut self,
@@ -140,7 +145,10 @@ impl<S, St, C> ReadThrough<S, St, C> {
                 }
                 let mut fill = Fill::new(bytes);
                 fill.negative = codec.is_not_found(&value, &fill.value);
-                *slot.lock().unwrap_or_else(|p| p.into_inner()) = Some((fill.value.clone(), value));
+                *slot
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner) =
+                    Some((fill.value.clone(), value));
                 Ok::<_, tower::BoxError>(Loaded::Store(fill))
             };
             // What the check decoded, with its buffer, so that a hit is
@@ -159,7 +167,7 @@ impl<S, St, C> ReadThrough<S, St, C> {
                 .cache
                 .fetch_checked(&cache_key, &layer.profile, check, load)
                 .await
-                .map_err(|e| e.into_box_error())?;
+                .map_err(LoadError::into_box_error)?;
             let status = status(&fetched);
             let value = match fetched {
                 Fetched::Passed(value) => value,
@@ -167,7 +175,10 @@ impl<S, St, C> ReadThrough<S, St, C> {
                     let same = |b: &Bytes| {
                         b.as_ptr() == entry.value.as_ptr() && b.len() == entry.value.len()
                     };
-                    let own = loaded.lock().unwrap_or_else(|p| p.into_inner()).take();
+                    let own = loaded
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner)
+                        .take();
                     match (decoded, own) {
                         (Some((bytes, value)), _) if same(&bytes) => value,
                         (_, Some((bytes, value))) if same(&bytes) => value,

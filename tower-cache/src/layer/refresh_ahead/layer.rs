@@ -8,6 +8,7 @@ use super::RefreshAhead;
 pub trait ReadLayer {
     /// This layer, reloading entries in the background past `fraction` of
     /// their TTL.
+    #[must_use]
     fn with_refresh_ahead(self, fraction: f64) -> Self;
 }
 

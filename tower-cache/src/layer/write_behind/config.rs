@@ -67,7 +67,7 @@ mod tests {
     fn backoff_doubles_from_the_first_delay_up_to_the_longest_with_jitter() {
         let config = Config {
             backoff: Duration::from_millis(100),
-            max_backoff: Duration::from_millis(1_000),
+            max_backoff: Duration::from_secs(1),
             ..Config::default()
         };
         for (attempt, base) in [

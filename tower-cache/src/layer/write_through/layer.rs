@@ -36,7 +36,7 @@ impl<St, C> std::fmt::Debug for WriteThroughLayer<St, C> {
             .field("profile", &self.profile)
             .field("namespace", &self.namespace)
             .field("timeout", &self.timeout)
-            .finish()
+            .finish_non_exhaustive()
     }
 }
 
@@ -56,6 +56,7 @@ impl<St> WriteThroughLayer<St, JsonCodec> {
 
 impl<St, C> WriteThroughLayer<St, C> {
     /// Prefix of every key, the same as the read layer's. Default: empty.
+    #[must_use]
     pub fn namespace(mut self, namespace: impl Into<String>) -> Self {
         self.namespace = Arc::from(namespace.into());
         self
@@ -75,6 +76,7 @@ impl<St, C> WriteThroughLayer<St, C> {
     /// A write taking longer fails with [`WriteTimedOut`](super::WriteTimedOut)
     /// and removes the key, since the writer may still apply it. Default:
     /// no timeout.
+    #[must_use]
     pub fn timeout(mut self, timeout: Duration) -> Self {
         self.timeout = Some(timeout);
         self

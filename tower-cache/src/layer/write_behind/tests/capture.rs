@@ -1,5 +1,6 @@
 //! A tracing subscriber that records the events of the current thread.
 
+use std::fmt::Write as _;
 use std::sync::{Arc, Mutex};
 
 /// Events captured by a [`Capture`] subscriber: level, message and fields.
@@ -12,7 +13,7 @@ struct Fields(String);
 
 impl tracing::field::Visit for Fields {
     fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
-        self.0.push_str(&format!("{}={value:?} ", field.name()));
+        let _ = write!(self.0, "{}={value:?} ", field.name());
     }
 }
 

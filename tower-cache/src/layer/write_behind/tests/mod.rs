@@ -118,7 +118,7 @@ async fn ten_thousand_concurrent_writes_end_with_the_last_value_per_key() {
         );
         last.insert(w.key, w.value);
     }
-    assert_eq!(last.len(), KEYS as usize);
+    assert_eq!(last.len() as u64, KEYS);
     let mut read = ReadThroughLayer::new(cache, "wb", Policy::default())
         .namespace("wb:")
         .layer(service_fn(|_: u64| async { Ok::<i64, std::io::Error>(-1) }));
