@@ -38,8 +38,8 @@
 //!
 //! - `redis` (default): [`RedisStore`](store::RedisStore),
 //!   [`TieredStore`](store::TieredStore) and the durable write-behind log
-//!   [`RedisQueue`](store::RedisQueue). Only these three (`store/redis.rs`,
-//!   `store/tiered.rs`, `store/redis_queue.rs`) use the redis crate.
+//!   [`RedisQueue`](store::RedisQueue). Only `store/redis/` and
+//!   `store/tiered/` use the redis crate.
 //! - `http` (default): the HTTP adapter.
 //! - `fuzzing`: entry points into the decoders, the `Cache-Control` parser
 //!   and the key builder for the fuzz targets under `fuzz/`; not for use

@@ -7,8 +7,9 @@
 //! - [`RedisQueue`]: not a store but the durable write-behind log, a Redis
 //!   Stream (feature `redis`).
 //!
-//! Only `redis.rs`, `tiered.rs` and `redis_queue.rs` use the redis crate;
-//! nothing else in the crate does.
+//! Only `redis/` (the store, its scripts, the circuit breaker, the replay
+//! queue and the durable log) and `tiered/` use the redis crate; nothing
+//! else in the crate does.
 //!
 //! A store is byte-level: it keeps [`Entry`] values under string keys and
 //! knows nothing of HTTP or serde. It can be used as a generic parameter
@@ -34,32 +35,21 @@ use std::sync::Arc;
 
 use crate::entry::Entry;
 
-#[cfg(feature = "redis")]
-mod breaker;
 mod memory;
 #[cfg(feature = "redis")]
 mod redis;
 #[cfg(feature = "redis")]
-mod redis_queue;
-#[cfg(feature = "redis")]
-mod replay;
-#[cfg(feature = "redis")]
 mod tiered;
 
-#[cfg(feature = "redis")]
-pub use breaker::{DEFAULT_FAILURE_THRESHOLD, DEFAULT_RETRY_INTERVAL};
 pub use memory::{
     DEFAULT_MAX_BYTES, ENTRY_OVERHEAD_BYTES, MemoryStats, MemoryStore, MemoryStoreBuilder,
 };
 #[cfg(feature = "redis")]
 pub use redis::{
-    DEFAULT_CONNECT_TIMEOUT, DEFAULT_MAX_TTL, DEFAULT_OP_TIMEOUT, DEFAULT_PREFIX, RedisStore,
-    RedisStoreBuilder,
+    DEFAULT_CONNECT_TIMEOUT, DEFAULT_FAILURE_THRESHOLD, DEFAULT_MAX_PENDING_INVALIDATIONS,
+    DEFAULT_MAX_TTL, DEFAULT_OP_TIMEOUT, DEFAULT_PREFIX, DEFAULT_RETRY_INTERVAL, RedisQueue,
+    RedisStore, RedisStoreBuilder,
 };
-#[cfg(feature = "redis")]
-pub use redis_queue::RedisQueue;
-#[cfg(feature = "redis")]
-pub use replay::DEFAULT_MAX_PENDING_INVALIDATIONS;
 #[cfg(feature = "redis")]
 pub use tiered::{DEFAULT_L1_TTL, TieredStats, TieredStore, TieredStoreBuilder};
 

@@ -6,8 +6,8 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tracing::Instrument;
 
-use super::super::breaker::{Breaker, DEFAULT_FAILURE_THRESHOLD, DEFAULT_RETRY_INTERVAL};
-use super::super::replay::{DEFAULT_MAX_PENDING_INVALIDATIONS, ReplayQueue};
+use super::super::redis::breaker::{Breaker, DEFAULT_FAILURE_THRESHOLD, DEFAULT_RETRY_INTERVAL};
+use super::super::redis::replay::{DEFAULT_MAX_PENDING_INVALIDATIONS, ReplayQueue};
 use super::super::{MemoryStore, RedisStore};
 use super::fence::Fences;
 use super::seen::Seen;

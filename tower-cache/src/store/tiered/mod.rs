@@ -14,8 +14,8 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use super::breaker::Breaker;
-use super::replay::{Invalidation, ReplayQueue};
+use super::redis::breaker::Breaker;
+use super::redis::replay::{Invalidation, ReplayQueue};
 use super::{MemoryStore, RedisStore, Store, StoreError};
 use crate::entry::Entry;
 pub use builder::TieredStoreBuilder;

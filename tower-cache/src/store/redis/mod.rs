@@ -1,157 +1,32 @@
 //! The shared L2 store, on Redis.
 
+pub(super) mod breaker;
+mod builder;
+mod queue;
+pub(super) mod replay;
+mod scripts;
+
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::aio::ConnectionManager;
 use redis::{AsyncCommands, Client, Script};
 
-use super::breaker::{Breaker, DEFAULT_FAILURE_THRESHOLD, DEFAULT_RETRY_INTERVAL};
-use super::replay::{DEFAULT_MAX_PENDING_INVALIDATIONS, Invalidation, ReplayQueue};
 use super::{Store, StoreError};
 use crate::clock;
 use crate::entry::Entry;
-
-/// Default timeout of one Redis operation (all its commands): 200 ms.
-pub const DEFAULT_OP_TIMEOUT: Duration = Duration::from_millis(200);
-/// Default timeout of one connection attempt: 1 s.
-pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
-/// Default longest lifetime of an entry in Redis: 24 h.
-pub const DEFAULT_MAX_TTL: Duration = Duration::from_secs(24 * 60 * 60);
-/// Default key namespace prefix.
-pub const DEFAULT_PREFIX: &str = "tc:";
-/// What closes a namespace prefix; a prefix may not contain it elsewhere.
-const PREFIX_SEPARATOR: char = ':';
-
-/// Lua: `num(key)`, the number stored at `key`, or `nil` when none is;
-/// a key holding another type or a value that is not a number is deleted
-/// (it reads as "none"). `now()`, Redis's own clock in microseconds.
-macro_rules! lua_prelude {
-    () => {
-        r"
-local function num(key)
-  local raw = redis.pcall('GET', key)
-  if type(raw) == 'table' then
-    redis.call('DEL', key)
-    return nil
-  end
-  if not raw then return nil end
-  local n = tonumber(raw)
-  if not n then redis.call('DEL', key) end
-  return n
-end
-local function now()
-  local t = redis.call('TIME')
-  return tonumber(t[1]) * 1000000 + tonumber(t[2])
-end
-"
-    };
-}
-
-/// Invalidates a tag (or the whole namespace): moves the namespace's
-/// invalidation version (`KEYS[2]`) forward and records it at the tag's
-/// key (`KEYS[1]`), kept `ARGV[1]` ms (as long as any entry can live in
-/// Redis) and never moved backwards nor shortened. Returns the new
-/// version.
-///
-/// The version is a counter, never a client's clock. It never falls
-/// below Redis's own clock in microseconds, so a counter that is lost
-/// (evicted, deleted, overwritten with garbage) starts again above every
-/// version it handed out, as long as fewer than one invalidation per
-/// microsecond was made on average. Whatever else sits at either key is
-/// replaced, so an invalidation always lands.
-const INVALIDATE: &str = concat!(
-    lua_prelude!(),
-    r"
-local v = now()
-local cur = num(KEYS[2])
-if cur and cur >= v then v = cur + 1 end
-redis.call('SET', KEYS[2], string.format('%.0f', v))
-local keep = tonumber(ARGV[1])
-local stamp = num(KEYS[1])
-if not stamp or v > stamp then
-  redis.call('SET', KEYS[1], string.format('%.0f', v), 'PX', keep)
-elseif redis.call('PTTL', KEYS[1]) < keep then
-  redis.call('PEXPIRE', KEYS[1], keep)
-end
-return v
-"
-);
-
-/// Reads the namespace's invalidation version (`KEYS[1]`). A missing one
-/// (never set, or lost) starts at Redis's clock in microseconds, which is
-/// above every version handed out before (see [`INVALIDATE`]).
-const VERSION: &str = concat!(
-    lua_prelude!(),
-    r"
-local v = num(KEYS[1])
-if not v then
-  v = now()
-  redis.call('SET', KEYS[1], string.format('%.0f', v))
-end
-return v
-"
-);
-
-/// Stores an envelope (`ARGV[1]`, `PX` `ARGV[2]`) at `KEYS[1]` unless the
-/// namespace (`KEYS[2]`) or one of its tags (`KEYS[3..]`) was invalidated
-/// at a version after the entry's (`ARGV[3]`): a value loaded before an
-/// invalidation and written after it is refused here, and so never
-/// outlives the tag key that would refuse it on read. A tag key holding
-/// anything but a version refuses the write. Returns 1 when stored.
-const PUT: &str = r"
-local version = tonumber(ARGV[3])
-for i = 2, #KEYS do
-  local s = redis.pcall('GET', KEYS[i])
-  if type(s) == 'table' then return 0 end
-  if s then
-    local n = tonumber(s)
-    if not n or n > version then return 0 end
-  end
-end
-redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-return 1
-";
-
-/// Reads an entry and, in the same round trip, the namespace-wide
-/// invalidation version and the versions of the tags its envelope names
-/// (`ARGV[1]` is the tag key prefix). Replies `nil` for a missing entry,
-/// else the envelope, the namespace version and one version per tag
-/// (`''` where none is set, `'?'` where the key holds another type). An
-/// entry key of another type is deleted and read as a miss. The envelope
-/// is only read here as far as its tag list (its tag count is the
-/// big-endian `u16` at bytes 49-50); it is decoded, checked, and garbage
-/// rejected, by the caller.
-///
-/// The tag keys are not declared in `KEYS`: fine on one server; a Redis
-/// Cluster deployment would read them in a second pipeline instead.
-const READ: &str = r"
-local v = redis.pcall('GET', KEYS[1])
-if type(v) == 'table' then
-  redis.call('DEL', KEYS[1])
-  return false
-end
-if not v then return false end
-local function stamp(key)
-  local s = redis.pcall('GET', key)
-  if type(s) == 'table' then return '?' end
-  return s or ''
-end
-local out = {v, stamp(KEYS[2])}
-if #v >= 50 then
-  local n = string.byte(v, 49) * 256 + string.byte(v, 50)
-  local pos = 51
-  for i = 1, n do
-    if pos + 1 > #v then break end
-    local len = string.byte(v, pos) * 256 + string.byte(v, pos + 1)
-    out[#out + 1] = stamp(ARGV[1] .. string.sub(v, pos + 2, pos + 1 + len))
-    pos = pos + 2 + len
-  end
-end
-return out
-";
+use breaker::Breaker;
+pub use breaker::{DEFAULT_FAILURE_THRESHOLD, DEFAULT_RETRY_INTERVAL};
+use builder::backend;
+pub use builder::{
+    DEFAULT_CONNECT_TIMEOUT, DEFAULT_MAX_TTL, DEFAULT_OP_TIMEOUT, DEFAULT_PREFIX, RedisStoreBuilder,
+};
+pub use queue::RedisQueue;
+pub use replay::DEFAULT_MAX_PENDING_INVALIDATIONS;
+use replay::{Invalidation, ReplayQueue};
+use scripts::INVALIDATE;
 
 struct Inner {
     client: Client,
@@ -240,173 +115,7 @@ impl std::fmt::Debug for RedisStore {
     }
 }
 
-/// Builds a [`RedisStore`].
-#[derive(Debug, Clone)]
-pub struct RedisStoreBuilder {
-    url: String,
-    prefix: String,
-    op_timeout: Duration,
-    connect_timeout: Duration,
-    max_ttl: Duration,
-    failure_threshold: u64,
-    retry_interval: Duration,
-    max_pending: usize,
-}
-
-impl RedisStoreBuilder {
-    /// How many distinct removes and tag invalidations (and keys whose
-    /// write failed) are kept for replay while Redis cannot be reached.
-    /// Past that, they are dropped and every entry of the namespace is
-    /// invalidated on recovery instead. Default:
-    /// [`DEFAULT_MAX_PENDING_INVALIDATIONS`](super::DEFAULT_MAX_PENDING_INVALIDATIONS)
-    /// (10 000).
-    #[must_use]
-    pub fn max_pending_invalidations(mut self, max: usize) -> Self {
-        self.max_pending = max;
-        self
-    }
-
-    /// Consecutive failures (errors, timeouts) that open the circuit
-    /// breaker; a refused, reset or closed connection opens it at once, and
-    /// so does a timeout when nothing at all succeeded while it waited.
-    /// While it is open every operation fails at once with
-    /// [`StoreError::Unavailable`], so a dead or paused Redis never makes a
-    /// request wait. Default: [`DEFAULT_FAILURE_THRESHOLD`] (3).
-    ///
-    /// A [`TieredStore`](super::TieredStore) has a breaker of its own
-    /// (configured on its builder) and does not go through this one.
-    #[must_use]
-    pub fn failure_threshold(mut self, failures: u64) -> Self {
-        self.failure_threshold = failures.max(1);
-        self
-    }
-
-    /// How often Redis is probed (one operation goes through) while the
-    /// circuit breaker is open. Default: [`DEFAULT_RETRY_INTERVAL`] (1 s).
-    #[must_use]
-    pub fn retry_interval(mut self, interval: Duration) -> Self {
-        self.retry_interval = interval;
-        self
-    }
-
-    /// The key namespace prefix. Default: [`DEFAULT_PREFIX`] (`"tc:"`).
-    ///
-    /// A prefix is a name closed by `:` (given with or without it: `"shop"`
-    /// and `"shop:"` are the same prefix). The name may not be empty nor
-    /// contain `:`, so that no prefix is the start of another's keys
-    /// (`"app:"` and `"app:e:"` would overlap): [`build`](Self::build)
-    /// refuses one that does.
-    #[must_use]
-    pub fn prefix(mut self, prefix: impl Into<String>) -> Self {
-        self.prefix = prefix.into();
-        self
-    }
-
-    /// Timeout of one whole operation (`get`, `put`, `remove`,
-    /// `remove_tag`), all its commands together. Default:
-    /// [`DEFAULT_OP_TIMEOUT`] (200 ms): the longest a request waits on a
-    /// Redis that stops answering before the circuit breaker opens.
-    #[must_use]
-    pub fn op_timeout(mut self, timeout: Duration) -> Self {
-        self.op_timeout = timeout;
-        self
-    }
-
-    /// Timeout of one connection attempt. Default:
-    /// [`DEFAULT_CONNECT_TIMEOUT`] (1 s).
-    #[must_use]
-    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
-        self.connect_timeout = timeout;
-        self
-    }
-
-    /// Longest time an entry is kept in Redis after it is written, and how
-    /// long a tag invalidation is remembered after it is made. Also caps a [`TieredStore`](super::TieredStore)'s
-    /// L1 lifetime. Default: [`DEFAULT_MAX_TTL`] (24 h).
-    #[must_use]
-    pub fn max_ttl(mut self, max_ttl: Duration) -> Self {
-        self.max_ttl = max_ttl;
-        self
-    }
-
-    /// Builds the store without connecting; the connection is made on first
-    /// use and remade whenever it breaks.
-    ///
-    /// Must be called within a Tokio runtime.
-    ///
-    /// # Errors
-    ///
-    /// [`StoreError::Config`] for a prefix that could overlap another's,
-    /// [`StoreError::Backend`] for an invalid URL.
-    pub fn build(self) -> Result<RedisStore, StoreError> {
-        let prefix = closed_prefix(&self.prefix)?;
-        let client = Client::open(self.url.as_str()).map_err(backend)?;
-        let config = ConnectionManagerConfig::new()
-            .set_response_timeout(Some(self.op_timeout))
-            .set_connection_timeout(Some(self.connect_timeout))
-            .set_number_of_retries(2)
-            .set_max_delay(Duration::from_millis(500));
-        let conn =
-            ConnectionManager::new_lazy_with_config(client.clone(), config).map_err(backend)?;
-        Ok(RedisStore {
-            inner: Arc::new(Inner {
-                client,
-                conn,
-                prefix,
-                op_timeout: self.op_timeout,
-                max_ttl: self.max_ttl,
-                invalidate: Script::new(INVALIDATE),
-                version: Script::new(VERSION),
-                put: Script::new(PUT),
-                read: Script::new(READ),
-                breaker: Breaker::new(self.failure_threshold, self.retry_interval, self.op_timeout),
-                replay: ReplayQueue::new(self.max_pending),
-            }),
-        })
-    }
-}
-
-/// `prefix` closed by the separator, or why it cannot be one.
-fn closed_prefix(prefix: &str) -> Result<String, StoreError> {
-    let name = prefix.strip_suffix(PREFIX_SEPARATOR).unwrap_or(prefix);
-    if name.is_empty() || name.contains(PREFIX_SEPARATOR) {
-        return Err(StoreError::Config(format!(
-            "Redis key prefix {prefix:?} must be a non-empty name without \
-             {PREFIX_SEPARATOR:?} (optionally ending with one), so that no \
-             prefix is the start of another's keys"
-        )));
-    }
-    Ok(format!("{name}{PREFIX_SEPARATOR}"))
-}
-
-fn backend(e: redis::RedisError) -> StoreError {
-    StoreError::Backend(Box::new(e))
-}
-
 impl RedisStore {
-    /// A builder for the Redis at `url` (`redis://host:port/db`).
-    pub fn builder(url: impl Into<String>) -> RedisStoreBuilder {
-        RedisStoreBuilder {
-            url: url.into(),
-            prefix: DEFAULT_PREFIX.to_owned(),
-            op_timeout: DEFAULT_OP_TIMEOUT,
-            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
-            max_ttl: DEFAULT_MAX_TTL,
-            failure_threshold: DEFAULT_FAILURE_THRESHOLD,
-            retry_interval: DEFAULT_RETRY_INTERVAL,
-            max_pending: DEFAULT_MAX_PENDING_INVALIDATIONS,
-        }
-    }
-
-    /// A store for the Redis at `url` with the defaults.
-    ///
-    /// # Errors
-    ///
-    /// [`StoreError::Backend`] for an invalid URL.
-    pub fn new(url: impl Into<String>) -> Result<Self, StoreError> {
-        Self::builder(url).build()
-    }
-
     /// The key namespace prefix, closed by `:`.
     #[must_use]
     pub fn prefix(&self) -> &str {

@@ -1,0 +1,129 @@
+//! The Lua scripts the Redis store runs: invalidation with versions, the version read, the checked write and the one-round-trip read.
+
+/// Lua: `num(key)`, the number stored at `key`, or `nil` when none is;
+/// a key holding another type or a value that is not a number is deleted
+/// (it reads as "none"). `now()`, Redis's own clock in microseconds.
+macro_rules! lua_prelude {
+    () => {
+        r"
+local function num(key)
+  local raw = redis.pcall('GET', key)
+  if type(raw) == 'table' then
+    redis.call('DEL', key)
+    return nil
+  end
+  if not raw then return nil end
+  local n = tonumber(raw)
+  if not n then redis.call('DEL', key) end
+  return n
+end
+local function now()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000000 + tonumber(t[2])
+end
+"
+    };
+}
+
+/// Invalidates a tag (or the whole namespace): moves the namespace's
+/// invalidation version (`KEYS[2]`) forward and records it at the tag's
+/// key (`KEYS[1]`), kept `ARGV[1]` ms (as long as any entry can live in
+/// Redis) and never moved backwards nor shortened. Returns the new
+/// version.
+///
+/// The version is a counter, never a client's clock. It never falls
+/// below Redis's own clock in microseconds, so a counter that is lost
+/// (evicted, deleted, overwritten with garbage) starts again above every
+/// version it handed out, as long as fewer than one invalidation per
+/// microsecond was made on average. Whatever else sits at either key is
+/// replaced, so an invalidation always lands.
+pub(super) const INVALIDATE: &str = concat!(
+    lua_prelude!(),
+    r"
+local v = now()
+local cur = num(KEYS[2])
+if cur and cur >= v then v = cur + 1 end
+redis.call('SET', KEYS[2], string.format('%.0f', v))
+local keep = tonumber(ARGV[1])
+local stamp = num(KEYS[1])
+if not stamp or v > stamp then
+  redis.call('SET', KEYS[1], string.format('%.0f', v), 'PX', keep)
+elseif redis.call('PTTL', KEYS[1]) < keep then
+  redis.call('PEXPIRE', KEYS[1], keep)
+end
+return v
+"
+);
+
+/// Reads the namespace's invalidation version (`KEYS[1]`). A missing one
+/// (never set, or lost) starts at Redis's clock in microseconds, which is
+/// above every version handed out before (see [`INVALIDATE`]).
+pub(super) const VERSION: &str = concat!(
+    lua_prelude!(),
+    r"
+local v = num(KEYS[1])
+if not v then
+  v = now()
+  redis.call('SET', KEYS[1], string.format('%.0f', v))
+end
+return v
+"
+);
+
+/// Stores an envelope (`ARGV[1]`, `PX` `ARGV[2]`) at `KEYS[1]` unless the
+/// namespace (`KEYS[2]`) or one of its tags (`KEYS[3..]`) was invalidated
+/// at a version after the entry's (`ARGV[3]`): a value loaded before an
+/// invalidation and written after it is refused here, and so never
+/// outlives the tag key that would refuse it on read. A tag key holding
+/// anything but a version refuses the write. Returns 1 when stored.
+pub(super) const PUT: &str = r"
+local version = tonumber(ARGV[3])
+for i = 2, #KEYS do
+  local s = redis.pcall('GET', KEYS[i])
+  if type(s) == 'table' then return 0 end
+  if s then
+    local n = tonumber(s)
+    if not n or n > version then return 0 end
+  end
+end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+return 1
+";
+
+/// Reads an entry and, in the same round trip, the namespace-wide
+/// invalidation version and the versions of the tags its envelope names
+/// (`ARGV[1]` is the tag key prefix). Replies `nil` for a missing entry,
+/// else the envelope, the namespace version and one version per tag
+/// (`''` where none is set, `'?'` where the key holds another type). An
+/// entry key of another type is deleted and read as a miss. The envelope
+/// is only read here as far as its tag list (its tag count is the
+/// big-endian `u16` at bytes 49-50); it is decoded, checked, and garbage
+/// rejected, by the caller.
+///
+/// The tag keys are not declared in `KEYS`: fine on one server; a Redis
+/// Cluster deployment would read them in a second pipeline instead.
+pub(super) const READ: &str = r"
+local v = redis.pcall('GET', KEYS[1])
+if type(v) == 'table' then
+  redis.call('DEL', KEYS[1])
+  return false
+end
+if not v then return false end
+local function stamp(key)
+  local s = redis.pcall('GET', key)
+  if type(s) == 'table' then return '?' end
+  return s or ''
+end
+local out = {v, stamp(KEYS[2])}
+if #v >= 50 then
+  local n = string.byte(v, 49) * 256 + string.byte(v, 50)
+  local pos = 51
+  for i = 1, n do
+    if pos + 1 > #v then break end
+    local len = string.byte(v, pos) * 256 + string.byte(v, pos + 1)
+    out[#out + 1] = stamp(ARGV[1] .. string.sub(v, pos + 2, pos + 1 + len))
+    pos = pos + 2 + len
+  end
+end
+return out
+";
