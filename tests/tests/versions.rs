@@ -10,7 +10,7 @@ use std::time::Duration;
 use tokio::sync::Notify;
 use tower_cache::store::{MemoryStore, RedisStore, Store, StoreError, TieredStore};
 use tower_cache::{Cache, Entry, Fetched, Fill, Loaded, Policy, Profile};
-use tower_cache_tests::{PATIENCE, RedisServer};
+use tower_cache_tests::{PATIENCE, RedisServer, wait_until};
 
 const SKEW_MS: u64 = 5_000;
 
@@ -135,6 +135,12 @@ async fn an_instance_whose_clock_runs_behind_caches_right_after_an_invalidation(
 
     *db.lock().unwrap() = "new";
     b.remove_tag("product:1").await;
+    // A's L1 copy goes when the invalidation reaches A.
+    let heard = wait_until(PATIENCE, || async {
+        a.store().store.stats().invalidations_received >= 1
+    })
+    .await;
+    assert!(heard.is_some(), "A hears of the invalidation");
     let (value, _) = read(&a, &db).await;
     // A's clock is seconds behind B's: the value it loads after the
     // invalidation is still cached and served from then on.
