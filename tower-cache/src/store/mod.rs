@@ -56,7 +56,10 @@ pub use tiered::{DEFAULT_L1_TTL, TieredStats, TieredStore, TieredStoreBuilder};
 /// What a store can fail with. The engine treats every error as "the cache
 /// is unavailable" and goes to the origin: a store error never reaches the
 /// caller of a cached service.
+///
+/// New kinds may be added (Redis Cluster's, say): match with a catch-all.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum StoreError {
     /// The backend did not answer within the configured timeout.
     #[error("cache store timed out")]
