@@ -41,7 +41,7 @@ async fn value(store: &impl Store, key: &str) -> Option<String> {
         .get(key)
         .await
         .expect("store read")
-        .map(|e| String::from_utf8(e.value.to_vec()).expect("utf8"))
+        .map(|e| String::from_utf8(e.value().to_vec()).expect("utf8"))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -74,7 +74,7 @@ async fn redis_expires_at_end_of_stale_window() {
     let after = tower_cache::now_ms();
     // What was left of the stale window between the two clock reads, give
     // or take a millisecond of rounding.
-    let (least, most) = (e.stale_until - after - 1, e.stale_until - before + 1);
+    let (least, most) = (e.stale_until() - after - 1, e.stale_until() - before + 1);
     assert!(
         (least as i64..=most as i64).contains(&pttl),
         "Redis-side expiry is the stale window end ({least}..={most} ms away), got {pttl}"

@@ -46,7 +46,7 @@ async fn value(store: &impl Store, key: &str) -> Option<String> {
         .await
         .ok()
         .flatten()
-        .map(|e| String::from_utf8(e.value.to_vec()).unwrap())
+        .map(|e| String::from_utf8(e.value().to_vec()).unwrap())
 }
 
 /// Pauses every client of `server` for `ms` (`CLIENT PAUSE ... ALL`).

@@ -27,9 +27,9 @@ impl<St: Store> Store for SkewedClock<St> {
     }
     async fn put(&self, key: &str, entry: Entry) -> Result<(), StoreError> {
         let stored_at = if self.ahead {
-            entry.stored_at + SKEW_MS
+            entry.stored_at() + SKEW_MS
         } else {
-            entry.stored_at - SKEW_MS
+            entry.stored_at() - SKEW_MS
         };
         self.store.put(key, entry.with_stored_at(stored_at)).await
     }
@@ -77,7 +77,7 @@ async fn read<St: Store>(cache: &Cache<St>, db: &Db) -> (String, bool) {
         .unwrap();
     let hit = matches!(fetched, Fetched::Hit(_));
     let entry = fetched.entry().unwrap();
-    (String::from_utf8(entry.value.to_vec()).unwrap(), hit)
+    (String::from_utf8(entry.value().to_vec()).unwrap(), hit)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

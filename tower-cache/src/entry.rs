@@ -57,10 +57,13 @@ fn key_hash(key: &str) -> u64 {
     xxh3_64(key.as_bytes())
 }
 
-/// One cached value with its freshness metadata.
+/// One cached value with its freshness metadata: built with
+/// [`Entry::new`] and its `with_*` methods (which keep the timestamps
+/// consistent), read with its getters.
 ///
 /// Timestamps are milliseconds since the Unix epoch (see
-/// [`now_ms`](crate::now_ms)).
+/// [`now_ms`](crate::now_ms)); they decide freshness only. Invalidations
+/// are ordered by [`version`](Entry::version), never by a clock.
 ///
 /// ```
 /// use std::time::Duration;
@@ -70,23 +73,47 @@ fn key_hash(key: &str) -> u64 {
 ///     .with_ttl(Duration::from_secs(60))
 ///     .with_stale(Duration::from_secs(30))
 ///     .with_tags(["greetings"]);
-/// assert!(entry.is_fresh_at(entry.stored_at));
-/// assert_eq!(entry.stale_until - entry.fresh_until, 30_000);
+/// assert!(entry.is_fresh_at(entry.stored_at()));
+/// assert_eq!(entry.stale_until() - entry.fresh_until(), 30_000);
 /// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Entry {
+    pub(crate) value: Bytes,
+    pub(crate) stored_at: u64,
+    pub(crate) fresh_until: u64,
+    pub(crate) stale_until: u64,
+    pub(crate) tags: Arc<[String]>,
+    pub(crate) version: Option<u64>,
+    pub(crate) load_ms: u32,
+}
+
+impl Entry {
     /// The cached bytes, shared and never copied on a hit.
-    pub value: Bytes,
-    /// When the value was read from its origin. Tag invalidations issued at
-    /// or after this instant make the entry invalid.
-    pub stored_at: u64,
+    pub fn value(&self) -> &Bytes {
+        &self.value
+    }
+
+    /// When the value was read from its origin.
+    pub fn stored_at(&self) -> u64 {
+        self.stored_at
+    }
+
     /// Until when the entry is fresh and served without a reload.
-    pub fresh_until: u64,
+    pub fn fresh_until(&self) -> u64 {
+        self.fresh_until
+    }
+
     /// Until when the entry may be served at all (stale-while-revalidate,
     /// stale-if-error). Stores drop the entry after this instant.
-    pub stale_until: u64,
+    pub fn stale_until(&self) -> u64 {
+        self.stale_until
+    }
+
     /// Tags the entry can be invalidated by.
-    pub tags: Arc<[String]>,
+    pub fn tags(&self) -> &[String] {
+        &self.tags
+    }
+
     /// The store's invalidation version ([`Store::version`]) read before
     /// the value was read from its origin: an invalidation of one of
     /// [`tags`](Self::tags) that moved the version past it makes the entry
@@ -95,10 +122,15 @@ pub struct Entry {
     /// when it stores the entry.
     ///
     /// [`Store::version`]: crate::store::Store::version
-    pub version: Option<u64>,
+    pub fn version(&self) -> Option<u64> {
+        self.version
+    }
+
     /// How long the load that produced the value took, in milliseconds
     /// (drives probabilistic early refresh).
-    pub load_ms: u32,
+    pub fn load_ms(&self) -> u32 {
+        self.load_ms
+    }
 }
 
 impl Entry {

@@ -12,7 +12,7 @@
 
 #![no_main]
 
-use std::sync::Arc;
+use std::time::Duration;
 
 use arbitrary::Arbitrary;
 use bytes::Bytes;
@@ -37,23 +37,24 @@ struct Parts {
 
 impl Parts {
     fn entry(&self) -> Entry {
-        let fresh_until = self.stored_at.saturating_add(self.ttl);
-        Entry {
-            value: Bytes::copy_from_slice(&self.value),
-            stored_at: self.stored_at,
-            fresh_until,
-            stale_until: fresh_until.saturating_add(self.stale),
-            // The envelope holds at most u16::MAX tags of at most
-            // u16::MAX bytes each.
-            tags: self
-                .tags
-                .iter()
-                .filter(|t| t.len() <= usize::from(u16::MAX))
-                .take(usize::from(u16::MAX))
-                .cloned()
-                .collect::<Arc<[String]>>(),
-            version: self.version,
-            load_ms: self.load_ms,
+        // The envelope holds at most u16::MAX tags of at most u16::MAX
+        // bytes each.
+        let tags: Vec<String> = self
+            .tags
+            .iter()
+            .filter(|t| t.len() <= usize::from(u16::MAX))
+            .take(usize::from(u16::MAX))
+            .cloned()
+            .collect();
+        let entry = Entry::new(Bytes::copy_from_slice(&self.value))
+            .with_stored_at(self.stored_at)
+            .with_ttl(Duration::from_millis(self.ttl))
+            .with_stale(Duration::from_millis(self.stale))
+            .with_tags(tags)
+            .with_load_ms(self.load_ms);
+        match self.version {
+            Some(version) => entry.with_version(version),
+            None => entry,
         }
     }
 }

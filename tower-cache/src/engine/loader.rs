@@ -39,7 +39,7 @@ use super::Loaded;
 /// assert!(matches!(got, Fetched::Miss(_)));
 /// let again = cache.fetch("user:1", &users, LoadUser(1)).await.unwrap();
 /// assert!(matches!(again, Fetched::Hit(_)));
-/// assert_eq!(&again.entry().unwrap().value[..], b"user 1");
+/// assert_eq!(&again.entry().unwrap().value()[..], b"user 1");
 /// # }
 /// ```
 pub trait Loader: Send + 'static {

@@ -23,7 +23,7 @@
 //! assert!(matches!(got, Fetched::Miss(_)));
 //! let again = cache.fetch("user:1", &profile, || user_name(1)).await.unwrap();
 //! assert!(matches!(again, Fetched::Hit(_)));
-//! assert_eq!(&again.entry().unwrap().value[..], b"user 1");
+//! assert_eq!(&again.entry().unwrap().value()[..], b"user 1");
 //! # }
 //! ```
 

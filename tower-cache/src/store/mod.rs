@@ -25,7 +25,7 @@
 //! let store = SharedStore::new(MemoryStore::new(64 * 1024 * 1024));
 //! store.put("greeting", Entry::new("hello")).await.unwrap();
 //! let hit = store.get("greeting").await.unwrap().expect("hit");
-//! assert_eq!(&hit.value[..], b"hello");
+//! assert_eq!(&hit.value()[..], b"hello");
 //! # }
 //! ```
 
