@@ -59,6 +59,36 @@ impl HttpRules {
         tags
     }
 
+    /// The path tags of the `Location` and `Content-Location` URIs of a
+    /// successful answer to an unsafe request, when they are of the
+    /// request's origin (RFC 9111 §4.4): an absolute path is, and an
+    /// absolute URI is when its authority is the request's (`authority`,
+    /// compared without case). Other references, and URIs of another
+    /// origin, invalidate nothing.
+    pub(crate) fn response_uri_tags(authority: Option<&str>, headers: &HeaderMap) -> Vec<String> {
+        let mut tags = Vec::new();
+        for name in [http::header::LOCATION, http::header::CONTENT_LOCATION] {
+            for value in headers.get_all(name) {
+                let Ok(uri) = http::Uri::try_from(value.as_bytes()) else {
+                    continue;
+                };
+                let same_origin = match uri.authority() {
+                    None => uri.path().starts_with('/') && uri.scheme().is_none(),
+                    Some(theirs) => {
+                        authority.is_some_and(|ours| theirs.as_str().eq_ignore_ascii_case(ours))
+                    }
+                };
+                if same_origin {
+                    let tag = path_tag(uri.path());
+                    if !tags.contains(&tag) {
+                        tags.push(tag);
+                    }
+                }
+            }
+        }
+        tags
+    }
+
     /// The tags a stored read of `parts` carries.
     pub(crate) fn read_tags(&self, parts: &Parts) -> Vec<String> {
         let mut tags = vec![path_tag(parts.uri.path())];
@@ -103,5 +133,47 @@ mod tests {
         kept.insert("cache-tag", HeaderValue::from_static("a"));
         assert!(off.take_response_tags(&mut kept).is_empty());
         assert!(kept.contains_key("cache-tag"));
+    }
+
+    #[test]
+    fn location_and_content_location_of_the_same_origin_are_invalidated() {
+        let tags = |authority: Option<&str>, pairs: &[(&str, &str)]| {
+            let mut headers = HeaderMap::new();
+            for (name, value) in pairs {
+                headers.append(
+                    HeaderName::from_bytes(name.as_bytes()).unwrap(),
+                    HeaderValue::from_str(value).unwrap(),
+                );
+            }
+            HttpRules::response_uri_tags(authority, &headers)
+        };
+        let shop = Some("shop.example");
+        assert_eq!(
+            tags(
+                shop,
+                &[
+                    ("location", "/products/%37"),
+                    ("content-location", "/orders/1")
+                ]
+            ),
+            ["path:/products/7", "path:/orders/1"]
+        );
+        assert_eq!(
+            tags(shop, &[("location", "https://SHOP.example/products/7?x=1")]),
+            ["path:/products/7"]
+        );
+        assert!(
+            tags(shop, &[("location", "https://other.example/products/7")]).is_empty(),
+            "another origin is never invalidated"
+        );
+        assert!(
+            tags(None, &[("location", "https://shop.example/products/7")]).is_empty(),
+            "an absolute URI needs the request's origin to compare with"
+        );
+        assert!(tags(shop, &[("location", "products/7"), ("location", "::")]).is_empty());
+        assert_eq!(
+            tags(shop, &[("location", "/a"), ("content-location", "/a")]),
+            ["path:/a"]
+        );
     }
 }

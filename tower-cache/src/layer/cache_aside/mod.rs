@@ -13,10 +13,11 @@
 //!   [`max_body_bytes`](CacheAsideLayer::max_body_bytes)). Concurrent
 //!   misses on one key make one inner call.
 //! - **Writes** (`POST`, `PUT`, `PATCH`, `DELETE`) go through untouched;
-//!   when they succeed (2xx) the entries of the written path (tag
-//!   `path:{path}`) and the tags named with
-//!   [`invalidates`](CacheAsideLayer::invalidates) are deleted, so the
-//!   next read loads the new value. [`double_delete`](CacheAsideLayer::double_delete)
+//!   when they do not fail (2xx, 3xx: RFC 9111 §4.4) the entries of the
+//!   written path (tag `path:{path}`), of the paths the answer's
+//!   `Location` and `Content-Location` name on the same origin, and the
+//!   tags named with [`invalidates`](CacheAsideLayer::invalidates) are
+//!   deleted, so the next read loads the new value. [`double_delete`](CacheAsideLayer::double_delete)
 //!   deletes once more after a delay.
 //! - Responses carry `X-Cache: HIT | MISS | STALE | BYPASS` and `Age`.
 //!

@@ -31,6 +31,7 @@ impl Origin {
         self.calls.load(Ordering::SeqCst)
     }
 
+    #[expect(clippy::too_many_lines, reason = "one arm per route the tests use")]
     fn service(
         &self,
     ) -> impl Service<
@@ -67,6 +68,19 @@ impl Origin {
                     // As a server does: a HEAD gets the headers, no body.
                     (Method::HEAD, _) => res.body(body("")),
                     (Method::PUT, _) => res.header("cache-tag", "put").body(body("saved")),
+                    // Answers naming other resources: a 201 with the
+                    // `Location` and `Content-Location` the request asks
+                    // for, or a 303 to its `Location`.
+                    (Method::POST, "/orders" | "/checkout") => {
+                        let status = if path == "/orders" { 201 } else { 303 };
+                        let mut res = res.status(status);
+                        for name in ["location", "content-location"] {
+                            if let Some(v) = req.headers.get(format!("x-{name}").as_str()) {
+                                res = res.header(name, v.clone());
+                            }
+                        }
+                        res.body(body("created"))
+                    }
                     (_, p) if p.starts_with("/items/") => {
                         let id = p["/items/".len()..].trim_start_matches('0');
                         res.header("cache-tag", format!("item:{id}, items"))
@@ -343,6 +357,49 @@ async fn a_write_invalidates_every_spelling_tagged_with_its_resource() {
         "HIT",
         "another resource"
     );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_write_invalidates_the_location_and_content_location_of_its_origin() {
+    let origin = Origin::default();
+    let svc = layer(Policy::default()).layer(origin.service());
+    for p in ["/products/7", "/products/8", "/orders/1", "/products/9"] {
+        get(&svc, &format!("http://h{p}")).await;
+        assert_eq!(get(&svc, &format!("http://h{p}")).await.x_cache(), "HIT");
+    }
+    send(
+        &svc,
+        Method::POST,
+        "http://h/orders",
+        &[
+            ("x-location", "/products/%37"),
+            ("x-content-location", "http://H/orders/1"),
+        ],
+    )
+    .await;
+    assert_eq!(get(&svc, "http://h/products/7").await.x_cache(), "MISS");
+    assert_eq!(get(&svc, "http://h/orders/1").await.x_cache(), "MISS");
+    send(
+        &svc,
+        Method::POST,
+        "http://h/orders",
+        &[("x-location", "http://elsewhere.example/products/8")],
+    )
+    .await;
+    assert_eq!(
+        get(&svc, "http://h/products/8").await.x_cache(),
+        "HIT",
+        "another origin's URI invalidates nothing here"
+    );
+    // A redirect is not an error: it invalidates too (RFC 9111 §4.4).
+    send(
+        &svc,
+        Method::POST,
+        "http://h/checkout",
+        &[("x-location", "/products/9")],
+    )
+    .await;
+    assert_eq!(get(&svc, "http://h/products/9").await.x_cache(), "MISS");
 }
 
 #[tokio::test(start_paused = true)]

@@ -10,7 +10,9 @@ use tower_service::Service;
 
 use super::CacheAsideLayer;
 use crate::Fill;
-use crate::http::{CacheBody, CacheStatus, Collected, Decision, Storability, collect_limited};
+use crate::http::{
+    CacheBody, CacheStatus, Collected, Decision, HttpRules, Storability, collect_limited,
+};
 use crate::store::Store;
 
 /// Sends a write to the inner service; when it succeeds, invalidates
@@ -39,19 +41,38 @@ where
             }
         })
         .flatten();
+    // The request's origin, for the URIs its answer names.
+    let authority = parts
+        .uri
+        .authority()
+        .map(|a| a.as_str().to_owned())
+        .or_else(|| {
+            let host = parts.headers.get(http::header::HOST)?;
+            host.to_str().ok().map(str::to_owned)
+        });
     let mut inner = inner;
     let mut res = inner.call(Request::from_parts(parts, body)).await?;
     layer.rules.take_response_tags(res.headers_mut());
-    if !res.status().is_success() {
+    // A non-error answer (2xx, 3xx) invalidates (RFC 9111 §4.4).
+    let status = res.status();
+    if !(status.is_success() || status.is_redirection()) {
         return Ok(res.map(CacheBody::stream));
+    }
+    let mut tags = tags;
+    for tag in HttpRules::response_uri_tags(authority.as_deref(), res.headers()) {
+        if !tags.contains(&tag) {
+            tags.push(tag);
+        }
     }
     for tag in &tags {
         layer.cache.remove_tag(tag).await;
     }
     tracing::debug!(cache = %layer.profile.name(), ?tags, "write succeeded; invalidated");
     let res = match read_key {
-        Some((key, per_user, read)) => store_written(&layer, res, key, per_user, read).await,
-        None => res.map(CacheBody::stream),
+        Some((key, per_user, read)) if status.is_success() => {
+            store_written(&layer, res, key, per_user, read).await
+        }
+        _ => res.map(CacheBody::stream),
     };
     if let Some(delay) = layer.double_delete {
         let cache = layer.cache.clone();
