@@ -721,3 +721,35 @@ async fn tiered_shutdown_stops_and_awaits_its_subscriber() {
     store.put("k", entry("v", 60_000)).await.unwrap();
     assert_eq!(value(&store, "k").await.as_deref(), Some("v"));
 }
+
+/// A tag invalidated while L2 is away keeps L1 from admitting entries
+/// loaded before it, and once replayed gives L1 back to the tag's new
+/// entries.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tag_invalidated_during_an_outage_is_cached_again_once_replayed() {
+    let mut server = RedisServer::start();
+    let store = tiered(&server);
+    store.ready().await;
+    let before = store.version().await.unwrap();
+    server.save();
+    server.stop();
+
+    store.remove_tag("t").await.unwrap();
+    let loaded_before = entry("old", 60_000).with_tags(["t"]).with_version(before);
+    store.put("k", loaded_before).await.unwrap();
+    assert_eq!(store.l1().get("k").await.unwrap(), None, "loaded before");
+
+    server.restart();
+    let recovered = wait_until(PATIENCE, || async {
+        let _ = store.get("probe").await;
+        store.stats().invalidations_pending == 0 && store.l2_available()
+    })
+    .await;
+    assert!(recovered.is_some(), "replayed: {:?}", store.stats());
+    let loaded_after = entry("new", 60_000)
+        .with_tags(["t"])
+        .with_version(store.version().await.unwrap());
+    store.put("k", loaded_after).await.unwrap();
+    assert!(store.l1().get("k").await.unwrap().is_some(), "in L1 again");
+    assert_eq!(value(&store, "k").await.as_deref(), Some("new"));
+}
