@@ -149,3 +149,52 @@ async fn an_instance_whose_clock_runs_behind_caches_right_after_an_invalidation(
     let other = Cache::new(instance(&server).await);
     assert_eq!(read(&other, &db).await, ("new".into(), true), "from L2");
 }
+
+/// A miss makes three round trips to Redis: the read, the leader's second
+/// read (which brings the invalidation version with it) and the checked
+/// write; the version costs no round trip of its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_miss_reads_the_version_with_the_entry() {
+    let server = RedisServer::start();
+    let store = RedisStore::builder(server.url())
+        .op_timeout(Duration::from_secs(5))
+        .build()
+        .unwrap();
+    let cache = Cache::new(store);
+    let db: Db = Arc::new(Mutex::new("v"));
+    // Loads the scripts into Redis.
+    cache.remove_tag("warm").await;
+    read(&cache, &db).await;
+    let calls = |server: &RedisServer| -> u64 {
+        let info: String = redis::cmd("INFO")
+            .arg("commandstats")
+            .query(&mut server.connection())
+            .unwrap();
+        info.lines()
+            .filter_map(|l| l.strip_prefix("cmdstat_"))
+            // Round trips: every store operation is one script (the
+            // commands scripts run are counted apart).
+            .filter(|l| l.starts_with("evalsha:") || l.starts_with("eval:"))
+            .filter_map(|l| {
+                l.split("calls=")
+                    .nth(1)?
+                    .split(',')
+                    .next()?
+                    .parse::<u64>()
+                    .ok()
+            })
+            .sum()
+    };
+    let _: () = redis::cmd("CONFIG")
+        .arg("RESETSTAT")
+        .query(&mut server.connection())
+        .unwrap();
+    let fetched = cache
+        .fetch("products/2", &profile(), || async {
+            Ok::<_, std::io::Error>(Loaded::<()>::Store(Fill::new("2")))
+        })
+        .await
+        .unwrap();
+    assert!(matches!(fetched, Fetched::Miss(_)));
+    assert_eq!(calls(&server), 3, "read, versioned read, checked write");
+}

@@ -148,7 +148,7 @@ impl<St: Store> Cache<St> {
         let profile = profile.clone();
         self.spawn("refresh", async move {
             let _permit = permit;
-            let _ = cache.run_load(guard, &profile, load).await;
+            let _ = cache.run_load(guard, &profile, load, None).await;
         });
     }
 
@@ -159,6 +159,7 @@ impl<St: Store> Cache<St> {
         mut guard: FlightGuard,
         profile: &Profile,
         load: L,
+        version: Option<u64>,
     ) -> Result<Outcome<T>, LoadError<E>>
     where
         L: Loader<Value = T, Error = E, Future = Fut>,
@@ -166,7 +167,7 @@ impl<St: Store> Cache<St> {
         T: Send + 'static,
         E: fmt::Display + Send + 'static,
     {
-        let (result, payload) = self.load_once(guard.key(), profile, load).await;
+        let (result, payload) = self.load_once(guard.key(), profile, load, version).await;
         guard.finish(match &result {
             Ok(Outcome::Stored(entry)) => Shared::Stored(entry.clone()),
             Ok(Outcome::Pass(_)) => Shared::Pass,
@@ -185,12 +186,15 @@ impl<St: Store> Cache<St> {
 
     /// Runs `load` once under the load timeout, records it, and stores a
     /// cacheable result unless its key or tags were invalidated meanwhile.
+    /// `version` is the store's invalidation version if the caller read it
+    /// just before (with its last read of the key); else it is read here.
     /// Returns the outcome and, for [`Loaded::Failed`], the loader's bytes.
     async fn load_once<L, T, E, Fut>(
         &self,
         key: &str,
         profile: &Profile,
         load: L,
+        version: Option<u64>,
     ) -> (Result<Outcome<T>, LoadError<E>>, Option<Bytes>)
     where
         L: Loader<Value = T, Error = E, Future = Fut>,
@@ -201,12 +205,15 @@ impl<St: Store> Cache<St> {
         let generation = self.inner.invalidations.snapshot();
         // Read before the origin is: an invalidation made while the value
         // is read moves the store's version past it (across instances too).
-        let version = match self.inner.store.version().await {
-            Ok(version) => version,
-            Err(error) => {
-                tracing::debug!(cache = %profile.name(), key, %error, "store version read failed");
-                0
-            }
+        let version = match version {
+            Some(version) => version,
+            None => match self.inner.store.version().await {
+                Ok(version) => version,
+                Err(error) => {
+                    tracing::debug!(cache = %profile.name(), key, %error, "store version read failed");
+                    0
+                }
+            },
         };
         let started_ms = clock::now_ms();
         let started = Instant::now();
@@ -257,20 +264,22 @@ impl<St: Store> Cache<St> {
             Role::Leader(mut guard) => {
                 // A load may have finished between this caller's read and
                 // its taking the lead: read again before loading.
-                let rechecked = match recheck {
-                    Some(check) => self.recheck(key, profile, check).await,
+                let version = match recheck {
+                    Some(check) => match self.recheck(key, profile, check).await {
+                        Recheck::Hit(entry) => {
+                            guard.finish(Shared::Stored(entry.clone()));
+                            profile.record_hit();
+                            tracing::trace!(cache = %profile.name(), key, "hit after a finished load");
+                            return Ok(Fetched::Hit(entry));
+                        }
+                        Recheck::Miss(version) => version,
+                    },
                     None => None,
                 };
-                if let Some(entry) = rechecked {
-                    guard.finish(Shared::Stored(entry.clone()));
-                    profile.record_hit();
-                    tracing::trace!(cache = %profile.name(), key, "hit after a finished load");
-                    return Ok(Fetched::Hit(entry));
-                }
                 tracing::trace!(cache = %profile.name(), key, "miss, loading");
                 if self.inner.cancel.is_cancelled() {
                     // Shut down: no task would run the load; run it here.
-                    self.run_load(guard, profile, load).await
+                    self.run_load(guard, profile, load, version).await
                 } else {
                     // The load runs on its own task so that this caller
                     // going away does not cancel it for the others.
@@ -278,7 +287,7 @@ impl<St: Store> Cache<St> {
                     let cache = self.clone();
                     let task_profile = profile.clone();
                     self.spawn("load", async move {
-                        let result = cache.run_load(guard, &task_profile, load).await;
+                        let result = cache.run_load(guard, &task_profile, load, version).await;
                         let _ = tx.send(result);
                     });
                     rx.await.unwrap_or(Err(LoadError::Aborted))
@@ -290,7 +299,7 @@ impl<St: Store> Cache<St> {
                 match flight.wait().await {
                     Shared::Stored(entry) => Ok(Outcome::Stored(entry)),
                     // The shared load was not cacheable: load alone.
-                    Shared::Pass => self.load_once(key, profile, load).await.0,
+                    Shared::Pass => self.load_once(key, profile, load, None).await.0,
                     Shared::Failed(e) => Err(LoadError::Joined(e)),
                     Shared::Timeout => Err(LoadError::Timeout),
                     Shared::Aborted => Err(LoadError::Aborted),
@@ -317,20 +326,29 @@ impl<St: Store> Cache<St> {
         result
     }
 
-    /// Reads `key` again for a caller that just took the lead: a fresh
-    /// entry `check` serves, or `None`.
+    /// Reads `key` again for a caller that just took the lead, with the
+    /// store's invalidation version in the same call: a fresh entry
+    /// `check` serves, or the version the load is to record.
     async fn recheck(
         &self,
         key: &str,
         profile: &Profile,
         check: &mut (dyn FnMut(&Entry) -> Verdict + Send),
-    ) -> Option<Entry> {
-        let entry = self.inner.store.get(key).await.ok().flatten()?;
-        let fresh = matches!(
-            profile.policy().classify(&entry, clock::now_ms()),
-            Freshness::Fresh { .. }
-        );
-        (fresh && check(&entry) == Verdict::Serve).then_some(entry)
+    ) -> Recheck {
+        let Ok((entry, version)) = self.inner.store.get_versioned(key).await else {
+            return Recheck::Miss(None);
+        };
+        let served = entry.filter(|entry| {
+            let fresh = matches!(
+                profile.policy().classify(entry, clock::now_ms()),
+                Freshness::Fresh { .. }
+            );
+            fresh && check(entry) == Verdict::Serve
+        });
+        match served {
+            Some(entry) => Recheck::Hit(entry),
+            None => Recheck::Miss(Some(version)),
+        }
     }
 
     /// Stores what a load that started at `generation` produced, unless
@@ -354,6 +372,14 @@ impl<St: Store> Cache<St> {
             }
         }
     }
+}
+
+/// What a leader's second read found.
+enum Recheck {
+    /// A fresh entry to serve.
+    Hit(Entry),
+    /// Nothing to serve; the store's invalidation version, if it answered.
+    Miss(Option<u64>),
 }
 
 /// What the caller that ran a load gets back.

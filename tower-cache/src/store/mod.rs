@@ -135,6 +135,23 @@ pub trait Store: Send + Sync + 'static {
     fn version(&self) -> impl Future<Output = Result<u64, StoreError>> + Send + '_ {
         std::future::ready(Ok(0))
     }
+
+    /// [`Store::get`], with the store's invalidation
+    /// [`version`](Store::version) read in the same call: what a caller
+    /// about to load on a miss records, without a second trip to the
+    /// store. The version may be older than the store's latest (that only
+    /// refuses more), never newer.
+    ///
+    /// Default: `get`, then `version`.
+    fn get_versioned<'a>(
+        &'a self,
+        key: &'a str,
+    ) -> impl Future<Output = Result<(Option<Entry>, u64), StoreError>> + Send + 'a {
+        async move {
+            let entry = self.get(key).await?;
+            Ok((entry, self.version().await?))
+        }
+    }
 }
 
 /// A boxed future returned by [`DynStore`].
@@ -154,6 +171,8 @@ pub trait DynStore: Send + Sync + 'static {
     fn remove_tag_dyn<'a>(&'a self, tag: &'a str) -> BoxStoreFuture<'a, ()>;
     /// See [`Store::version`].
     fn version_dyn(&self) -> BoxStoreFuture<'_, u64>;
+    /// See [`Store::get_versioned`].
+    fn get_versioned_dyn<'a>(&'a self, key: &'a str) -> BoxStoreFuture<'a, (Option<Entry>, u64)>;
 }
 
 impl<St: Store> DynStore for St {
@@ -171,6 +190,9 @@ impl<St: Store> DynStore for St {
     }
     fn version_dyn(&self) -> BoxStoreFuture<'_, u64> {
         Box::pin(self.version())
+    }
+    fn get_versioned_dyn<'a>(&'a self, key: &'a str) -> BoxStoreFuture<'a, (Option<Entry>, u64)> {
+        Box::pin(self.get_versioned(key))
     }
 }
 
@@ -234,6 +256,12 @@ impl Store for SharedStore {
     fn version(&self) -> impl Future<Output = Result<u64, StoreError>> + Send + '_ {
         self.0.version_dyn()
     }
+    fn get_versioned<'a>(
+        &'a self,
+        key: &'a str,
+    ) -> impl Future<Output = Result<(Option<Entry>, u64), StoreError>> + Send + 'a {
+        self.0.get_versioned_dyn(key)
+    }
 }
 
 impl<St: Store> Store for Arc<St> {
@@ -264,5 +292,11 @@ impl<St: Store> Store for Arc<St> {
     }
     fn version(&self) -> impl Future<Output = Result<u64, StoreError>> + Send + '_ {
         (**self).version()
+    }
+    fn get_versioned<'a>(
+        &'a self,
+        key: &'a str,
+    ) -> impl Future<Output = Result<(Option<Entry>, u64), StoreError>> + Send + 'a {
+        (**self).get_versioned(key)
     }
 }

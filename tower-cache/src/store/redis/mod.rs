@@ -403,39 +403,52 @@ impl RedisStore {
     /// invalidation version and its tags' versions; an invalidated or
     /// undecodable entry is deleted. All of it runs under one
     /// [`RedisStoreBuilder::op_timeout`].
-    pub(crate) fn get_direct<'a>(
+    pub(crate) async fn get_direct(&self, key: &str) -> Result<Option<Entry>, StoreError> {
+        self.read_direct(key).await.map(|(entry, _)| entry)
+    }
+
+    /// [`get_direct`](Self::get_direct), with the namespace's invalidation
+    /// version counter read in the same script (`None` when it is unset
+    /// or garbage).
+    pub(crate) fn read_direct<'a>(
         &'a self,
         key: &'a str,
-    ) -> impl Future<Output = Result<Option<Entry>, StoreError>> + Send + 'a {
+    ) -> impl Future<Output = Result<(Option<Entry>, Option<u64>), StoreError>> + Send + 'a {
         let rkey = self.entry_key(key);
         self.timed(async move {
             let mut c = self.connection();
-            let reply: Option<Vec<Vec<u8>>> = self
+            let mut reply: Vec<Vec<u8>> = self
                 .inner
                 .read
                 .key(&rkey)
                 .key(self.all_key())
+                .key(self.version_key())
                 .arg(self.tag_prefix())
                 .invoke_async(&mut c)
                 .await
                 .map_err(redis_error)?;
-            let Some(mut reply) = reply.filter(|r| r.len() >= 2) else {
-                return Ok(None);
-            };
-            let stamps: Vec<Option<u64>> = reply.drain(1..).map(|b| stamp(&b)).collect();
+            // A counter that is not a number reads as none (the version
+            // script seeds it again).
+            let counter = reply
+                .first()
+                .and_then(|raw| std::str::from_utf8(raw).ok()?.parse::<u64>().ok());
+            if reply.len() < 3 {
+                return Ok((None, counter));
+            }
+            let stamps: Vec<Option<u64>> = reply.drain(2..).map(|b| stamp(&b)).collect();
             let (all, tag_stamps) = (stamps[0], &stamps[1..]);
-            let raw = reply.swap_remove(0);
+            let raw = reply.swap_remove(1);
             let entry = match Entry::decode(&rkey, Bytes::from(raw)) {
                 Ok(entry) => entry,
                 Err(error) => {
                     tracing::warn!(key = %rkey, %error, "dropping undecodable cache entry");
                     metrics::counter!("tower_cache_store_corrupt_total").increment(1);
                     let _: redis::RedisResult<i64> = c.del(&rkey).await;
-                    return Ok(None);
+                    return Ok((None, counter));
                 }
             };
             if !entry.is_servable_at(clock::now_ms()) {
-                return Ok(None);
+                return Ok((None, counter));
             }
             let version = entry.version.unwrap_or(0);
             let invalidated = if tag_stamps.len() == entry.tags.len() {
@@ -447,10 +460,22 @@ impl RedisStore {
             };
             if invalidated {
                 let _: redis::RedisResult<i64> = c.del(&rkey).await;
-                return Ok(None);
+                return Ok((None, counter));
             }
-            Ok(Some(entry))
+            Ok((Some(entry), counter))
         })
+    }
+
+    /// [`read_direct`](Self::read_direct) with a version always: a counter
+    /// the read did not find is read (and seeded) by the version script.
+    pub(crate) async fn get_versioned_direct(
+        &self,
+        key: &str,
+    ) -> Result<(Option<Entry>, u64), StoreError> {
+        match self.read_direct(key).await? {
+            (entry, Some(version)) => Ok((entry, version)),
+            (entry, None) => Ok((entry, self.version_direct().await?)),
+        }
     }
 
     /// Stores the entry until the end of its stale window, and never
@@ -581,6 +606,10 @@ impl Store for RedisStore {
 
     async fn version(&self) -> Result<u64, StoreError> {
         self.guarded(self.version_direct()).await
+    }
+
+    async fn get_versioned(&self, key: &str) -> Result<(Option<Entry>, u64), StoreError> {
+        self.guarded(self.get_versioned_direct(key)).await
     }
 }
 

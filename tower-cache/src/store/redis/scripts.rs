@@ -90,10 +90,12 @@ redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
 return 1
 ";
 
-/// Reads an entry and, in the same round trip, the namespace-wide
-/// invalidation version and the versions of the tags its envelope names
-/// (`ARGV[1]` is the tag key prefix). Replies `nil` for a missing entry,
-/// else the envelope, the namespace version and one version per tag
+/// Reads an entry and, in the same round trip, the namespace's
+/// invalidation version counter (`KEYS[3]`), the namespace-wide
+/// invalidation version (`KEYS[2]`) and the versions of the tags its
+/// envelope names (`ARGV[1]` is the tag key prefix). Replies the counter
+/// alone (`''` when unset or not a number) for a missing entry, else the
+/// counter, the envelope, the namespace version and one version per tag
 /// (`''` where none is set, `'?'` where the key holds another type). An
 /// entry key of another type is deleted and read as a miss. The envelope
 /// is only read here as far as its tag list (its tag count is the
@@ -103,18 +105,19 @@ return 1
 /// The tag keys are not declared in `KEYS`: fine on one server; a Redis
 /// Cluster deployment would read them in a second pipeline instead.
 pub(super) const READ: &str = r"
-local v = redis.pcall('GET', KEYS[1])
-if type(v) == 'table' then
-  redis.call('DEL', KEYS[1])
-  return false
-end
-if not v then return false end
 local function stamp(key)
   local s = redis.pcall('GET', key)
   if type(s) == 'table' then return '?' end
   return s or ''
 end
-local out = {v, stamp(KEYS[2])}
+local ver = stamp(KEYS[3])
+local v = redis.pcall('GET', KEYS[1])
+if type(v) == 'table' then
+  redis.call('DEL', KEYS[1])
+  return {ver}
+end
+if not v then return {ver} end
+local out = {ver, v, stamp(KEYS[2])}
 if #v >= 50 then
   local n = string.byte(v, 49) * 256 + string.byte(v, 50)
   local pos = 51

@@ -389,23 +389,61 @@ impl Shared {
     }
 }
 
+impl TieredStore {
+    /// Reads L2 (and copies a hit into L1); with `versioned`, L2's
+    /// invalidation version is read in the same call.
+    async fn read_l2(&self, key: &str, versioned: bool) -> (Option<Entry>, Option<u64>) {
+        let shared = &*self.inner.shared;
+        let before = shared.fences.snapshot(key).await;
+        let read = if versioned {
+            shared
+                .l2_call(|| shared.l2.get_versioned_direct(key))
+                .await
+                .map(|(entry, version)| {
+                    shared.seen.observe(version);
+                    (entry, Some(version))
+                })
+        } else {
+            shared
+                .l2_call(|| shared.l2.get_direct(key))
+                .await
+                .map(|entry| (entry, None))
+        };
+        let Some((Some(entry), version)) = read else {
+            return (None, read.and_then(|(_, version)| version));
+        };
+        if !shared.seen.admits(&entry).await {
+            return (None, version);
+        }
+        shared.counters.l2_hits.fetch_add(1, Ordering::Relaxed);
+        shared.fill_l1(key, entry.clone(), before).await;
+        (Some(entry), version)
+    }
+}
+
 impl Store for TieredStore {
     async fn get(&self, key: &str) -> Result<Option<Entry>, StoreError> {
         let shared = &*self.inner.shared;
+        // The hit path, inline.
         if let Ok(Some(hit)) = shared.l1.get(key).await {
             shared.counters.l1_hits.fetch_add(1, Ordering::Relaxed);
             return Ok(Some(hit));
         }
-        let before = shared.fences.snapshot(key).await;
-        let Some(Some(entry)) = shared.l2_call(|| shared.l2.get_direct(key)).await else {
-            return Ok(None);
-        };
-        if !shared.seen.admits(&entry).await {
-            return Ok(None);
+        Ok(self.read_l2(key, false).await.0)
+    }
+
+    /// L2's version with the read, or the latest one seen here when L1
+    /// answered or L2 could not (never newer than L2's: only more
+    /// refusals). Never an error.
+    async fn get_versioned(&self, key: &str) -> Result<(Option<Entry>, u64), StoreError> {
+        let shared = &*self.inner.shared;
+        let latest = || shared.seen.latest();
+        if let Ok(Some(hit)) = shared.l1.get(key).await {
+            shared.counters.l1_hits.fetch_add(1, Ordering::Relaxed);
+            return Ok((Some(hit), latest()));
         }
-        shared.counters.l2_hits.fetch_add(1, Ordering::Relaxed);
-        shared.fill_l1(key, entry.clone(), before).await;
-        Ok(Some(entry))
+        let (entry, version) = self.read_l2(key, true).await;
+        Ok((entry, version.unwrap_or_else(latest)))
     }
 
     async fn put(&self, key: &str, entry: Entry) -> Result<(), StoreError> {
