@@ -9,12 +9,15 @@
 //! ```text
 //! magic "TC" | version u8 | flags u8 | key hash u64
 //! | stored_at u64 | fresh_until u64 | stale_until u64 | version u64
-//! | load_ms u32 | tag count u16 | (tag len u16, tag bytes)* | payload len u32 | payload
-//! | checksum u64
+//! | load_ms u32 | [revalidate u32 | if_error u32] | tag count u16 | (tag len u16, tag bytes)*
+//! | payload len u32 | payload | checksum u64
 //! ```
 //!
 //! All integers are big-endian. Flag bit 0 says whether the version is
-//! recorded (an entry written before any was is as new as its write). The checksum is the XXH3-64 of every byte
+//! recorded (an entry written before any was is as new as its write).
+//! Flag bit 1 says whether the entry carries stale windows of its own (see
+//! [`Entry::with_stale_windows`]): the two fields in brackets, each the
+//! milliseconds after `fresh_until`, follow only then. The checksum is the XXH3-64 of every byte
 //! before it; the key hash is the XXH3-64 of the key the entry was written
 //! under. Anything that does not decode exactly (wrong magic, another
 //! version, a checksum that does not match, another key's entry, a count
@@ -39,6 +42,8 @@ pub const ENVELOPE_VERSION: u8 = 3;
 const HEADER_LEN: usize = 2 + 1 + 1 + 8 + 8 * 3 + 8 + 4 + 2;
 /// Flag bit: the entry's invalidation version is recorded.
 const FLAG_VERSIONED: u8 = 1;
+/// Flag bit: the entry carries its own stale windows.
+const FLAG_WINDOWS: u8 = 2;
 /// The checksum that ends the envelope.
 const CHECKSUM_LEN: usize = 8;
 
@@ -85,6 +90,26 @@ pub struct Entry {
     pub(crate) tags: Arc<[String]>,
     pub(crate) version: Option<u64>,
     pub(crate) load_ms: u32,
+    /// The entry's own stale windows, in milliseconds after
+    /// `fresh_until`: (stale-while-revalidate, stale-if-error).
+    pub(crate) windows: Option<StaleWindows>,
+}
+
+/// An entry's own stale windows, in milliseconds after it stops being
+/// fresh.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct StaleWindows {
+    /// Served at once while a background reload runs.
+    pub revalidate_ms: u32,
+    /// Served when the reload fails.
+    pub if_error_ms: u32,
+}
+
+impl StaleWindows {
+    /// The longer window, in milliseconds.
+    fn longest_ms(self) -> u64 {
+        u64::from(self.revalidate_ms.max(self.if_error_ms))
+    }
 }
 
 impl Entry {
@@ -131,6 +156,19 @@ impl Entry {
     pub fn load_ms(&self) -> u32 {
         self.load_ms
     }
+
+    /// The entry's own stale windows (stale-while-revalidate,
+    /// stale-if-error) set with [`Entry::with_stale_windows`], if any; an
+    /// entry without them is served stale as the policy of the layer that
+    /// reads it says.
+    pub fn stale_windows(&self) -> Option<(Duration, Duration)> {
+        self.windows.map(|w| {
+            (
+                Duration::from_millis(u64::from(w.revalidate_ms)),
+                Duration::from_millis(u64::from(w.if_error_ms)),
+            )
+        })
+    }
 }
 
 impl Entry {
@@ -146,6 +184,7 @@ impl Entry {
             tags: Arc::from(Vec::new()),
             version: None,
             load_ms: 0,
+            windows: None,
         }
     }
 
@@ -162,7 +201,53 @@ impl Entry {
     /// Servable for `window` after it stops being fresh.
     #[must_use]
     pub fn with_stale(mut self, window: Duration) -> Self {
-        self.stale_until = self.fresh_until.saturating_add(clock::ms(window));
+        let own = self.windows.map_or(0, StaleWindows::longest_ms);
+        self.stale_until = self.fresh_until.saturating_add(clock::ms(window).max(own));
+        self
+    }
+
+    /// Gives the entry stale windows of its own, which take the place of
+    /// the reading layer's policy (for example those an HTTP origin sent,
+    /// RFC 5861): after it stops being fresh, it is served at once while a
+    /// background reload runs for `revalidate`, and served when the reload
+    /// fails for `if_error`. Both zero: never served stale (HTTP
+    /// `must-revalidate`). Each window saturates at `u32::MAX`
+    /// milliseconds (49 days). The entry is kept at least as long as the
+    /// longer window ([`Entry::stale_until`] moves out if needed).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tower_cache::Entry;
+    ///
+    /// let entry = Entry::new("v")
+    ///     .with_ttl(Duration::from_secs(10))
+    ///     .with_stale_windows(Duration::from_secs(5), Duration::from_secs(60));
+    /// assert_eq!(entry.stale_until() - entry.fresh_until(), 60_000);
+    /// ```
+    #[must_use]
+    pub fn with_stale_windows(mut self, revalidate: Duration, if_error: Duration) -> Self {
+        let windows = StaleWindows {
+            revalidate_ms: u32::try_from(clock::ms(revalidate)).unwrap_or(u32::MAX),
+            if_error_ms: u32::try_from(clock::ms(if_error)).unwrap_or(u32::MAX),
+        };
+        let longest = self.fresh_until.saturating_add(windows.longest_ms());
+        self.stale_until = self.stale_until.max(longest);
+        self.windows = Some(windows);
+        self
+    }
+
+    /// Keeps the entry in the store until at least `keep` after it stops
+    /// being fresh (moves [`Entry::stale_until`] out), without serving it
+    /// stale for longer than its windows say: a loader that can
+    /// revalidate (an HTTP conditional request) gets it
+    /// ([`Loader::revalidate`](crate::Loader::revalidate)) instead of
+    /// loading the whole value again. Give the entry its windows first
+    /// ([`Entry::with_stale_windows`]), or the reading layer's policy
+    /// decides how long it is served stale.
+    #[must_use]
+    pub fn with_keep(mut self, keep: Duration) -> Self {
+        let kept = self.fresh_until.saturating_add(clock::ms(keep));
+        self.stale_until = self.stale_until.max(kept);
         self
     }
 
@@ -208,9 +293,18 @@ impl Entry {
         now_ms < self.fresh_until
     }
 
-    /// Whether the entry may still be served (fresh or stale) at `now_ms`.
+    /// Whether the entry may still be served (fresh or stale) at `now_ms`:
+    /// within its own stale windows when it has them, else before
+    /// [`Entry::stale_until`].
     pub fn is_servable_at(&self, now_ms: u64) -> bool {
-        now_ms < self.stale_until
+        let until = match self.windows {
+            Some(w) => self
+                .fresh_until
+                .saturating_add(w.longest_ms())
+                .min(self.stale_until),
+            None => self.stale_until,
+        };
+        now_ms < until
     }
 
     /// Time left until the entry must be dropped, from `now_ms`; `None` when
@@ -241,21 +335,29 @@ impl Entry {
     /// ```
     pub fn encode(&self, key: &str) -> Bytes {
         let tags_len: usize = self.tags.iter().map(|t| 2 + t.len()).sum();
-        let mut buf =
-            BytesMut::with_capacity(HEADER_LEN + tags_len + 4 + self.value.len() + CHECKSUM_LEN);
+        let mut buf = BytesMut::with_capacity(
+            HEADER_LEN + 8 + tags_len + 4 + self.value.len() + CHECKSUM_LEN,
+        );
         buf.put_slice(&MAGIC);
         buf.put_u8(ENVELOPE_VERSION);
-        buf.put_u8(if self.version.is_some() {
-            FLAG_VERSIONED
-        } else {
-            0
-        });
+        let mut flags = 0;
+        if self.version.is_some() {
+            flags |= FLAG_VERSIONED;
+        }
+        if self.windows.is_some() {
+            flags |= FLAG_WINDOWS;
+        }
+        buf.put_u8(flags);
         buf.put_u64(key_hash(key));
         buf.put_u64(self.stored_at);
         buf.put_u64(self.fresh_until);
         buf.put_u64(self.stale_until);
         buf.put_u64(self.version.unwrap_or(0));
         buf.put_u32(self.load_ms);
+        if let Some(w) = self.windows {
+            buf.put_u32(w.revalidate_ms);
+            buf.put_u32(w.if_error_ms);
+        }
         buf.put_u16(u16_len(self.tags.len()));
         for tag in self.tags.iter().take(usize::from(u16::MAX)) {
             let len = u16_len(tag.len());
@@ -302,7 +404,7 @@ impl Entry {
         }
         let mut r = Reader { buf: body, pos: 3 };
         let flags = r.u8()?;
-        if flags & !FLAG_VERSIONED != 0 {
+        if flags & !(FLAG_VERSIONED | FLAG_WINDOWS) != 0 {
             return Err(DecodeError::BadFlags);
         }
         if r.u64()? != key_hash(key) {
@@ -321,6 +423,22 @@ impl Entry {
         if fresh_until < stored_at || stale_until < fresh_until {
             return Err(DecodeError::BadTimestamps);
         }
+        let windows = if flags & FLAG_WINDOWS == 0 {
+            None
+        } else {
+            let windows = StaleWindows {
+                revalidate_ms: r.u32()?,
+                if_error_ms: r.u32()?,
+            };
+            let longest = windows.longest_ms();
+            if fresh_until
+                .checked_add(longest)
+                .is_none_or(|end| end > stale_until)
+            {
+                return Err(DecodeError::BadTimestamps);
+            }
+            Some(windows)
+        };
         let count = r.u16()? as usize;
         // Each tag takes at least its 2-byte length.
         if count * 2 > r.remaining() {
@@ -347,6 +465,7 @@ impl Entry {
             tags: tags.into(),
             version,
             load_ms,
+            windows,
         })
     }
 }
@@ -429,6 +548,23 @@ mod tests {
             .with_ttl(Duration::from_secs(10))
             .with_stale(Duration::from_secs(5))
             .with_tags(["a", "product:1"])
+    }
+
+    #[test]
+    fn stale_windows_and_keep_round_trip() {
+        let e = sample()
+            .with_stale_windows(Duration::from_secs(2), Duration::from_secs(30))
+            .with_keep(Duration::from_secs(600))
+            .with_version(7);
+        assert_eq!(e.stale_until() - e.fresh_until(), 600_000);
+        assert!(e.is_servable_at(e.fresh_until() + 29_999));
+        assert!(!e.is_servable_at(e.fresh_until() + 30_000));
+        let bytes = e.encode(KEY);
+        assert_eq!(Entry::decode(KEY, bytes.clone()), Ok(e.clone()));
+        assert_eq!(
+            Entry::decode(KEY, bytes).unwrap().encode(KEY),
+            e.encode(KEY)
+        );
     }
 
     #[test]

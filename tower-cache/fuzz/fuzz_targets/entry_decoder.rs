@@ -33,6 +33,8 @@ struct Parts {
     tags: Vec<String>,
     version: Option<u64>,
     load_ms: u32,
+    /// Stale windows of its own (revalidate, if-error), and a keep time.
+    windows: Option<(u32, u32, u64)>,
 }
 
 impl Parts {
@@ -52,6 +54,15 @@ impl Parts {
             .with_stale(Duration::from_millis(self.stale))
             .with_tags(tags)
             .with_load_ms(self.load_ms);
+        let entry = match self.windows {
+            Some((revalidate, if_error, keep)) => entry
+                .with_stale_windows(
+                    Duration::from_millis(revalidate.into()),
+                    Duration::from_millis(if_error.into()),
+                )
+                .with_keep(Duration::from_millis(keep)),
+            None => entry,
+        };
         match self.version {
             Some(version) => entry.with_version(version),
             None => entry,

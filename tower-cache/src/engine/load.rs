@@ -28,6 +28,20 @@ pub(crate) enum Verdict {
     /// Valid, but not for this caller (another HTTP `Vary` variant): leave
     /// it, and hand the loader back to the caller.
     Skip,
+    #[cfg_attr(
+        not(feature = "http"),
+        expect(dead_code, reason = "only HTTP request directives refuse an entry")
+    )]
+    /// Valid, but this caller wants a newer one (HTTP `max-age`,
+    /// `min-fresh`): load, revalidating with it.
+    Refresh,
+    #[cfg_attr(
+        not(feature = "http"),
+        expect(dead_code, reason = "only HTTP request directives accept stale")
+    )]
+    /// This caller takes it even stale (HTTP `max-stale`): serve it, and
+    /// reload it in the background when it is not fresh.
+    ServeStale,
 }
 
 /// The result of [`Cache::fetch_verdict`].
@@ -55,7 +69,7 @@ impl<St: Store> Cache<St> {
         key: &str,
         profile: &Profile,
         mut check: impl FnMut(&Entry) -> Verdict + Send,
-        load: L,
+        mut load: L,
     ) -> Checked<T, E, L>
     where
         L: Loader<Value = T, Error = E, Future = Fut>,
@@ -70,7 +84,8 @@ impl<St: Store> Cache<St> {
                 None
             }
         };
-        match cached.as_ref().map(&mut check) {
+        let verdict = cached.as_ref().map(&mut check);
+        match verdict {
             Some(Verdict::Drop) => {
                 tracing::warn!(cache = %profile.name(), key, "dropping a cached value that does not decode");
                 metrics::counter!("tower_cache_undecodable_total", "cache" => profile.name().to_owned())
@@ -81,28 +96,40 @@ impl<St: Store> Cache<St> {
                 cached = None;
             }
             Some(Verdict::Skip) => return Checked::Skipped(load),
-            Some(Verdict::Serve) | None => {}
+            Some(Verdict::Serve | Verdict::Refresh | Verdict::ServeStale) | None => {}
         }
         let done = if let Some(entry) = cached {
-            match profile.policy().classify(&entry, clock::now_ms()) {
-                Freshness::Fresh { refresh } => {
+            let freshness = profile.policy().classify(&entry, clock::now_ms());
+            match (verdict, freshness) {
+                (Some(Verdict::Refresh), freshness) => {
+                    load.revalidate(&entry);
+                    let stale = matches!(freshness, Freshness::Revalidate | Freshness::IfError)
+                        .then_some(entry);
+                    Box::pin(self.load(key, profile, load, stale, Some(&mut check))).await
+                }
+                (_, Freshness::Fresh { refresh }) => {
                     if refresh {
+                        load.revalidate(&entry);
                         self.refresh(key, profile, load);
                     }
                     profile.record_hit();
                     tracing::trace!(cache = %profile.name(), key, "hit");
                     Ok(Fetched::Hit(entry))
                 }
-                Freshness::Revalidate => {
+                (Some(Verdict::ServeStale), _) | (_, Freshness::Revalidate) => {
+                    load.revalidate(&entry);
                     self.refresh(key, profile, load);
                     profile.record_stale();
                     tracing::debug!(cache = %profile.name(), key, "stale, revalidating");
                     Ok(Fetched::Stale(entry))
                 }
-                Freshness::IfError => {
+                (_, Freshness::IfError) => {
+                    load.revalidate(&entry);
                     Box::pin(self.load(key, profile, load, Some(entry), Some(&mut check))).await
                 }
-                Freshness::Expired => {
+                (_, Freshness::Expired) => {
+                    // Kept to be revalidated, though no longer served.
+                    load.revalidate(&entry);
                     Box::pin(self.load(key, profile, load, None, Some(&mut check))).await
                 }
             }
@@ -389,16 +416,29 @@ enum Outcome<T> {
     Failed(T),
 }
 
-pub(super) fn make_entry(policy: &Policy, fill: Fill, stored_at: u64, load_ms: u32) -> Entry {
+pub(super) fn make_entry(policy: &Policy, fill: Fill, loaded_at: u64, load_ms: u32) -> Entry {
     let ttl = if fill.negative {
         policy.negative_ttl
     } else {
         fill.ttl.unwrap_or(policy.ttl)
     };
-    Entry::new(fill.value)
-        .with_stored_at(stored_at)
-        .with_ttl(policy.jittered(ttl))
-        .with_stale(policy.stale_window())
+    let ttl = if fill.jitter {
+        policy.jittered(ttl)
+    } else {
+        ttl
+    };
+    let entry = Entry::new(fill.value)
+        .with_stored_at(loaded_at.saturating_sub(clock::ms(fill.age)))
+        .with_ttl(ttl);
+    let entry = match fill.windows {
+        Some((revalidate, if_error)) => entry.with_stale_windows(revalidate, if_error),
+        // Kept past the policy's windows: pinned to them, so that
+        // keeping it longer serves it no longer.
+        None if !fill.keep.is_zero() => entry.with_stale_windows(policy.swr, policy.sie),
+        None => entry.with_stale(policy.stale_window()),
+    };
+    entry
+        .with_keep(fill.keep)
         .with_tags(fill.tags)
         .with_load_ms(load_ms)
 }

@@ -4,6 +4,7 @@ use std::fmt;
 use std::future::Future;
 
 use super::Loaded;
+use crate::entry::Entry;
 
 /// Reads a value from its origin on a miss: what
 /// [`Cache::fetch`](super::Cache::fetch) runs at most once per key at a
@@ -58,6 +59,25 @@ pub trait Loader: Send + 'static {
     /// Reads the value. Runs on a task of its own, so that the caller that
     /// started it going away does not cancel it for the others.
     fn load(self) -> Self::Future;
+
+    /// Called before [`load`](Loader::load) when the store holds an entry
+    /// for the key that is being reloaded: stale, past its
+    /// refresh-ahead point, kept for revalidation
+    /// ([`Fill::with_keep`](crate::Fill::with_keep)), or refused by the
+    /// caller. A loader that can ask its origin whether that entry is
+    /// still current (an HTTP conditional request with its `ETag`) keeps
+    /// what it needs, and may answer with the entry's value, refreshed,
+    /// without reading it whole again. Default: ignores it.
+    fn revalidate(&mut self, stale: &Entry) {
+        let _ = stale;
+    }
+
+    /// Whether [`revalidate`](Loader::revalidate) does anything: a reload
+    /// that skips the stored entry ([`Cache::reload`](super::Cache::reload))
+    /// reads it for the loader only then. Default: `false`.
+    fn can_revalidate(&self) -> bool {
+        false
+    }
 }
 
 impl<F, Fut, T, E> Loader for F

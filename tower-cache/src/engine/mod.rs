@@ -192,8 +192,10 @@ impl<St: Store> Cache<St> {
         }
     }
 
-    /// Loads `key` without reading the stored entry (an HTTP request's
+    /// Loads `key` without serving the stored entry (an HTTP request's
     /// `Cache-Control: no-cache`), still sharing a load already in flight.
+    /// A loader that [can revalidate](Loader::can_revalidate) is handed
+    /// the stored entry ([`Loader::revalidate`]).
     ///
     /// # Errors
     ///
@@ -202,7 +204,7 @@ impl<St: Store> Cache<St> {
         &self,
         key: &str,
         profile: &Profile,
-        load: L,
+        mut load: L,
     ) -> Result<Fetched<T>, LoadError<E>>
     where
         L: Loader<Value = T, Error = E, Future = Fut>,
@@ -210,6 +212,11 @@ impl<St: Store> Cache<St> {
         T: Send + 'static,
         E: fmt::Display + Send + 'static,
     {
+        if load.can_revalidate()
+            && let Ok(Some(stored)) = self.inner.store.get(key).await
+        {
+            load.revalidate(&stored);
+        }
         self.load(key, profile, load, None, None).await
     }
 

@@ -77,7 +77,7 @@ pub(crate) enum Freshness {
     Revalidate,
     /// In the stale-if-error window only: reload now, serve it if that fails.
     IfError,
-    /// Not servable.
+    /// Not servable (though the store may keep it to be revalidated).
     Expired,
 }
 
@@ -202,9 +202,10 @@ impl Policy {
             return Freshness::Expired;
         }
         let past = Duration::from_millis(now - entry.fresh_until);
-        if past < self.swr {
+        let (swr, sie) = entry.stale_windows().unwrap_or((self.swr, self.sie));
+        if past < swr {
             Freshness::Revalidate
-        } else if past < self.sie {
+        } else if past < sie {
             Freshness::IfError
         } else {
             Freshness::Expired

@@ -29,6 +29,15 @@ pub struct Fill {
     pub(crate) ttl: Option<Duration>,
     /// A "not found" result, kept for the policy's negative TTL.
     pub(crate) negative: bool,
+    /// How old the value already was when it was loaded.
+    pub(crate) age: Duration,
+    /// Stale windows of its own instead of the policy's.
+    pub(crate) windows: Option<(Duration, Duration)>,
+    /// How long to keep the value after it stops being fresh, to be
+    /// revalidated.
+    pub(crate) keep: Duration,
+    /// Whether the policy's jitter may change the TTL.
+    pub(crate) jitter: bool,
 }
 
 impl Fill {
@@ -39,6 +48,10 @@ impl Fill {
             tags: Vec::new(),
             ttl: None,
             negative: false,
+            age: Duration::ZERO,
+            windows: None,
+            keep: Duration::ZERO,
+            jitter: true,
         }
     }
 
@@ -65,6 +78,46 @@ impl Fill {
     #[must_use]
     pub fn with_ttl(mut self, ttl: Duration) -> Self {
         self.ttl = Some(ttl);
+        self
+    }
+
+    /// The value was already `age` old when it was loaded (an HTTP `Age`,
+    /// or the time since its `Date`): it is stored as read that long ago,
+    /// so it stops being fresh `age` sooner and the entry's age counts it.
+    /// Default: zero.
+    #[must_use]
+    pub fn with_age(mut self, age: Duration) -> Self {
+        self.age = age;
+        self
+    }
+
+    /// Stale windows for this value instead of the policy's (see
+    /// [`Entry::with_stale_windows`](crate::Entry::with_stale_windows)):
+    /// served at once while it reloads for `revalidate` after it stops
+    /// being fresh, and when the reload fails for `if_error`. Default: the
+    /// policy's.
+    #[must_use]
+    pub fn with_stale_windows(mut self, revalidate: Duration, if_error: Duration) -> Self {
+        self.windows = Some((revalidate, if_error));
+        self
+    }
+
+    /// Keeps the value for `keep` after it stops being fresh, without
+    /// serving it longer than its stale windows allow, so that the next
+    /// load can revalidate it ([`Loader::revalidate`](crate::Loader::revalidate))
+    /// instead of reading it whole. Default: zero.
+    #[must_use]
+    pub fn with_keep(mut self, keep: Duration) -> Self {
+        self.keep = keep;
+        self
+    }
+
+    /// Stores the TTL exactly, without the policy's jitter (a freshness
+    /// lifetime an HTTP origin gave, which a cache must not lengthen).
+    /// Default: jittered.
+    #[must_use]
+    pub fn without_jitter(mut self) -> Self {
+        self.jitter = false;
         self
     }
 }

@@ -44,6 +44,27 @@ impl RequestClass {
     }
 }
 
+/// What a read's request directives ask of a stored response (RFC 9111
+/// §5.2.1): a caller that sends none takes what the cache's freshness
+/// rules serve.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Wants {
+    /// `max-age`: no older than this.
+    pub max_age: Option<Duration>,
+    /// `min-fresh`: fresh for at least this much longer.
+    pub min_fresh: Option<Duration>,
+    /// `max-stale`: stale for at most this (`Duration::MAX`: any
+    /// staleness).
+    pub max_stale: Option<Duration>,
+}
+
+impl Wants {
+    /// Whether the request asked anything of the stored response.
+    pub(crate) fn any(&self) -> bool {
+        self.max_age.is_some() || self.min_fresh.is_some() || self.max_stale.is_some()
+    }
+}
+
 /// What a request means for the cache.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum Decision {
@@ -56,6 +77,12 @@ pub(crate) enum Decision {
         /// `only-if-cached`: answer from the store or with 504, never load.
         only_if_cached: bool,
         per_user: bool,
+        /// The request carries `Authorization` that a shared cache may
+        /// answer only with what the origin marked shareable.
+        authorized: bool,
+        /// What the request's directives ask of a stored response, if
+        /// anything (boxed: rare, and a hit moves the decision).
+        wants: Option<Box<Wants>>,
     },
     /// A cacheable gRPC unary call: its key needs the request body.
     GrpcRead { per_user: Option<String> },
@@ -100,14 +127,27 @@ impl HttpRules {
         if cc.no_store {
             return Decision::Bypass;
         }
-        let credentials =
-            parts.headers.contains_key(AUTHORIZATION) || parts.headers.contains_key(COOKIE);
+        let cookie = parts.headers.contains_key(COOKIE);
+        let authorization = parts.headers.contains_key(AUTHORIZATION);
+        let credentials = authorization || cookie;
+        // A shared cache may answer `Authorization` with what its origin
+        // marked shareable (RFC 9111 §3.5); a `Cookie` always bypasses.
+        let shared_authorized = self.shared && authorization && !cookie;
+        let mut authorized = false;
         let user = match &self.per_user {
             Some(f) => match f(parts) {
                 Some(user) => Some(user),
+                None if shared_authorized && !grpc => {
+                    authorized = true;
+                    None
+                }
                 None if credentials => return Decision::Bypass,
                 None => None,
             },
+            None if shared_authorized && !grpc => {
+                authorized = true;
+                None
+            }
             None if credentials => return Decision::Bypass,
             None => None,
         };
@@ -115,13 +155,25 @@ impl HttpRules {
             return Decision::GrpcRead { per_user: user };
         }
         let per_user = user.is_some();
-        match self.key.key(parts, user.as_deref(), None) {
+        match self
+            .key
+            .key_for_audience(parts, user.as_deref(), authorized, None)
+        {
             Some(key) => Decision::Read {
                 key,
                 head: *method == Method::HEAD,
                 reload: cc.no_cache || cc.max_age == Some(Duration::ZERO),
                 only_if_cached: cc.only_if_cached,
                 per_user,
+                authorized,
+                wants: {
+                    let wants = Wants {
+                        max_age: cc.max_age,
+                        min_fresh: cc.min_fresh,
+                        max_stale: cc.max_stale,
+                    };
+                    wants.any().then(|| Box::new(wants))
+                },
             },
             None => Decision::Bypass,
         }

@@ -185,6 +185,20 @@ impl KeyScheme {
         user: Option<&str>,
         body: Option<&[u8]>,
     ) -> Option<String> {
+        self.key_for_audience(parts, user, false, body)
+    }
+
+    /// [`KeyScheme::key`], for a request whose credentials a shared cache
+    /// may answer with a response its origin marked shareable (RFC 9111
+    /// §3.5) when `authorized`: such entries have keys of their own, apart
+    /// from those of requests without credentials.
+    pub(crate) fn key_for_audience(
+        &self,
+        parts: &Parts,
+        user: Option<&str>,
+        authorized: bool,
+        body: Option<&[u8]>,
+    ) -> Option<String> {
         let mut key = String::with_capacity(128);
         key.push_str(&self.namespace);
         key.push('v');
@@ -225,6 +239,9 @@ impl KeyScheme {
         if let Some(user) = user {
             key.push_str(" u");
             push_user_hash(&mut key, user);
+        }
+        if authorized {
+            key.push_str(" a");
         }
         if let Some(body) = body {
             key.push_str(" b");

@@ -18,7 +18,12 @@ impl HttpRules {
     /// for the client is then computed from the cache.
     /// A `HEAD` is sent as a `GET`, so that what it loads can be stored
     /// and answer both.
-    pub(crate) fn origin_request(parts: &Parts) -> Parts {
+    ///
+    /// With `stale`, a stored response to revalidate, the request is made
+    /// conditional on its validator (RFC 9111 §4.3.1): `If-None-Match`
+    /// with the origin's `ETag`, else `If-Modified-Since` with its
+    /// `Last-Modified`.
+    pub(crate) fn origin_request(parts: &Parts, stale: Option<&StoredResponse>) -> Parts {
         let mut origin = parts.clone();
         if origin.method == Method::HEAD {
             origin.method = Method::GET;
@@ -26,7 +31,52 @@ impl HttpRules {
         for name in CLIENT_CONDITIONALS {
             origin.headers.remove(name);
         }
+        if let Some((name, value)) = stale.and_then(StoredResponse::validator) {
+            origin.headers.insert(name, value);
+        }
         origin
+    }
+
+    /// The stored response `stale` updated with the headers of the `304
+    /// Not Modified` that revalidated it (RFC 9111 §4.3.4, §3.2): every
+    /// field of the 304 replaces the stored one of its name, but for
+    /// `Content-Length` and the hop-by-hop fields; the body stays.
+    /// `None` when the 304's `ETag` names another representation than the
+    /// stored one.
+    pub(crate) fn merge_not_modified(
+        stale: StoredResponse,
+        not_modified: &ResponseParts,
+    ) -> Option<(ResponseParts, Bytes, Option<HeaderMap>)> {
+        if let Some(etag) = not_modified.headers.get(ETAG)
+            && !stale.etag_generated
+            && strip_weak(etag.as_bytes()) != strip_weak(stale.etag.as_bytes())
+        {
+            return None;
+        }
+        let mut headers = stale.headers;
+        if stale.etag_generated {
+            // Computed again from the same body.
+            headers.remove(ETAG);
+        }
+        let mut replaced: Vec<&HeaderName> = Vec::new();
+        for (name, value) in &not_modified.headers {
+            if *name == http::header::CONTENT_LENGTH
+                || HOP_BY_HOP.contains(&name.as_str())
+                || (stale.etag_generated && *name == ETAG)
+            {
+                continue;
+            }
+            if replaced.contains(&name) {
+                headers.append(name, value.clone());
+            } else {
+                headers.insert(name, value.clone());
+                replaced.push(name);
+            }
+        }
+        let (mut parts, ()) = http::Response::new(()).into_parts();
+        parts.status = stale.status;
+        parts.headers = headers;
+        Some((parts, stale.body, stale.trailers))
     }
 
     /// The response as the cache keeps it, with the request header values
@@ -44,6 +94,7 @@ impl HttpRules {
         }
         headers.remove(http::header::AGE);
         headers.remove(&X_CACHE);
+        let generated = !headers.contains_key(ETAG);
         let etag = if let Some(tag) = headers.get(ETAG) {
             tag.clone()
         } else {
@@ -70,12 +121,20 @@ impl HttpRules {
         StoredResponse {
             status: res.status,
             etag,
+            etag_generated: generated,
             headers,
             vary,
             body,
             trailers,
         }
     }
+}
+
+/// An entity tag without its weak prefix (`W/`), for the weak comparison
+/// of RFC 9110 §8.8.3.2.
+pub(crate) fn strip_weak(tag: &[u8]) -> &[u8] {
+    let tag = tag.trim_ascii();
+    tag.strip_prefix(b"W/").unwrap_or(tag)
 }
 
 /// Request headers a cacheable load does not forward.

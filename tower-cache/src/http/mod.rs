@@ -12,11 +12,29 @@
 //!   Keys longer than [`MAX_PLAIN_KEY_LEN`] are replaced by their SHA-256,
 //!   never truncated.
 //! - **Privacy**: a request with `Authorization` or `Cookie` bypasses the
-//!   shared cache unless the route gives a per-user key; a response with
-//!   `Set-Cookie`, `Cache-Control: no-store` or `no-cache` is never stored,
-//!   and one with `Cache-Control: private` only under a per-user key.
+//!   shared cache unless the route gives a per-user key (in the
+//!   shared-cache mode, `Authorization` alone may be answered with what
+//!   the origin marked `public`, RFC 9111 §3.5); a response with
+//!   `Set-Cookie` or `Cache-Control: no-store` is never stored (nor, in
+//!   the application mode, one with `no-cache`), and one with
+//!   `Cache-Control: private` only under a per-user key.
+//! - **Two modes**: the application mode, where the route's policy sets
+//!   freshness, and the shared-cache mode
+//!   ([`shared_cache`](crate::CacheAsideLayer::shared_cache)), where the
+//!   origin's headers do, as RFC 9111, RFC 9213 (`CDN-Cache-Control`) and
+//!   RFC 5861 say for a shared cache.
 //! - **Request directives**: `no-store` bypasses the cache; `no-cache` (and
-//!   `Pragma: no-cache`) reloads from the origin.
+//!   `Pragma: no-cache`) reloads from the origin, revalidating the stored
+//!   response; `max-age` and `min-fresh` refuse entries too old or too
+//!   close to expiry; `max-stale` accepts stale ones (never what the
+//!   origin said to revalidate); `only-if-cached` answers from the store
+//!   or with 504.
+//! - **Revalidation**: a stale entry whose origin gave a validator is
+//!   reloaded with a conditional request (`If-None-Match`, else
+//!   `If-Modified-Since`); a `304` refreshes its headers and freshness
+//!   (RFC 9111 §4.3.4) and its body never moves again. Such entries are
+//!   kept past their stale windows to be revalidated
+//!   ([`keep`](crate::CacheAsideLayer::keep)).
 //! - **What is stored**: 200, 203, 204, 300, 301, 404 and 410 by default
 //!   (404 and 410 for the negative TTL), never 5xx (a 5xx lets
 //!   stale-if-error serve the previous entry). `s-maxage`/`max-age` from
@@ -30,7 +48,8 @@
 //! - **Response headers**: `X-Cache: HIT | MISS | STALE | BYPASS` and
 //!   `Age`. An `ETag` is stored with each entry (the origin's, or one
 //!   computed from the body when the origin sends none) and
-//!   `If-None-Match` is answered with 304 from the cache. A cacheable load
+//!   `If-None-Match` (or, without it, `If-Modified-Since`) is answered
+//!   with 304 from the cache. A cacheable load
 //!   does not forward the client's `If-None-Match`, `If-Modified-Since`,
 //!   `If-Match`, `If-Unmodified-Since`, `If-Range` or `Range`, so the
 //!   origin answers with the whole representation.
@@ -48,6 +67,7 @@
 mod body;
 mod cache_control;
 mod decide;
+mod freshness;
 mod key;
 mod load;
 mod respond;
@@ -60,12 +80,12 @@ mod tags;
 pub use body::CacheBody;
 pub(crate) use body::{Collected, collect_limited};
 pub(crate) use cache_control::CacheControl;
-pub(crate) use decide::Decision;
 pub use decide::RequestClass;
+pub(crate) use decide::{Decision, Wants};
 pub(crate) use key::KeyFn;
 pub(crate) use key::KeyScheme;
 pub use key::MAX_PLAIN_KEY_LEN;
-pub use rules::DEFAULT_MAX_BODY_BYTES;
+pub use rules::{CDN_CACHE_CONTROL, DEFAULT_HEURISTIC_MAX, DEFAULT_KEEP, DEFAULT_MAX_BODY_BYTES};
 pub(crate) use rules::{ClassifyFn, HttpRules, TagsFn, UserFn};
 pub(crate) use status::mark;
 pub use status::{CacheStatus, X_CACHE};

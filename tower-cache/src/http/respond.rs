@@ -5,6 +5,8 @@
 use http::header::{ETAG, IF_NONE_MATCH, VARY};
 use http::{HeaderMap, HeaderValue, Response, StatusCode};
 
+use super::freshness::date;
+use super::load::strip_weak;
 use super::{CacheBody, CacheStatus, StoredResponse, mark};
 
 impl StoredResponse {
@@ -17,9 +19,11 @@ impl StoredResponse {
         head: bool,
         request_headers: &HeaderMap,
     ) -> Response<CacheBody<B>> {
-        let not_modified = request_headers
-            .get(IF_NONE_MATCH)
-            .is_some_and(|inm| etag_matches(inm, &self.etag));
+        // RFC 9110 §13.2.2: If-Modified-Since only without If-None-Match.
+        let not_modified = match request_headers.get(IF_NONE_MATCH) {
+            Some(inm) => etag_matches(inm, &self.etag),
+            None => self.not_modified_since(request_headers),
+        };
         let body_len = self.body.len();
         let (code, body) = if not_modified {
             (StatusCode::NOT_MODIFIED, CacheBody::empty())
@@ -54,17 +58,27 @@ impl StoredResponse {
     }
 }
 
+impl StoredResponse {
+    /// Whether the request's `If-Modified-Since` is no earlier than this
+    /// response's `Last-Modified` (a 200 only, RFC 9110 §13.1.3).
+    fn not_modified_since(&self, request_headers: &HeaderMap) -> bool {
+        if self.status != StatusCode::OK {
+            return false;
+        }
+        let Some(since) = date(request_headers, &http::header::IF_MODIFIED_SINCE) else {
+            return false;
+        };
+        date(&self.headers, &http::header::LAST_MODIFIED).is_some_and(|modified| modified <= since)
+    }
+}
+
 /// Whether an `If-None-Match` value matches `etag` (weak comparison).
 fn etag_matches(if_none_match: &HeaderValue, etag: &HeaderValue) -> bool {
-    fn strip(tag: &[u8]) -> &[u8] {
-        let tag = tag.trim_ascii();
-        tag.strip_prefix(b"W/").unwrap_or(tag)
-    }
-    let etag = strip(etag.as_bytes());
+    let etag = strip_weak(etag.as_bytes());
     if_none_match
         .as_bytes()
         .split(|b| *b == b',')
-        .any(|candidate| candidate.trim_ascii() == b"*" || strip(candidate) == etag)
+        .any(|candidate| candidate.trim_ascii() == b"*" || strip_weak(candidate) == etag)
 }
 
 #[cfg(test)]

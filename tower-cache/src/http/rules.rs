@@ -2,6 +2,7 @@
 //! of this module read to decide, store and answer.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use http::request::Parts;
 use http::{HeaderName, StatusCode};
@@ -17,6 +18,16 @@ pub(crate) type ClassifyFn = Arc<dyn Fn(&Parts) -> RequestClass + Send + Sync>;
 
 /// Default largest body stored: 1 MiB.
 pub const DEFAULT_MAX_BODY_BYTES: usize = 1024 * 1024;
+
+/// Default bound on heuristic freshness in the shared-cache mode: 1 hour.
+pub const DEFAULT_HEURISTIC_MAX: Duration = Duration::from_secs(3600);
+
+/// Default time an entry with a validator is kept after it can no longer
+/// be served, to be revalidated: 10 minutes.
+pub const DEFAULT_KEEP: Duration = Duration::from_secs(600);
+
+/// The targeted cache field a shared cache obeys by default (RFC 9213).
+pub static CDN_CACHE_CONTROL: HeaderName = HeaderName::from_static("cdn-cache-control");
 
 /// The statuses stored by default.
 pub(crate) const DEFAULT_STATUSES: [u16; 7] = [200, 203, 204, 300, 301, 404, 410];
@@ -35,6 +46,19 @@ pub(crate) struct HttpRules {
     pub grpc_methods: Vec<String>,
     /// Where handlers name the tags of their response; `None`: nowhere.
     pub tag_header: Option<HeaderName>,
+    /// The shared-cache mode: the origin's headers decide freshness (RFC
+    /// 9111 as a proxy applies it).
+    pub shared: bool,
+    /// The targeted cache fields obeyed in the shared-cache mode, first
+    /// first (RFC 9213).
+    pub targeted: Vec<HeaderName>,
+    /// The bound on heuristic freshness.
+    pub heuristic_max: Duration,
+    /// How long an entry with a validator is kept past its stale windows.
+    pub keep: Duration,
+    /// The route policy's stale windows (stale-while-revalidate,
+    /// stale-if-error), for an origin that names one of them only.
+    pub policy_windows: (Duration, Duration),
 }
 
 impl Default for HttpRules {
@@ -53,6 +77,11 @@ impl Default for HttpRules {
             respect_origin_ttl: true,
             grpc_methods: Vec::new(),
             tag_header: Some(DEFAULT_TAG_HEADER.clone()),
+            shared: false,
+            targeted: vec![CDN_CACHE_CONTROL.clone()],
+            heuristic_max: DEFAULT_HEURISTIC_MAX,
+            keep: DEFAULT_KEEP,
+            policy_windows: (Duration::ZERO, Duration::ZERO),
         }
     }
 }

@@ -1,12 +1,13 @@
 //! Whether a response may be stored, and whether a failure may be handed
 //! to the callers that waited for it.
 
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use http::StatusCode;
 use http::header::{CONTENT_TYPE, SET_COOKIE, VARY};
 use http::response::Parts as ResponseParts;
 
+use super::freshness::{Lifetime, lifetime, storable_status};
 use super::{CacheControl, HttpRules};
 
 /// Whether a response may be stored.
@@ -16,6 +17,8 @@ pub(crate) enum Storability {
         negative: bool,
         ttl: Option<Duration>,
     },
+    /// Stored as the origin's headers say (the shared-cache mode).
+    Shared(Lifetime),
     /// A failure (5xx): not stored; stale-if-error may answer instead.
     Failed,
     Pass,
@@ -40,11 +43,7 @@ impl HttpRules {
         if cc.no_store || cc.no_cache || (cc.private && !per_user) {
             return Storability::Pass;
         }
-        if res.headers.get_all(VARY).iter().any(|v| {
-            v.as_bytes()
-                .split(|b| *b == b',')
-                .any(|n| n.trim_ascii() == b"*")
-        }) {
+        if has_vary_star(res) {
             return Storability::Pass;
         }
         if grpc {
@@ -78,6 +77,52 @@ impl HttpRules {
         }
     }
 
+    /// Whether `res` may be stored by a shared cache (RFC 9111 §3), and as
+    /// what: `per_user` when the key is a user's, `authorized` when the
+    /// request carried `Authorization` (§3.5: stored only when the origin
+    /// marked the response `public`, `s-maxage` or `must-revalidate`),
+    /// `delay` the time the origin took to answer.
+    pub(crate) fn storability_shared(
+        &self,
+        res: &ResponseParts,
+        per_user: bool,
+        authorized: bool,
+        delay: Duration,
+    ) -> Storability {
+        if res.status.is_server_error() {
+            return Storability::Failed;
+        }
+        if res.headers.contains_key(SET_COOKIE) || has_vary_star(res) {
+            return Storability::Pass;
+        }
+        let cc = CacheControl::parse_targeted(&res.headers, &self.targeted)
+            .unwrap_or_else(|| CacheControl::parse(&res.headers));
+        if cc.no_store || (cc.private && !per_user) {
+            return Storability::Pass;
+        }
+        if authorized && !(cc.public || cc.s_maxage.is_some() || cc.must_revalidate) {
+            return Storability::Pass;
+        }
+        let explicit = cc.invalid_freshness
+            || cc.shared_max_age().is_some()
+            || res.headers.contains_key(http::header::EXPIRES);
+        if !storable_status(res.status, explicit || cc.public) {
+            return Storability::Pass;
+        }
+        match lifetime(
+            res.status,
+            &res.headers,
+            &cc,
+            // The cache's clock, which tests can pause.
+            SystemTime::UNIX_EPOCH + Duration::from_millis(crate::clock::now_ms()),
+            delay,
+            self.heuristic_max,
+        ) {
+            Some(lifetime) => Storability::Shared(lifetime),
+            None => Storability::Pass,
+        }
+    }
+
     /// Whether a failed response (not stored) may be handed to the callers
     /// that waited for the load that got it: never when it sets a cookie
     /// or is marked `private` or `no-store`, since it answers another
@@ -90,6 +135,15 @@ impl HttpRules {
         let cc = CacheControl::parse(&res.headers);
         !(res.headers.contains_key(SET_COOKIE) || cc.private || cc.no_store)
     }
+}
+
+/// Whether the response varies on `*`: on things no request header says.
+fn has_vary_star(res: &ResponseParts) -> bool {
+    res.headers.get_all(VARY).iter().any(|v| {
+        v.as_bytes()
+            .split(|b| *b == b',')
+            .any(|n| n.trim_ascii() == b"*")
+    })
 }
 
 #[cfg(test)]

@@ -1,10 +1,13 @@
 //! A cached HTTP response and its binary encoding (the entry's payload).
 //!
 //! ```text
-//! status u16 | etag (u16 len, bytes) | header count u16 | (name u16+bytes, value u16+bytes)*
+//! status u16 | flags u8 | etag (u16 len, bytes) | header count u16 | (name u16+bytes, value u16+bytes)*
 //! | vary count u16 | (name u16+bytes, present u8, value u16+bytes)*
 //! | body u32+bytes | trailer count u16 (0xFFFF: none) | (name, value)*
 //! ```
+//!
+//! Flag bit 0: the `ETag` was computed from the body, not sent by the
+//! origin (it answers the cache's clients, never goes to the origin).
 
 use crate::entry::{u16_len, u32_len};
 use bytes::{BufMut, Bytes, BytesMut};
@@ -15,6 +18,9 @@ use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 pub(crate) struct StoredResponse {
     pub status: StatusCode,
     pub etag: HeaderValue,
+    /// The `ETag` was computed from the body: the origin knows nothing of
+    /// it.
+    pub etag_generated: bool,
     pub headers: HeaderMap,
     /// The request header values the response varied on, at store time.
     pub vary: Vec<(HeaderName, Option<HeaderValue>)>,
@@ -104,6 +110,7 @@ impl StoredResponse {
     pub(crate) fn encode(&self) -> Bytes {
         let mut buf = BytesMut::with_capacity(64 + self.body.len() + self.headers.len() * 48);
         buf.put_u16(self.status.as_u16());
+        buf.put_u8(u8::from(self.etag_generated));
         put_bytes16(&mut buf, self.etag.as_bytes());
         put_headers(&mut buf, &self.headers);
         let vary = u16_len(self.vary.len());
@@ -135,6 +142,11 @@ impl StoredResponse {
             pos: 0,
         };
         let status = StatusCode::from_u16(r.u16()?).map_err(|_| Malformed)?;
+        let etag_generated = match r.u8()? {
+            0 => false,
+            1 => true,
+            _ => return Err(Malformed),
+        };
         let etag = r.value()?;
         let count = r.u16()?;
         let headers = r.headers(count)?;
@@ -163,11 +175,25 @@ impl StoredResponse {
         Ok(StoredResponse {
             status,
             etag,
+            etag_generated,
             headers,
             vary,
             body,
             trailers,
         })
+    }
+
+    /// The conditional header to revalidate this response with (RFC 9111
+    /// §4.3.1): `If-None-Match` with the origin's `ETag`, else
+    /// `If-Modified-Since` with its `Last-Modified`; `None` when the origin
+    /// gave no validator.
+    pub(crate) fn validator(&self) -> Option<(HeaderName, HeaderValue)> {
+        if !self.etag_generated {
+            return Some((http::header::IF_NONE_MATCH, self.etag.clone()));
+        }
+        self.headers
+            .get(http::header::LAST_MODIFIED)
+            .map(|modified| (http::header::IF_MODIFIED_SINCE, modified.clone()))
     }
 
     /// Whether `request` has the header values this response varied on.
@@ -192,6 +218,7 @@ mod tests {
         StoredResponse {
             status: StatusCode::OK,
             etag: HeaderValue::from_static("\"abc\""),
+            etag_generated: false,
             headers,
             vary: vec![
                 (
@@ -232,7 +259,7 @@ mod tests {
     fn huge_counts_are_malformed_not_a_panic() {
         // 24,575 headers or more once made `HeaderMap::with_capacity` panic.
         for count in [24_575u16, 40_000, u16::MAX - 1] {
-            let mut v = vec![0, 200, 0, 0];
+            let mut v = vec![0, 200, 0, 0, 0];
             v.extend_from_slice(&count.to_be_bytes());
             v.extend_from_slice(&[0; 64]);
             assert!(StoredResponse::decode(&Bytes::from(v)).is_err(), "{count}");

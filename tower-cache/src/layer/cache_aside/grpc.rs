@@ -148,6 +148,8 @@ where
         reload: false,
         only_if_cached: false,
         per_user: per_user.is_some(),
+        authorized: false,
+        wants: None,
         grpc: true,
     };
     read.run(layer, inner, parts, make_body.body(message)).await

@@ -60,6 +60,7 @@ impl<St> CacheAsideLayer<St, NoGrpc> {
         let name = name.into();
         let mut rules = HttpRules::default();
         rules.key.name.clone_from(&name);
+        rules.policy_windows = (policy.swr, policy.sie);
         CacheAsideLayer {
             cache,
             profile: Profile::new(name, policy),
@@ -269,10 +270,77 @@ impl<St, G> CacheAsideLayer<St, G> {
     }
 
     /// Whether the origin's `s-maxage`/`max-age` sets the TTL of what it
-    /// returns. Default: `true`.
+    /// returns, in the application mode. Default: `true`.
     #[must_use]
     pub fn respect_origin_ttl(self, respect: bool) -> Self {
         self.rules(|r| r.respect_origin_ttl = respect)
+    }
+
+    /// The shared-cache mode: the layer caches as a reverse proxy or a CDN
+    /// does (RFC 9111), in front of an origin whose headers rule. Default:
+    /// off, the application mode.
+    ///
+    /// | | application mode (default) | shared-cache mode |
+    /// |---|---|---|
+    /// | freshness | the policy's TTL; the origin's `s-maxage`/`max-age` replace it | the origin's: `CDN-Cache-Control` (RFC 9213), `s-maxage`, `max-age`, `Expires` against `Date`, less the response's age (`Age`, or the time since `Date`); else a tenth of the time since `Last-Modified` for the statuses RFC 9110 lets a cache guess, at most [`heuristic_max`](Self::heuristic_max) |
+    /// | stored | the [`store_statuses`](Self::store_statuses) | any status but 206, 304 and 5xx with explicit freshness; with heuristic freshness 200, 203, 204, 300, 301, 308, 404, 405, 410, 414; a response with neither freshness nor validator never |
+    /// | response `no-cache` | not stored | stored, revalidated on every use |
+    /// | `must-revalidate`, `proxy-revalidate`, `s-maxage` | – | never served stale |
+    /// | `stale-while-revalidate`, `stale-if-error` from the origin (RFC 5861) | – | the entry's stale windows, instead of the policy's |
+    /// | request with `Authorization` | bypasses unless [`per_user`](Self::per_user) | answered only with responses the origin marked `public`, `s-maxage` or `must-revalidate` (RFC 9111 §3.5), stored apart from those of requests without credentials |
+    /// | request with `Cookie`, response with `Set-Cookie` or `private`, `Vary: *` | bypass / not stored | the same |
+    ///
+    /// In both modes: the request's `no-store`, `no-cache`, `max-age`,
+    /// `min-fresh`, `max-stale` and `only-if-cached` are honoured; a stale
+    /// entry with a validator is revalidated with a conditional request and
+    /// a `304` refreshes it without its body moving; unsafe methods
+    /// invalidate their target and same-origin `Location` and
+    /// `Content-Location`. The policy's TTL applies to no response in this
+    /// mode; its stale windows apply where the origin names none.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tower_cache::{Cache, CacheAsideLayer, Policy, store::MemoryStore};
+    ///
+    /// let cache = Cache::new(MemoryStore::default());
+    /// let layer = CacheAsideLayer::new(cache, "proxy", Policy::default())
+    ///     .shared_cache()
+    ///     .heuristic_max(Duration::from_secs(600));
+    /// ```
+    #[must_use]
+    pub fn shared_cache(self) -> Self {
+        self.rules(|r| r.shared = true)
+    }
+
+    /// The targeted cache fields (RFC 9213) obeyed in the shared-cache
+    /// mode instead of `Cache-Control`, first first: `field` ahead of
+    /// those set before. A targeted field that is present and parses
+    /// replaces `Cache-Control` for this cache; one that does not parse is
+    /// ignored. Default: [`CDN_CACHE_CONTROL`](crate::http::CDN_CACHE_CONTROL)
+    /// (`CDN-Cache-Control`).
+    #[must_use]
+    pub fn targeted_cache_control(self, field: HeaderName) -> Self {
+        self.rules(|r| r.targeted.insert(0, field))
+    }
+
+    /// The longest heuristic freshness in the shared-cache mode (a tenth of
+    /// the time since `Last-Modified`, for a response without explicit
+    /// freshness). Default: [`DEFAULT_HEURISTIC_MAX`](crate::http::DEFAULT_HEURISTIC_MAX)
+    /// (1 hour).
+    #[must_use]
+    pub fn heuristic_max(self, max: Duration) -> Self {
+        self.rules(|r| r.heuristic_max = max)
+    }
+
+    /// How long an entry whose origin gave a validator (`ETag`,
+    /// `Last-Modified`) is kept after it can no longer be served, so that
+    /// the next read revalidates it with a conditional request instead of
+    /// loading the body again. It is never served stale for longer than its
+    /// stale windows say. Default: [`DEFAULT_KEEP`](crate::http::DEFAULT_KEEP)
+    /// (10 minutes). Zero: entries leave with their stale windows.
+    #[must_use]
+    pub fn keep(self, keep: Duration) -> Self {
+        self.rules(|r| r.keep = keep)
     }
 
     /// Caches the unary gRPC method at `path` (for example

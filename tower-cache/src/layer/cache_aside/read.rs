@@ -2,23 +2,26 @@
 //! on a miss, with the variant of the request's `Vary` headers.
 
 use std::fmt;
+use std::marker::PhantomData;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::request::Parts;
 use http::{HeaderMap, HeaderName, Request, Response, StatusCode};
 use http_body::Body;
+use tokio::time::Instant;
 use tower_service::Service;
 
 use super::CacheAsideLayer;
 use super::service::error_response;
 use crate::engine::{Checked, Verdict};
 use crate::http::{
-    CacheBody, CacheStatus, Collected, HttpRules, Storability, StoredResponse, collect_limited,
-    mark,
+    CacheBody, CacheStatus, Collected, HttpRules, Storability, StoredResponse, Wants,
+    collect_limited, mark,
 };
 use crate::store::Store;
-use crate::{Entry, Fetched, Fill, LoadError, Loaded, clock};
+use crate::{Entry, Fetched, Fill, LoadError, Loaded, Loader, clock};
 
 /// What a read needs besides the request.
 #[expect(
@@ -31,6 +34,10 @@ pub(super) struct Read {
     pub reload: bool,
     pub only_if_cached: bool,
     pub per_user: bool,
+    /// `Authorization` a shared cache answers only with what the origin
+    /// marked shareable.
+    pub authorized: bool,
+    pub wants: Option<Box<Wants>>,
     pub grpc: bool,
 }
 
@@ -59,6 +66,8 @@ struct Found {
     decoded: Option<(Bytes, StoredResponse)>,
     /// The `Vary` names of an entry of another variant.
     other_variant: Option<Vec<HeaderName>>,
+    /// What the request's directives ask of the entry, if anything.
+    wants: Option<Box<Wants>>,
 }
 
 impl Found {
@@ -70,8 +79,12 @@ impl Found {
     fn check(&mut self, entry: &Entry, headers: &HeaderMap) -> Verdict {
         match StoredResponse::decode(&entry.value) {
             Ok(stored) if stored.vary_matches(headers) => {
+                let verdict = match &self.wants {
+                    Some(wants) => wanted(wants, entry, &stored),
+                    None => Verdict::Serve,
+                };
                 self.decoded = Some((entry.value.clone(), stored));
-                Verdict::Serve
+                verdict
             }
             Ok(stored) => {
                 self.other_variant = Some(stored.vary.into_iter().map(|(name, _)| name).collect());
@@ -92,6 +105,31 @@ impl Found {
     }
 }
 
+/// What a request's directives make of an entry (RFC 9111 §5.2.1):
+/// refreshed when older than `max-age` or fresh for less than `min-fresh`,
+/// served stale within `max-stale` unless its origin forbade serving it
+/// stale (`must-revalidate`, `proxy-revalidate`, `s-maxage`, `no-cache`).
+fn wanted(wants: &Wants, entry: &Entry, stored: &StoredResponse) -> Verdict {
+    let now = clock::now_ms();
+    let age = now.saturating_sub(entry.stored_at());
+    let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+    if wants.max_age.is_some_and(|max| age > ms(max))
+        || wants
+            .min_fresh
+            .is_some_and(|min| entry.fresh_until() < now.saturating_add(ms(min)))
+    {
+        return Verdict::Refresh;
+    }
+    if let Some(max_stale) = wants.max_stale
+        && !entry.is_fresh_at(now)
+        && !crate::http::CacheControl::parse(&stored.headers).shared_no_stale()
+        && now - entry.fresh_until() <= ms(max_stale)
+    {
+        return Verdict::ServeStale;
+    }
+    Verdict::Serve
+}
+
 /// Whether `a` and `b` are the same bytes of the same buffer.
 fn same_buffer(a: &Bytes, b: &Bytes) -> bool {
     a.as_ptr() == b.as_ptr() && a.len() == b.len()
@@ -101,7 +139,7 @@ impl Read {
     /// Answers the read. The hit path awaits one future, the engine's
     /// fetch, in place: no step of its own is a future to build and move.
     pub(super) async fn run<S, ReqB, ResB, St, G>(
-        self,
+        mut self,
         layer: CacheAsideLayer<St, G>,
         inner: S,
         parts: Parts,
@@ -126,12 +164,18 @@ impl Read {
         let mut found = Found {
             decoded: None,
             other_variant: None,
+            wants: self.wants.take(),
         };
-        let load = {
-            let (pending, rules) = (pending.clone(), layer.rules.clone());
-            let (head, per_user, grpc) = (self.head, self.per_user, self.grpc);
-            // The load's future is made only if the engine calls for it.
-            move || load(pending, rules, head, per_user, grpc)
+        // The load's future is made only if the engine calls for it.
+        let load = HttpLoad {
+            pending: pending.clone(),
+            rules: layer.rules.clone(),
+            head: self.head,
+            per_user: self.per_user,
+            authorized: self.authorized,
+            grpc: self.grpc,
+            stale: None,
+            body: PhantomData,
         };
         let (cache, profile) = (&layer.cache, &layer.profile);
         let headers = &pending.parts.headers;
@@ -202,73 +246,174 @@ impl Read {
     }
 }
 
-/// The load of a read: the request sent to the origin and its answer, to
-/// store, to pass to this caller only, or a failure. `head` for a `HEAD`
-/// (loaded as a `GET`), `per_user` when the key is a user's, `grpc` for a
-/// gRPC unary call.
-async fn load<S, ReqB, ResB>(
+/// The load of a read: the request sent to the origin (conditional when
+/// a stored response is to be revalidated) and its answer, to store, to
+/// pass to this caller only, or a failure.
+#[expect(
+    clippy::struct_excessive_bools,
+    reason = "the read's flags, one per property of the request"
+)]
+struct HttpLoad<S, ReqB, ResB> {
     pending: Arc<Pending<S, ReqB>>,
     rules: Arc<HttpRules>,
+    /// A `HEAD`, loaded as a `GET`.
     head: bool,
+    /// The key is a user's.
     per_user: bool,
+    /// The request carries `Authorization` (shared-cache mode).
+    authorized: bool,
+    /// A gRPC unary call.
     grpc: bool,
-) -> Result<Loaded<Response<CacheBody<ResB>>>, S::Error>
+    /// The stored entry to revalidate, if the engine gave one (boxed: a
+    /// hit moves this loader, and never fills it).
+    stale: Option<Box<Entry>>,
+    body: PhantomData<fn() -> ResB>,
+}
+
+impl<S, ReqB, ResB> Loader for HttpLoad<S, ReqB, ResB>
+where
+    S: Service<Request<ReqB>, Response = Response<ResB>> + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: fmt::Display + Send + 'static,
+    ReqB: Send + 'static,
+    ResB: Body<Data = Bytes> + Send + Unpin + 'static,
+    ResB::Error: Send,
+{
+    type Value = Response<CacheBody<ResB>>;
+    type Error = S::Error;
+    type Future = futures_util::future::BoxFuture<'static, Result<Loaded<Self::Value>, S::Error>>;
+
+    fn load(self) -> Self::Future {
+        Box::pin(self.run())
+    }
+
+    fn revalidate(&mut self, stale: &Entry) {
+        // Decoded only if the load runs.
+        self.stale = Some(Box::new(stale.clone()));
+    }
+
+    fn can_revalidate(&self) -> bool {
+        true
+    }
+}
+
+impl<S, ReqB, ResB> HttpLoad<S, ReqB, ResB>
 where
     S: Service<Request<ReqB>, Response = Response<ResB>>,
     ResB: Body<Data = Bytes> + Unpin,
 {
-    let Some((mut inner, body)) = pending.take() else {
-        // Unreachable: a loader runs once and the read only takes
-        // the request back after the load is over.
-        return Ok(Loaded::Pass(error_response(
-            StatusCode::INTERNAL_SERVER_ERROR,
-        )));
-    };
-    let res = inner
-        // Built here, on a load, not on every read: a hit never
-        // pays for the copy.
-        .call(Request::from_parts(
-            HttpRules::origin_request(&pending.parts),
-            body,
-        ))
-        .await?;
-    let (mut res_parts, res_body) = res.into_parts();
-    let resource_tags = rules.take_response_tags(&mut res_parts.headers);
-    let storability = rules.storability(&res_parts, per_user, grpc);
-    if storability == Storability::Pass {
-        let res = Response::from_parts(res_parts, CacheBody::stream(res_body));
-        return Ok(Loaded::Pass(head_only(res, head)));
-    }
-    let shareable = rules.shareable_failure(&res_parts);
-    let (data, trailers) = match collect_limited(res_body, rules.max_body_bytes).await {
-        Collected::Complete { data, trailers } => (data, trailers),
-        Collected::TooLarge(body) | Collected::Failed(body) => {
-            let res = head_only(Response::from_parts(res_parts, body), head);
-            return Ok(match storability {
-                Storability::Failed => Loaded::Failed(res, None),
-                _ => Loaded::Pass(res),
-            });
+    async fn run(self) -> Result<Loaded<Response<CacheBody<ResB>>>, S::Error> {
+        let Some((mut inner, body)) = self.pending.take() else {
+            // Unreachable: a loader runs once and the read only takes
+            // the request back after the load is over.
+            return Ok(Loaded::Pass(error_response(
+                StatusCode::INTERNAL_SERVER_ERROR,
+            )));
+        };
+        let headers = &self.pending.parts.headers;
+        let (stale_tags, stale) = match &self.stale {
+            Some(entry) => (
+                entry.tags().to_vec(),
+                StoredResponse::decode(entry.value())
+                    .ok()
+                    .filter(|s| s.vary_matches(headers) && s.validator().is_some()),
+            ),
+            None => (Vec::new(), None),
+        };
+        let started = Instant::now();
+        let res = inner
+            // Built here, on a load, not on every read: a hit never
+            // pays for the copy.
+            .call(Request::from_parts(
+                HttpRules::origin_request(&self.pending.parts, stale.as_ref()),
+                body,
+            ))
+            .await?;
+        let delay = started.elapsed();
+        let (mut res_parts, res_body) = res.into_parts();
+        let mut resource_tags = self.rules.take_response_tags(&mut res_parts.headers);
+        let rules = &self.rules;
+        if res_parts.status == StatusCode::NOT_MODIFIED
+            && let Some(stale) = stale
+        {
+            // Revalidated: the stored body, with the 304's headers.
+            let Some((merged, data, trailers)) = HttpRules::merge_not_modified(stale, &res_parts)
+            else {
+                // The 304 names another representation than the stored one.
+                return Ok(Loaded::Failed(
+                    error_response(StatusCode::BAD_GATEWAY),
+                    None,
+                ));
+            };
+            resource_tags.extend(stale_tags);
+            let storability = self.storability(&merged, delay);
+            return Ok(self.finish(merged, data, trailers, storability, resource_tags));
         }
-    };
-    let grpc_failed = grpc
-        && trailers
-            .as_ref()
-            .and_then(|t| t.get("grpc-status"))
-            .is_none_or(|s| s != "0");
-    let stored = rules.to_stored(res_parts, data, trailers, &pending.parts.headers);
-    let tags = || {
-        let mut tags = rules.read_tags(&pending.parts);
-        tags.extend(resource_tags);
-        tags
-    };
-    Ok(outcome(
-        stored,
-        storability,
-        tags,
-        grpc_failed,
-        shareable,
-        head,
-    ))
+        let storability = self.storability(&res_parts, delay);
+        if storability == Storability::Pass {
+            let res = Response::from_parts(res_parts, CacheBody::stream(res_body));
+            return Ok(Loaded::Pass(head_only(res, self.head)));
+        }
+        let (data, trailers) = match collect_limited(res_body, rules.max_body_bytes).await {
+            Collected::Complete { data, trailers } => (data, trailers),
+            Collected::TooLarge(body) | Collected::Failed(body) => {
+                let res = head_only(Response::from_parts(res_parts, body), self.head);
+                return Ok(match storability {
+                    Storability::Failed => Loaded::Failed(res, None),
+                    _ => Loaded::Pass(res),
+                });
+            }
+        };
+        Ok(self.finish(res_parts, data, trailers, storability, resource_tags))
+    }
+
+    /// Whether the response may be stored, by the rules of the route's
+    /// mode; `delay` is how long the origin took to answer.
+    fn storability(&self, res: &http::response::Parts, delay: Duration) -> Storability {
+        if self.rules.shared && !self.grpc {
+            self.rules
+                .storability_shared(res, self.per_user, self.authorized, delay)
+        } else {
+            self.rules.storability(res, self.per_user, self.grpc)
+        }
+    }
+
+    /// What becomes of a whole response: stored, passed or failed.
+    fn finish(
+        &self,
+        res_parts: http::response::Parts,
+        data: Bytes,
+        trailers: Option<HeaderMap>,
+        storability: Storability,
+        resource_tags: Vec<String>,
+    ) -> Loaded<Response<CacheBody<ResB>>> {
+        let rules = &self.rules;
+        let grpc_failed = self.grpc
+            && trailers
+                .as_ref()
+                .and_then(|t| t.get("grpc-status"))
+                .is_none_or(|s| s != "0");
+        let shareable = rules.shareable_failure(&res_parts);
+        let stored = rules.to_stored(res_parts, data, trailers, &self.pending.parts.headers);
+        let tags = || {
+            let mut tags = rules.read_tags(&self.pending.parts);
+            for tag in resource_tags {
+                if !tags.contains(&tag) {
+                    tags.push(tag);
+                }
+            }
+            tags
+        };
+        outcome(
+            stored,
+            storability,
+            rules,
+            tags,
+            grpc_failed,
+            shareable,
+            self.head,
+        )
+    }
 }
 
 /// What becomes of a whole response a read's load got: stored (with
@@ -278,6 +423,7 @@ where
 fn outcome<B: Body>(
     stored: StoredResponse,
     storability: Storability,
+    rules: &HttpRules,
     tags: impl FnOnce() -> Vec<String>,
     grpc_failed: bool,
     shareable: bool,
@@ -291,7 +437,24 @@ fn outcome<B: Body>(
             let mut fill = Fill::new(stored.encode()).with_tags(tags());
             fill.negative = negative;
             fill.ttl = ttl;
-            Loaded::Store(fill)
+            Loaded::Store(keep_to_revalidate(fill, &stored, rules))
+        }
+        Storability::Shared(lifetime) => {
+            let (revalidate, if_error) = if lifetime.no_stale {
+                (Duration::ZERO, Duration::ZERO)
+            } else {
+                (
+                    lifetime.revalidate.unwrap_or(rules.policy_windows.0),
+                    lifetime.if_error.unwrap_or(rules.policy_windows.1),
+                )
+            };
+            let fill = Fill::new(stored.encode())
+                .with_tags(tags())
+                .with_ttl(lifetime.fresh_for)
+                .with_age(lifetime.age)
+                .without_jitter()
+                .with_stale_windows(revalidate, if_error);
+            Loaded::Store(keep_to_revalidate(fill, &stored, rules))
         }
         _ => {
             // Waiters get this failure only when it is no one's private
@@ -300,6 +463,16 @@ fn outcome<B: Body>(
             let res = stored.respond(CacheStatus::Miss, 0, head, &HeaderMap::new());
             Loaded::Failed(res, payload)
         }
+    }
+}
+
+/// `fill`, kept past its stale windows for the route's keep time when the
+/// origin gave a validator to revalidate it with.
+fn keep_to_revalidate(fill: Fill, stored: &StoredResponse, rules: &HttpRules) -> Fill {
+    if stored.validator().is_some() {
+        fill.with_keep(rules.keep)
+    } else {
+        fill
     }
 }
 

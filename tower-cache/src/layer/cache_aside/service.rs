@@ -90,6 +90,8 @@ where
                 reload,
                 only_if_cached,
                 per_user,
+                authorized,
+                wants,
             } => {
                 let read = Read {
                     key,
@@ -97,6 +99,8 @@ where
                     reload,
                     only_if_cached,
                     per_user,
+                    authorized,
+                    wants,
                     grpc: false,
                 };
                 Box::pin(read.run(layer, inner, parts, body))

@@ -13,6 +13,8 @@ use tower_layer::Layer;
 use crate::store::{MemoryStore, Store};
 use crate::{Cache, CacheAsideLayer, Policy};
 
+mod shared;
+
 type Body = UnsyncBoxBody<Bytes, Infallible>;
 
 #[derive(Clone, Default)]
