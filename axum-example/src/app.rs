@@ -349,7 +349,14 @@ async fn get_product_uncached(
     State(s): State<AppState>,
     id: Result<Path<u64>, PathRejection>,
 ) -> Result<Response, ApiError> {
-    product_json(&s.db, "/uncached/products/{id}", id).await
+    let mut res = product_json(&s.db, "/uncached/products/{id}", id).await?;
+    // The app keeps nothing; shared caches in front of it (the load
+    // comparison's nginx and reverse proxy) may keep it for a minute.
+    res.headers_mut().insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("max-age=60"),
+    );
+    Ok(res)
 }
 
 async fn product_json(

@@ -49,6 +49,9 @@ def ratio(a: str, b: str) -> float:
 ratios = {
     "L1 hit / hand-written moka (target >= 0.9)": ratio("tower-cache L1 hit", "hand-written moka"),
     "L1 hit / nginx proxy_cache hit (target >= 1.0)": ratio("tower-cache L1 hit", "nginx proxy_cache hit"),
+    "reverse_proxy hit / nginx proxy_cache hit (same origin)": ratio(
+        "tower-cache reverse_proxy hit", "nginx proxy_cache hit"
+    ),
     "L1 hit / static in-memory route (upper bound)": ratio("tower-cache L1 hit", "static in-memory route"),
     "L2 hit / hand-written redis-rs (target >= 0.9)": ratio("tower-cache L2 hit", "hand-written redis-rs"),
     "miss path / uncached route (target >= 0.95)": ratio(

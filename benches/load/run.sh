@@ -29,6 +29,7 @@ NGINX="$(command -v nginx || echo /usr/sbin/nginx)"
 
 cargo build --release -q -p axum-example
 cargo build --release -q -p tower-cache-benches --bins
+cargo build --release -q -p tower-cache --example reverse_proxy
 bin="$root/target/release"
 
 work="$(mktemp -d)"
@@ -51,7 +52,7 @@ start_app() { # port, env...
   pids+=($!)
   wait_http "http://127.0.0.1:$p/health"
 }
-L1=$(port); L2=$(port); SLOW=$(port); HAND=$(port); NGX=$(port)
+L1=$(port); L2=$(port); SLOW=$(port); HAND=$(port); NGX=$(port); PROXY=$(port)
 start_app "$L1"
 start_app "$L2" REDIS_URL="$REDIS_URL" CACHE_L1=off
 start_app "$SLOW" ORIGIN_DELAY_MS=2
@@ -67,6 +68,12 @@ chmod 755 "$work"; chmod 777 "$work/cache"
 pids+=($!)
 wait_http "http://127.0.0.1:$NGX/uncached/products/42"
 
+# The reverse_proxy example in front of the same origin as nginx: both
+# keep /uncached/products/42 for the minute its Cache-Control gives.
+env UPSTREAM="127.0.0.1:$L1" BIND="127.0.0.1:$PROXY" RUST_LOG=warn "$bin/examples/reverse_proxy" >/dev/null 2>&1 &
+pids+=($!)
+wait_http "http://127.0.0.1:$PROXY/uncached/products/42"
+
 # name | url | extra wrk header | wrk script. The miss path asks for a
 # random product on each request and revalidates (no-cache), so every
 # request is a load that goes through the cache and is stored; the
@@ -76,6 +83,7 @@ targets=(
   "hand-written moka|http://127.0.0.1:$HAND/moka/products/42||"
   "static in-memory route|http://127.0.0.1:$L1/static/product||"
   "nginx proxy_cache hit|http://127.0.0.1:$NGX/uncached/products/42||"
+  "tower-cache reverse_proxy hit|http://127.0.0.1:$PROXY/uncached/products/42||"
   "tower-cache L2 hit|http://127.0.0.1:$L2/products/42||"
   "hand-written redis-rs|http://127.0.0.1:$HAND/redis/products/42||"
   "tower-cache miss path, 2 ms origin|http://127.0.0.1:$SLOW/products/1|Cache-Control: no-cache|$here/random_ids.lua"
