@@ -16,13 +16,16 @@
 //!
 //! What happens to a request:
 //!
-//! - [`cache_layer`] answers it from the cache when it can: `GET` and
-//!   `HEAD` are reads, stored for as long as the origin's `s-maxage` or
-//!   `max-age` says (never when it sets a cookie, is `private`,
-//!   `no-store` or a 5xx), and a successful `POST`, `PUT`, `PATCH` or
-//!   `DELETE` invalidates its target and the same-origin paths its
-//!   `Location` and `Content-Location` name. Answers carry `X-Cache` and
-//!   `Age`.
+//! - [`cache_layer`] answers it from the cache when it can, as a shared
+//!   cache does (RFC 9111): `GET` and `HEAD` are reads, stored for as long
+//!   as the origin's `CDN-Cache-Control`, `s-maxage`, `max-age` or
+//!   `Expires` say, less their `Age`, or heuristically from
+//!   `Last-Modified` (never when it sets a cookie, is `private`,
+//!   `no-store` or a 5xx); a stale entry with an `ETag` or `Last-Modified`
+//!   is revalidated with a conditional request; a successful `POST`,
+//!   `PUT`, `PATCH` or `DELETE` invalidates its target and the
+//!   same-origin paths its `Location` and `Content-Location` name.
+//!   Answers carry `X-Cache` and `Age`.
 //! - Otherwise [`Upstream`] sends it to `http://{UPSTREAM}{path and
 //!   query}`, with the client's `Host` and `Via: 1.1 tower-cache`, over
 //!   pooled keep-alive connections. The hop-by-hop headers (RFC 9110
@@ -152,13 +155,15 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     Ok(())
 }
 
-/// The cache in front of the upstream, named `proxy`. The origin's headers
-/// decide what is stored and for how long: its `s-maxage`, else its
-/// `max-age`, is the TTL of each answer, and an answer without them has a
-/// TTL of zero, so it is never served from the cache. A `404` or `410` is
-/// kept for the policy's negative TTL (5 s) instead, whatever it says.
+/// The cache in front of the upstream, named `proxy`, in the shared-cache
+/// mode: the origin's headers decide what is stored and for how long (RFC
+/// 9111: `CDN-Cache-Control`, `s-maxage`, `max-age`, `Expires`, `Age`,
+/// heuristic freshness from `Last-Modified`), stale entries are
+/// revalidated with conditional requests, and stale answers are served
+/// only where the origin allows them (RFC 5861). The policy's TTL applies
+/// to nothing here.
 pub fn cache_layer(cache: Cache) -> CacheAsideLayer {
-    CacheAsideLayer::new(cache, "proxy", Policy::ttl(Duration::ZERO))
+    CacheAsideLayer::new(cache, "proxy", Policy::default()).shared_cache()
 }
 
 /// The proxy to `upstream` over `cache`: [`cache_layer`] over
