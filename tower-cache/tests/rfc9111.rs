@@ -506,3 +506,55 @@ async fn vary_picks_the_variant_and_vary_star_is_not_stored() {
     get(&proxy.url("/star")).await;
     assert_eq!(origin.calls(&Method::GET, "/star"), 2);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cache_status_says_how_every_answer_was_made() {
+    let (origin, proxy) = setup().await;
+    origin.route("/a", |req| {
+        if req.method == Method::POST {
+            Answer::status(204)
+        } else if req.header("if-none-match").is_some() {
+            Answer::status(304).header("cache-control", "max-age=600")
+        } else {
+            Answer::ok("a")
+                .header("etag", "\"e\"")
+                .header("cache-control", "max-age=60")
+                .header("age", "120")
+        }
+    });
+    let status =
+        |reply: &support::client::Reply| reply.header("cache-status").unwrap_or("").to_owned();
+    let miss = status(&get(&proxy.url("/a")).await);
+    assert!(
+        miss.starts_with("tower-cache; fwd=uri-miss; fwd-status=200; stored; ttl=-"),
+        "{miss}"
+    );
+    let revalidated = status(&get(&proxy.url("/a")).await);
+    assert!(
+        revalidated.starts_with("tower-cache; fwd=stale; fwd-status=304; stored; ttl="),
+        "{revalidated}"
+    );
+    let hit = status(&get(&proxy.url("/a")).await);
+    assert!(hit.starts_with("tower-cache; hit; ttl="), "{hit}");
+    let bypass = send(
+        Method::GET,
+        &proxy.url("/a"),
+        &[("cache-control", "no-store")],
+    )
+    .await;
+    assert_eq!(status(&bypass), "tower-cache; fwd=bypass");
+    let post = send(Method::POST, &proxy.url("/a"), &[]).await;
+    assert_eq!(status(&post), "tower-cache; fwd=method");
+    let reload = send(
+        Method::GET,
+        &proxy.url("/a"),
+        &[("cache-control", "no-cache")],
+    )
+    .await;
+    assert!(status(&reload).starts_with("tower-cache; fwd=request; fwd-status=200; stored"));
+    assert_eq!(
+        get(&proxy.url("/a")).await.x_cache(),
+        "MISS",
+        "X-Cache stays beside it"
+    );
+}

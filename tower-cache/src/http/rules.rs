@@ -4,9 +4,11 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::Bytes;
 use http::request::Parts;
 use http::{HeaderName, StatusCode};
 
+use super::status::{DEFAULT_CACHE_STATUS_NAME, cache_status_name};
 use super::{DEFAULT_TAG_HEADER, KeyScheme, RequestClass};
 
 /// Gives the identity a per-user entry is keyed by, or `None` to bypass.
@@ -59,6 +61,11 @@ pub(crate) struct HttpRules {
     /// The route policy's stale windows (stale-while-revalidate,
     /// stale-if-error), for an origin that names one of them only.
     pub policy_windows: (Duration, Duration),
+    /// Whether answers carry `X-Cache`.
+    pub x_cache: bool,
+    /// The cache's name in `Cache-Status`, ready to write; `None`: no
+    /// `Cache-Status`.
+    pub cache_status: Option<Bytes>,
 }
 
 impl Default for HttpRules {
@@ -82,6 +89,8 @@ impl Default for HttpRules {
             heuristic_max: DEFAULT_HEURISTIC_MAX,
             keep: DEFAULT_KEEP,
             policy_windows: (Duration::ZERO, Duration::ZERO),
+            x_cache: true,
+            cache_status: Some(cache_status_name(DEFAULT_CACHE_STATUS_NAME)),
         }
     }
 }

@@ -94,9 +94,9 @@ impl Reader {
     fn headers(&mut self, count: u16) -> Result<HeaderMap, Malformed> {
         // A header is at least its name's and its value's 2-byte lengths.
         self.check_count(count as usize, 4)?;
-        // Room for the two headers every answer from the cache adds (Age,
-        // X-Cache), so adding them never grows the map.
-        let mut map = HeaderMap::try_with_capacity(count as usize + 2).map_err(|_| Malformed)?;
+        // Room for the headers every answer from the cache adds (Age,
+        // X-Cache, Cache-Status), so adding them never grows the map.
+        let mut map = HeaderMap::try_with_capacity(count as usize + 3).map_err(|_| Malformed)?;
         for _ in 0..count {
             let name = self.name()?;
             let value = self.value()?;

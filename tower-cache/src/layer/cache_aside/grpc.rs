@@ -14,8 +14,8 @@ use tower_service::Service;
 
 use super::CacheAsideLayer;
 use super::read::Read;
-use super::service::{pass, unreadable_request};
-use crate::http::{CacheBody, CacheStatus, mark};
+use super::service::{bypass, unreadable_request};
+use crate::http::CacheBody;
 use crate::store::Store;
 
 /// No gRPC method is cached: the default of
@@ -108,10 +108,7 @@ where
         // Unreachable: a layer without a way to rebuild bodies names no
         // gRPC method.
         layer.profile.record_bypass();
-        return Ok(mark(
-            pass(&layer.rules, inner, parts, body).await?,
-            CacheStatus::Bypass,
-        ));
+        return bypass(&layer.rules, inner, parts, body).await;
     };
     let Ok(message) = body
         .collect()
@@ -119,17 +116,14 @@ where
         .map(http_body_util::Collected::to_bytes)
     else {
         layer.profile.record_bypass();
-        return Ok(unreadable_request());
+        return Ok(unreadable_request(&layer.rules));
     };
     if message.len() > layer.rules.max_body_bytes {
         // Too large to key and store: the service gets the whole message,
         // uncached. A unary message is read whole by the service anyway,
         // which enforces its own size limit.
         layer.profile.record_bypass();
-        return Ok(mark(
-            pass(&layer.rules, inner, parts, make_body.body(message)).await?,
-            CacheStatus::Bypass,
-        ));
+        return bypass(&layer.rules, inner, parts, make_body.body(message)).await;
     }
     let Some(key) = layer
         .rules
@@ -137,10 +131,7 @@ where
         .key(&parts, per_user.as_deref(), Some(&message))
     else {
         layer.profile.record_bypass();
-        return Ok(mark(
-            pass(&layer.rules, inner, parts, make_body.body(message)).await?,
-            CacheStatus::Bypass,
-        ));
+        return bypass(&layer.rules, inner, parts, make_body.body(message)).await;
     };
     let read = Read {
         key,

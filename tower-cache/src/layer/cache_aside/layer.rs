@@ -7,7 +7,9 @@ use http::{HeaderName, StatusCode};
 use tower_layer::Layer;
 
 use super::{CacheAside, MakeGrpcBody, NoGrpc};
-use crate::http::{HttpRules, KeyScheme, RequestClass};
+use crate::http::{
+    DEFAULT_CACHE_STATUS_NAME, HttpRules, KeyScheme, RequestClass, cache_status_name,
+};
 use crate::store::SharedStore;
 use crate::{Cache, Policy, Profile};
 
@@ -330,6 +332,44 @@ impl<St, G> CacheAsideLayer<St, G> {
     #[must_use]
     pub fn heuristic_max(self, max: Duration) -> Self {
         self.rules(|r| r.heuristic_max = max)
+    }
+
+    /// Whether answers carry `X-Cache: HIT | MISS | STALE | BYPASS`.
+    /// Default: `true`.
+    #[must_use]
+    pub fn x_cache(self, send: bool) -> Self {
+        self.rules(|r| r.x_cache = send)
+    }
+
+    /// Whether answers carry `Cache-Status` (RFC 9211), which says how the
+    /// cache answered: `hit` with the entry's remaining freshness (`ttl`,
+    /// negative when stale), or why the request went forward (`fwd=`
+    /// `uri-miss`, `vary-miss`, `stale` for a revalidation or a replaced
+    /// stale entry, `request` for the client's directives, `bypass`,
+    /// `method`), the origin's status (`fwd-status`), `stored`, and
+    /// `collapsed` for a caller that waited for another's load. Default:
+    /// `true`, under the name [`DEFAULT_CACHE_STATUS_NAME`](crate::http::DEFAULT_CACHE_STATUS_NAME)
+    /// (`tower-cache`).
+    ///
+    /// ```text
+    /// Cache-Status: tower-cache; hit; ttl=42
+    /// Cache-Status: tower-cache; fwd=stale; fwd-status=304; stored; ttl=60
+    /// ```
+    #[must_use]
+    pub fn cache_status(self, send: bool) -> Self {
+        self.rules(|r| {
+            r.cache_status = send.then(|| cache_status_name(DEFAULT_CACHE_STATUS_NAME));
+        })
+    }
+
+    /// The cache's name in `Cache-Status`, for example the instance's
+    /// host name, so that a client behind several caches tells them apart;
+    /// written as an RFC 8941 token when it is one, else as a string.
+    /// Turns `Cache-Status` on. Default: `tower-cache`.
+    #[must_use]
+    pub fn cache_status_name(self, name: &str) -> Self {
+        let name = cache_status_name(name);
+        self.rules(|r| r.cache_status = Some(name))
     }
 
     /// How long an entry whose origin gave a validator (`ETag`,

@@ -17,7 +17,7 @@ use super::CacheAsideLayer;
 use super::service::error_response;
 use crate::engine::{Checked, Verdict};
 use crate::http::{
-    CacheBody, CacheStatus, Collected, HttpRules, Storability, StoredResponse, Wants,
+    CacheBody, CacheStatus, Collected, Fwd, HttpRules, Report, Storability, StoredResponse, Wants,
     collect_limited, mark,
 };
 use crate::store::Store;
@@ -47,6 +47,9 @@ pub(super) struct Read {
 struct Pending<S, B> {
     parts: Parts,
     unsent: Mutex<Option<(S, B)>>,
+    /// Set by this read's own load when it went forward: whether it
+    /// revalidated a stored response, and the status the origin answered.
+    forwarded: Mutex<Option<(bool, u16)>>,
 }
 
 impl<S, B> Pending<S, B> {
@@ -55,6 +58,21 @@ impl<S, B> Pending<S, B> {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .take()
+    }
+
+    fn set_forwarded(&self, revalidated: bool, status: StatusCode) {
+        *self
+            .forwarded
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) =
+            Some((revalidated, status.as_u16()));
+    }
+
+    fn forwarded(&self) -> Option<(bool, u16)> {
+        *self
+            .forwarded
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 }
 
@@ -68,6 +86,8 @@ struct Found {
     other_variant: Option<Vec<HeaderName>>,
     /// What the request's directives ask of the entry, if anything.
     wants: Option<Box<Wants>>,
+    /// The directives refused a stored entry.
+    refused: bool,
 }
 
 impl Found {
@@ -83,6 +103,7 @@ impl Found {
                     Some(wants) => wanted(wants, entry, &stored),
                     None => Verdict::Serve,
                 };
+                self.refused |= verdict == Verdict::Refresh;
                 self.decoded = Some((entry.value.clone(), stored));
                 verdict
             }
@@ -130,6 +151,78 @@ fn wanted(wants: &Wants, entry: &Entry, stored: &StoredResponse) -> Verdict {
     Verdict::Serve
 }
 
+/// How a read was answered, for `Cache-Status`.
+struct How {
+    /// This read's own load went forward: whether it revalidated, and the
+    /// origin's status. `None`: it did not (a hit, or it waited for
+    /// another's load).
+    forwarded: Option<(bool, u16)>,
+    /// The client's directives asked for the origin.
+    requested: bool,
+    /// Entries of the URI were of other variants.
+    vary_miss: bool,
+}
+
+impl How {
+    /// The report of a read that went forward (by its own load, or by
+    /// waiting for another's: collapsed), its answer `stored` or not.
+    fn forwarded(&self, stored: bool) -> Report {
+        match self.forwarded {
+            Some((revalidated, status)) => Report {
+                fwd: Some(if self.requested {
+                    Fwd::Request
+                } else if revalidated {
+                    Fwd::Stale
+                } else if self.vary_miss {
+                    Fwd::VaryMiss
+                } else {
+                    Fwd::UriMiss
+                }),
+                fwd_status: Some(status),
+                stored,
+                ..Report::default()
+            },
+            None => Report {
+                collapsed: true,
+                ..Report::forwarded(Fwd::UriMiss)
+            },
+        }
+    }
+
+    /// The report of an answer made from an entry `status` with `ttl`
+    /// seconds of freshness left.
+    fn answered(&self, status: CacheStatus, ttl: i64) -> Report {
+        let ttl = Some(ttl);
+        match status {
+            // Served stale after this read's own reload failed.
+            CacheStatus::Stale if self.forwarded.is_some() => Report {
+                ttl,
+                ..self.forwarded(false)
+            },
+            CacheStatus::Hit | CacheStatus::Stale => Report {
+                hit: true,
+                ttl,
+                ..Report::default()
+            },
+            _ => Report {
+                ttl,
+                ..self.forwarded(true)
+            },
+        }
+    }
+}
+
+/// The entry's remaining freshness at `now`, in seconds, negative when
+/// stale (RFC 9211's `ttl`).
+fn ttl_secs(entry: &Entry, now: u64) -> i64 {
+    let secs = |ms: u64| i64::try_from(ms / 1_000).unwrap_or(i64::MAX);
+    if entry.fresh_until() >= now {
+        secs(entry.fresh_until() - now)
+    } else {
+        -secs(now - entry.fresh_until())
+    }
+}
+
 /// Whether `a` and `b` are the same bytes of the same buffer.
 fn same_buffer(a: &Bytes, b: &Bytes) -> bool {
     a.as_ptr() == b.as_ptr() && a.len() == b.len()
@@ -160,12 +253,15 @@ impl Read {
         let pending = Arc::new(Pending {
             parts,
             unsent: Mutex::new(Some((inner, body))),
+            forwarded: Mutex::new(None),
         });
         let mut found = Found {
             decoded: None,
             other_variant: None,
             wants: self.wants.take(),
+            refused: false,
         };
+        let mut vary_miss = false;
         // The load's future is made only if the engine calls for it.
         let load = HttpLoad {
             pending: pending.clone(),
@@ -188,6 +284,7 @@ impl Read {
                 Checked::Skipped(load) => {
                     // Another variant holds the key: ours has a key of its
                     // own.
+                    vary_miss = true;
                     let names = found.other_variant.take().unwrap_or_default();
                     let key = layer.rules.key.variant(&self.key, &names, headers);
                     let check = |entry: &Entry| found.check(entry, headers);
@@ -202,24 +299,40 @@ impl Read {
                 }
             }
         };
+        let rules = &layer.rules;
+        let how = How {
+            forwarded: pending.forwarded(),
+            requested: self.reload || found.refused,
+            vary_miss,
+        };
         let (entry, status) = match fetched {
             Ok(Fetched::Hit(entry)) => (entry, CacheStatus::Hit),
             Ok(Fetched::Stale(entry)) => (entry, CacheStatus::Stale),
             Ok(Fetched::Miss(entry)) => (entry, CacheStatus::Miss),
-            Ok(Fetched::Passed(res)) => return Ok(mark(res, CacheStatus::Miss)),
-            Err(error) => return self.failed(error, headers),
+            Ok(Fetched::Passed(res)) => {
+                let mut res = mark(res, CacheStatus::Miss);
+                rules.report(&mut res, &how.forwarded(false));
+                return Ok(res);
+            }
+            Err(error) => return self.failed(error, headers, rules),
         };
         // The stored response of the entry, decoded once.
         let Some(stored) = found.stored(&entry) else {
-            return Ok(error_response(StatusCode::BAD_GATEWAY));
+            let mut res = error_response(StatusCode::BAD_GATEWAY);
+            rules.report(&mut res, &how.forwarded(false));
+            return Ok(res);
         };
         if !stored.vary_matches(headers) {
             // The load this caller waited for answered another variant:
             // ask the origin for ours, unstored.
-            return Box::pin(pass_unstored(&layer.rules, &pending)).await;
+            return Box::pin(pass_unstored(rules, &pending)).await;
         }
-        let age = clock::now_ms().saturating_sub(entry.stored_at) / 1_000;
-        Ok(stored.respond(status, age, self.head, headers))
+        let now = clock::now_ms();
+        let age = now.saturating_sub(entry.stored_at) / 1_000;
+        let report = how.answered(status, ttl_secs(&entry, now));
+        let mut res = stored.respond(status, age, self.head, headers);
+        rules.report(&mut res, &report);
+        Ok(res)
     }
 
     /// The response for a load that failed: this caller's own error, the
@@ -229,20 +342,50 @@ impl Read {
         &self,
         error: LoadError<E>,
         headers: &HeaderMap,
+        rules: &HttpRules,
     ) -> Result<Response<CacheBody<B>>, E> {
-        Ok(match error {
+        let (mut res, report) = match error {
             LoadError::Origin(error) => return Err(error),
-            LoadError::Joined(joined) => match joined
-                .payload
-                .as_ref()
-                .and_then(|p| StoredResponse::decode(p).ok())
-            {
-                Some(stored) => stored.respond(CacheStatus::Miss, 0, self.head, headers),
-                None => error_response(StatusCode::BAD_GATEWAY),
-            },
-            LoadError::Timeout => error_response(StatusCode::GATEWAY_TIMEOUT),
-            LoadError::Aborted => error_response(StatusCode::BAD_GATEWAY),
-        })
+            LoadError::Joined(joined) => {
+                let collapsed = Report {
+                    collapsed: true,
+                    ..Report::forwarded(Fwd::UriMiss)
+                };
+                match joined
+                    .payload
+                    .as_ref()
+                    .and_then(|p| StoredResponse::decode(p).ok())
+                {
+                    Some(stored) => (
+                        stored.respond(CacheStatus::Miss, 0, self.head, headers),
+                        collapsed,
+                    ),
+                    None => (
+                        error_response(StatusCode::BAD_GATEWAY),
+                        Report {
+                            detail: Some("load-failed"),
+                            ..collapsed
+                        },
+                    ),
+                }
+            }
+            LoadError::Timeout => (
+                error_response(StatusCode::GATEWAY_TIMEOUT),
+                Report {
+                    detail: Some("load-timeout"),
+                    ..Report::forwarded(Fwd::UriMiss)
+                },
+            ),
+            LoadError::Aborted => (
+                error_response(StatusCode::BAD_GATEWAY),
+                Report {
+                    detail: Some("load-aborted"),
+                    ..Report::forwarded(Fwd::UriMiss)
+                },
+            ),
+        };
+        rules.report(&mut res, &report);
+        Ok(res)
     }
 }
 
@@ -330,6 +473,7 @@ where
             ))
             .await?;
         let delay = started.elapsed();
+        self.pending.set_forwarded(stale.is_some(), res.status());
         let (mut res_parts, res_body) = res.into_parts();
         let mut resource_tags = self.rules.take_response_tags(&mut res_parts.headers);
         let rules = &self.rules;
@@ -502,10 +646,23 @@ async fn from_store_only<B: Body, St: Store, G>(
             CacheStatus::Stale
         };
         let age = now.saturating_sub(entry.stored_at) / 1_000;
-        stored.respond(status, age, head, headers)
+        let mut res = stored.respond(status, age, head, headers);
+        let report = Report {
+            hit: true,
+            ttl: Some(ttl_secs(&entry, now)),
+            ..Report::default()
+        };
+        layer.rules.report(&mut res, &report);
+        res
     } else {
         layer.profile.record_miss();
-        error_response(StatusCode::GATEWAY_TIMEOUT)
+        let mut res = error_response(StatusCode::GATEWAY_TIMEOUT);
+        let report = Report {
+            detail: Some("only-if-cached"),
+            ..Report::default()
+        };
+        layer.rules.report(&mut res, &report);
+        res
     }
 }
 
@@ -537,14 +694,21 @@ where
     S: Service<Request<ReqB>, Response = Response<ResB>>,
     ResB: Body,
 {
-    match pending.take() {
-        Some((mut inner, body)) => {
-            let mut res = inner
-                .call(Request::from_parts(pending.parts.clone(), body))
-                .await?;
-            rules.take_response_tags(res.headers_mut());
-            Ok(mark(res.map(CacheBody::stream), CacheStatus::Miss))
-        }
-        None => Ok(error_response(StatusCode::BAD_GATEWAY)),
-    }
+    let Some((mut inner, body)) = pending.take() else {
+        let mut res = error_response(StatusCode::BAD_GATEWAY);
+        rules.report(&mut res, &Report::forwarded(Fwd::VaryMiss));
+        return Ok(res);
+    };
+    let mut res = inner
+        .call(Request::from_parts(pending.parts.clone(), body))
+        .await?;
+    rules.take_response_tags(res.headers_mut());
+    let status = res.status().as_u16();
+    let mut res = mark(res.map(CacheBody::stream), CacheStatus::Miss);
+    let report = Report {
+        fwd_status: Some(status),
+        ..Report::forwarded(Fwd::VaryMiss)
+    };
+    rules.report(&mut res, &report);
+    Ok(res)
 }

@@ -11,7 +11,7 @@ use super::grpc::grpc_read;
 use super::read::Read;
 use super::write::write;
 use super::{CacheAsideLayer, GrpcMethods, NoGrpc, ResponseFuture};
-use crate::http::{CacheBody, CacheStatus, Decision, HttpRules, mark};
+use crate::http::{CacheBody, CacheStatus, Decision, Fwd, HttpRules, Report, mark};
 use crate::store::{SharedStore, Store};
 
 /// An HTTP service behind a cache-aside cache. Built by
@@ -75,15 +75,23 @@ where
         // Each decision boxes only its own future: a hit never pays to
         // allocate and move the state of the write or gRPC paths.
         let inner: futures_util::future::BoxFuture<'static, _> = match decision {
-            Decision::Pass => Box::pin(async move { pass(&layer.rules, inner, parts, body).await }),
+            Decision::Pass => Box::pin(async move {
+                let mut res = pass(&layer.rules, inner, parts, body).await?;
+                layer
+                    .rules
+                    .report(&mut res, &Report::forwarded(Fwd::Method));
+                Ok(res)
+            }),
             Decision::Bypass => {
                 layer.profile.record_bypass();
-                Box::pin(async move {
-                    let res = pass(&layer.rules, inner, parts, body).await?;
-                    Ok(mark(res, CacheStatus::Bypass))
-                })
+                Box::pin(async move { bypass(&layer.rules, inner, parts, body).await })
             }
-            Decision::Write { tags } => Box::pin(write(layer, inner, parts, body, tags)),
+            Decision::Write { tags } => Box::pin(async move {
+                let rules = layer.rules.clone();
+                let mut res = write(layer, inner, parts, body, tags).await?;
+                rules.report(&mut res, &Report::forwarded(Fwd::Method));
+                Ok(res)
+            }),
             Decision::Read {
                 key,
                 head,
@@ -130,12 +138,35 @@ where
     Ok(res.map(CacheBody::stream))
 }
 
+/// Sends the request to the inner service past the cache, marked
+/// `X-Cache: BYPASS` and `Cache-Status: …; fwd=bypass`.
+pub(super) async fn bypass<S, ReqB, ResB>(
+    rules: &HttpRules,
+    inner: S,
+    parts: Parts,
+    body: ReqB,
+) -> Result<Response<CacheBody<ResB>>, S::Error>
+where
+    S: Service<Request<ReqB>, Response = Response<ResB>>,
+    ResB: Body,
+{
+    let mut res = mark(pass(rules, inner, parts, body).await?, CacheStatus::Bypass);
+    rules.report(&mut res, &Report::forwarded(Fwd::Bypass));
+    Ok(res)
+}
+
 /// The answer to a request whose body failed while being read: it cannot
 /// be handed to the service.
-pub(super) fn unreadable_request<B: Body>() -> Response<CacheBody<B>> {
+pub(super) fn unreadable_request<B: Body>(rules: &HttpRules) -> Response<CacheBody<B>> {
     let mut res = Response::new(CacheBody::empty());
     *res.status_mut() = StatusCode::BAD_REQUEST;
-    mark(res, CacheStatus::Bypass)
+    let mut res = mark(res, CacheStatus::Bypass);
+    let report = Report {
+        detail: Some("unreadable-request"),
+        ..Report::default()
+    };
+    rules.report(&mut res, &report);
+    res
 }
 
 /// An empty response with `status`, marked `X-Cache: MISS`.

@@ -559,3 +559,59 @@ async fn the_application_mode_revalidates_too() {
     );
     assert_eq!(origin.calls(), 2);
 }
+
+#[tokio::test(start_paused = true)]
+async fn cache_status_tells_a_collapsed_caller_from_the_one_that_loaded() {
+    let origin = super::Origin::default();
+    let svc = super::layer(Policy::default()).layer(origin.service());
+    let calls: Vec<_> = (0..20)
+        .map(|_| {
+            let svc = svc.clone();
+            tokio::spawn(async move { send(&svc, Method::GET, "http://h/slow", &[]).await })
+        })
+        .collect();
+    let mut statuses = Vec::new();
+    for call in calls {
+        let reply = call.await.unwrap();
+        statuses.push(reply.headers["cache-status"].to_str().unwrap().to_owned());
+    }
+    assert_eq!(origin.calls(), 1);
+    let loaded: Vec<_> = statuses
+        .iter()
+        .filter(|s| !s.contains("collapsed"))
+        .collect();
+    assert_eq!(loaded.len(), 1, "{statuses:?}");
+    assert!(
+        loaded[0].starts_with("tower-cache; fwd=uri-miss; fwd-status=200; stored; ttl="),
+        "{loaded:?}"
+    );
+    assert!(
+        statuses
+            .iter()
+            .filter(|s| s.contains("collapsed"))
+            .all(|s| s.starts_with("tower-cache; fwd=uri-miss; collapsed; ttl=")),
+        "{statuses:?}"
+    );
+    let hit = send(&svc, Method::GET, "http://h/slow", &[]).await;
+    let hit = hit.headers["cache-status"].to_str().unwrap().to_owned();
+    assert!(hit.starts_with("tower-cache; hit; ttl=5"), "{hit}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn cache_status_and_x_cache_can_each_be_switched_off_or_renamed() {
+    let origin = Scripted::new(|_| (200, vec![("cache-control", h("max-age=60"))], "a"));
+    let quiet = shared(Policy::default())
+        .x_cache(false)
+        .cache_status(false)
+        .layer(origin.service());
+    let reply = send(&quiet, Method::GET, "http://h/a", &[]).await;
+    assert!(!reply.headers.contains_key("x-cache"));
+    assert!(!reply.headers.contains_key("cache-status"));
+    let named = shared(Policy::default())
+        .cache_status_name("edge-7")
+        .layer(origin.service());
+    send(&named, Method::GET, "http://h/a", &[]).await;
+    let hit = send(&named, Method::GET, "http://h/a", &[]).await;
+    assert_eq!(hit.headers["cache-status"], "edge-7; hit; ttl=60");
+    assert_eq!(hit.x_cache(), "HIT");
+}
