@@ -558,3 +558,25 @@ async fn cache_status_says_how_every_answer_was_made() {
         "X-Cache stays beside it"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn must_understand_stores_a_known_status_despite_no_store() {
+    let (origin, proxy) = setup().await;
+    origin.answer(
+        "/a",
+        Answer::ok("a").header("cache-control", "must-understand, no-store, max-age=600"),
+    );
+    origin.answer(
+        "/b",
+        Answer::status(299).header("cache-control", "must-understand, no-store, max-age=600"),
+    );
+    get(&proxy.url("/a")).await;
+    assert_eq!(get(&proxy.url("/a")).await.x_cache(), "HIT");
+    get(&proxy.url("/b")).await;
+    get(&proxy.url("/b")).await;
+    assert_eq!(
+        origin.calls(&Method::GET, "/b"),
+        2,
+        "an unknown status is not stored"
+    );
+}

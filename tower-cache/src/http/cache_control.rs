@@ -29,6 +29,9 @@ pub(crate) struct CacheControl {
     pub public: bool,
     pub must_revalidate: bool,
     pub proxy_revalidate: bool,
+    /// `must-understand`: store only a status the cache understands, and
+    /// then ignore `no-store` (RFC 9111 §5.2.2.3).
+    pub must_understand: bool,
     /// Request directive: answer from the cache or with 504.
     pub only_if_cached: bool,
     pub max_age: Option<Duration>,
@@ -103,6 +106,7 @@ impl CacheControl {
                 "public" => self.public = true,
                 "must-revalidate" => self.must_revalidate = true,
                 "proxy-revalidate" => self.proxy_revalidate = true,
+                "must-understand" => self.must_understand = true,
                 "only-if-cached" => self.only_if_cached = true,
                 "max-age" => first(&mut self.max_age, &mut self.invalid_freshness),
                 "s-maxage" => first(&mut self.s_maxage, &mut self.invalid_freshness),

@@ -38,6 +38,17 @@ pub(crate) struct Lifetime {
 /// less 206 (ranges are never stored) and 501 (5xx never are).
 const HEURISTIC_STATUSES: [u16; 10] = [200, 203, 204, 300, 301, 308, 404, 405, 410, 414];
 
+/// The statuses whose semantics this cache knows (RFC 9110 §15), for
+/// `must-understand` (RFC 9111 §5.2.2.3); 5xx are never stored.
+const UNDERSTOOD_STATUSES: [u16; 16] = [
+    200, 203, 204, 300, 301, 302, 303, 307, 308, 400, 403, 404, 405, 410, 414, 451,
+];
+
+/// Whether this cache knows what `status` means (`must-understand`).
+pub(crate) fn understood_status(status: StatusCode) -> bool {
+    UNDERSTOOD_STATUSES.contains(&status.as_u16())
+}
+
 /// Whether a response with `status` may be stored by a shared cache: with
 /// explicit freshness any final status but 206 and 304 up to 499; with
 /// heuristic freshness only those RFC 9110 §15.1 names.

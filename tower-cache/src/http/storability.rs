@@ -7,7 +7,7 @@ use http::StatusCode;
 use http::header::{CONTENT_TYPE, SET_COOKIE, VARY};
 use http::response::Parts as ResponseParts;
 
-use super::freshness::{Lifetime, lifetime, storable_status};
+use super::freshness::{Lifetime, lifetime, storable_status, understood_status};
 use super::{CacheControl, HttpRules};
 
 /// Whether a response may be stored.
@@ -97,7 +97,14 @@ impl HttpRules {
         }
         let cc = CacheControl::parse_targeted(&res.headers, &self.targeted)
             .unwrap_or_else(|| CacheControl::parse(&res.headers));
-        if cc.no_store || (cc.private && !per_user) {
+        // With `must-understand`, `no-store` is for caches that do not know
+        // the status; this one stores only statuses it knows.
+        let no_store = if cc.must_understand {
+            !understood_status(res.status)
+        } else {
+            cc.no_store
+        };
+        if no_store || (cc.private && !per_user) {
             return Storability::Pass;
         }
         if authorized && !(cc.public || cc.s_maxage.is_some() || cc.must_revalidate) {
@@ -206,5 +213,131 @@ mod tests {
             r.storability(&res(200, &[("cache-control", "max-age=0")]), false, false),
             Storability::Pass
         );
+    }
+
+    mod against_http_cache_semantics {
+        use std::time::{Duration, SystemTime};
+
+        use http_cache_semantics::{CacheOptions, CachePolicy};
+        use proptest::prelude::*;
+
+        use super::*;
+
+        /// Response headers where both readings of the rules should agree:
+        /// explicit freshness always present, no cookies, no validators
+        /// (heuristics and revalidation are outside the comparison). Left
+        /// out where the other reading departs from RFC 9111:
+        /// `proxy-revalidate` (it gives a TTL of zero; RFC 9111 §5.2.2.8
+        /// only forbids serving stale).
+        /// The headers of a response received at `now`: directives, and
+        /// optionally `Date` (at `now`), `Age` and `Expires` (seconds after
+        /// `Date`).
+        #[derive(Debug, Clone)]
+        struct Drawn {
+            status: u16,
+            directives: Vec<String>,
+            date: bool,
+            age: Option<u64>,
+            expires_in: Option<u64>,
+        }
+
+        impl Drawn {
+            fn headers(&self, now: SystemTime) -> Vec<(&'static str, String)> {
+                let mut headers = Vec::new();
+                let mut directives = self.directives.clone();
+                if self.expires_in.is_none() && !directives.iter().any(|d| d.contains("max")) {
+                    directives.push("max-age=120".to_owned());
+                }
+                if !directives.is_empty() {
+                    headers.push(("cache-control", directives.join(", ")));
+                }
+                // Whole seconds, as a `Date` is written.
+                let secs = now
+                    .duration_since(SystemTime::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_secs());
+                let date = SystemTime::UNIX_EPOCH + Duration::from_secs(secs);
+                if self.date {
+                    headers.push(("date", httpdate::fmt_http_date(date)));
+                }
+                if let Some(age) = self.age {
+                    headers.push(("age", age.to_string()));
+                }
+                if let Some(expires_in) = self.expires_in {
+                    headers.push((
+                        "expires",
+                        httpdate::fmt_http_date(date + Duration::from_secs(expires_in)),
+                    ));
+                }
+                headers
+            }
+        }
+
+        /// Responses where both readings of the rules should agree:
+        /// explicit freshness always present, no cookies, no validators
+        /// (heuristics and revalidation are outside the comparison), and
+        /// `Date` never in the past. Left out where the other reading
+        /// departs from RFC 9111: `proxy-revalidate` (it gives a TTL of
+        /// zero; RFC 9111 §5.2.2.8 only forbids serving stale), and a
+        /// `Date` in the past (it takes no apparent age from it, §4.2.3).
+        fn response() -> impl Strategy<Value = Drawn> {
+            let directive = prop_oneof![
+                (0u64..600).prop_map(|s| format!("max-age={s}")),
+                (0u64..600).prop_map(|s| format!("s-maxage={s}")),
+                Just("no-store".to_owned()),
+                Just("private".to_owned()),
+                Just("public".to_owned()),
+                Just("must-revalidate".to_owned()),
+            ];
+            (
+                prop_oneof![Just(200u16), Just(203), Just(301), Just(404), Just(410)],
+                proptest::collection::vec(directive, 0..4),
+                any::<bool>(),
+                proptest::option::of(0u64..300),
+                proptest::option::of(0u64..900),
+            )
+                .prop_map(|(status, directives, date, age, expires_in)| Drawn {
+                    status,
+                    directives,
+                    date,
+                    age,
+                    expires_in,
+                })
+        }
+
+        proptest! {
+            #[test]
+            fn storability_and_freshness_agree(drawn in response()) {
+                let now = SystemTime::UNIX_EPOCH + Duration::from_millis(crate::now_ms());
+                let headers = drawn.headers(now);
+                let pairs: Vec<(&str, &str)> =
+                    headers.iter().map(|(n, v)| (*n, v.as_str())).collect();
+                let res = crate::test_support::response_parts(drawn.status, &pairs);
+                let (req, ()) = http::Request::get("http://h/a")
+                    .body(())
+                    .expect("a request")
+                    .into_parts();
+                let theirs = CachePolicy::new_options(
+                    &req,
+                    &res,
+                    now,
+                    CacheOptions {
+                        shared: true,
+                        ..CacheOptions::default()
+                    },
+                );
+                let rules = HttpRules::default();
+                let ours = rules.storability_shared(&res, false, false, Duration::ZERO);
+                match ours {
+                    Storability::Shared(lifetime) => {
+                        prop_assert!(theirs.is_storable(), "{headers:?}");
+                        let ttl = lifetime.fresh_for.saturating_sub(lifetime.age);
+                        let other = theirs.time_to_live(now);
+                        let gap = ttl.abs_diff(other);
+                        prop_assert!(gap <= Duration::from_secs(1), "{headers:?}: {ttl:?} vs {other:?}");
+                    }
+                    _ => prop_assert!(!theirs.is_storable(), "{headers:?}"),
+                }
+            }
+        }
     }
 }
