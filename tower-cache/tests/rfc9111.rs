@@ -580,3 +580,27 @@ async fn must_understand_stores_a_known_status_despite_no_store() {
         "an unknown status is not stored"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn heuristic_freshness_is_capped() {
+    let (origin, proxy) = setup().await;
+    // A tenth of 100 days would be 10 days; the cap (1 hour) is passed by
+    // the response's own age.
+    let modified = http_date(SystemTime::now() - Duration::from_secs(100 * 86_400));
+    origin.answer(
+        "/old",
+        Answer::ok("a")
+            .header("last-modified", &modified)
+            .header("age", "3700"),
+    );
+    origin.answer(
+        "/young",
+        Answer::ok("b")
+            .header("last-modified", &modified)
+            .header("age", "3500"),
+    );
+    get(&proxy.url("/old")).await;
+    assert_ne!(get(&proxy.url("/old")).await.x_cache(), "HIT");
+    get(&proxy.url("/young")).await;
+    assert_eq!(get(&proxy.url("/young")).await.x_cache(), "HIT");
+}
