@@ -18,10 +18,10 @@ use super::service::error_response;
 use crate::engine::{Checked, Verdict};
 use crate::http::{
     CacheBody, CacheStatus, Collected, HttpRules, Storability, StoredResponse, Wants,
-    collect_limited, mark,
+    collect_limited, decidable_from_head, mark, respond_streamed, tee,
 };
 use crate::store::Store;
-use crate::{Entry, Fetched, Fill, LoadError, Loaded, Loader, clock};
+use crate::{Entry, Fetched, Fill, LoadError, Loaded, Loader, PendingFill, clock};
 
 /// What a read needs besides the request.
 #[expect(
@@ -299,8 +299,10 @@ where
 
 impl<S, ReqB, ResB> HttpLoad<S, ReqB, ResB>
 where
-    S: Service<Request<ReqB>, Response = Response<ResB>>,
-    ResB: Body<Data = Bytes> + Unpin,
+    S: Service<Request<ReqB>, Response = Response<ResB>> + Send + 'static,
+    ReqB: Send + 'static,
+    ResB: Body<Data = Bytes> + Send + Unpin + 'static,
+    ResB::Error: Send,
 {
     async fn run(self) -> Result<Loaded<Response<CacheBody<ResB>>>, S::Error> {
         let Some((mut inner, body)) = self.pending.take() else {
@@ -354,6 +356,9 @@ where
             let res = Response::from_parts(res_parts, CacheBody::stream(res_body));
             return Ok(Loaded::Pass(head_only(res, self.head)));
         }
+        if self.streams(storability, &res_parts, &res_body) {
+            return Ok(self.stream(res_parts, res_body, storability, resource_tags, delay));
+        }
         let (data, trailers) = match collect_limited(res_body, rules.max_body_bytes).await {
             Collected::Complete { data, trailers } => (data, trailers),
             Collected::TooLarge(body) | Collected::Failed(body) => {
@@ -365,6 +370,60 @@ where
             }
         };
         Ok(self.finish(res_parts, data, trailers, storability, resource_tags))
+    }
+
+    /// Whether a response to store streams to this caller as the origin
+    /// sends it, a copy collected for the store. Not for a `HEAD` (its
+    /// client gets no body), a gRPC call (its trailers decide), a failure
+    /// (stale-if-error may answer in its place), a body known to be over
+    /// the limit (it passes through, never stored), nor a request whose
+    /// `If-None-Match` only the body's hash could answer.
+    fn streams(&self, storability: Storability, res: &http::response::Parts, body: &ResB) -> bool {
+        !self.head
+            && !self.grpc
+            && matches!(
+                storability,
+                Storability::Store { .. } | Storability::Shared(_)
+            )
+            && body.size_hint().lower() <= self.rules.max_body_bytes as u64
+            && decidable_from_head(&res.headers, &self.pending.parts.headers)
+    }
+
+    /// A response streamed to this caller as the origin sends it: its head
+    /// now, and the store once a copy of its body is read whole, built as
+    /// [`HttpLoad::finish`] builds it. Nothing is stored when the body
+    /// passes the limit or fails; the client gets the rest, or the error.
+    /// The end of the client's body comes once the copy is stored.
+    fn stream(
+        self,
+        res_parts: http::response::Parts,
+        res_body: ResB,
+        storability: Storability,
+        resource_tags: Vec<String>,
+        delay: Duration,
+    ) -> Loaded<Response<CacheBody<ResB>>> {
+        // As old as a stored entry read now would be.
+        let already = match storability {
+            Storability::Shared(lifetime) => lifetime.age,
+            _ => Duration::ZERO,
+        };
+        let (status, origin_headers) = (res_parts.status, res_parts.headers.clone());
+        let pending = self.pending.clone();
+        let max = self.rules.max_body_bytes;
+        let (client, collect) = tee(res_body, max, move |data, trailers| {
+            match self.finish(res_parts, data, trailers, storability, resource_tags) {
+                Loaded::Store(fill) => Some(fill),
+                _ => None,
+            }
+        });
+        let res = respond_streamed(
+            status,
+            origin_headers,
+            CacheBody::tee(client),
+            already.saturating_add(delay).as_secs(),
+            &pending.parts.headers,
+        );
+        Loaded::Streaming(res, PendingFill::new(collect))
     }
 
     /// Whether the response may be stored, by the rules of the route's
