@@ -14,6 +14,7 @@ use crate::store::{MemoryStore, Store};
 use crate::{Cache, CacheAsideLayer, Policy};
 
 mod shared;
+mod streaming;
 
 type Body = UnsyncBoxBody<Bytes, Infallible>;
 
