@@ -61,8 +61,8 @@ mod test_support;
 
 pub use clock::now_ms;
 pub use engine::{
-    Cache, CacheBuilder, Fetched, Fill, JoinedError, LoadError, Loaded, Loader, Policy, Profile,
-    ProfileStats,
+    Cache, CacheBuilder, Fetched, Fill, JoinedError, LoadError, Loaded, Loader, PendingFill,
+    Policy, Profile, ProfileStats,
 };
 pub use entry::{DecodeError, Entry};
 #[cfg(feature = "http")]

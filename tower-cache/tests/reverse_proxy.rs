@@ -4,10 +4,13 @@
 
 mod support;
 
+use bytes::Bytes;
 use http::Method;
+use http_body_util::BodyExt;
 use tokio::net::{TcpListener, TcpSocket};
 
-use support::client::{get, send};
+use support::PATIENCE;
+use support::client::{get, open, send};
 use support::origin::{Answer, Origin};
 use support::proxy::Proxy;
 
@@ -363,4 +366,40 @@ async fn no_store_response_is_not_stored() {
         assert_eq!(reply.text(), "secret");
     }
     assert_eq!(origin.calls(&Method::GET, "/a"), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_miss_streams_to_its_client_as_the_origin_sends_it() {
+    let origin = Origin::start().await;
+    let (chunks, body) = tokio::sync::mpsc::unbounded_channel();
+    origin.answer(
+        "/a",
+        Answer::streamed(body).header("cache-control", "max-age=60"),
+    );
+    let proxy = Proxy::start(origin.addr()).await;
+
+    // The head comes while the origin has sent no byte of the body.
+    let mut res = open(&proxy.url("/a")).await;
+    assert_eq!(res.headers()["x-cache"], "MISS");
+    chunks.send(Bytes::from_static(b"first ")).unwrap();
+    let first = tokio::time::timeout(PATIENCE, res.body_mut().frame())
+        .await
+        .expect("the first chunk before the body ends")
+        .expect("a frame")
+        .expect("data");
+    assert_eq!(first.into_data().unwrap(), "first ");
+    chunks.send(Bytes::from_static(b"second")).unwrap();
+    drop(chunks);
+    let rest = tokio::time::timeout(PATIENCE, res.into_body().collect())
+        .await
+        .expect("the rest of the body")
+        .expect("a whole body");
+    assert_eq!(rest.to_bytes(), "second");
+
+    let hit = get(&proxy.url("/a")).await;
+    assert_eq!(
+        (hit.x_cache(), hit.text().as_str()),
+        ("HIT", "first second")
+    );
+    assert_eq!(origin.calls(&Method::GET, "/a"), 1);
 }

@@ -9,7 +9,7 @@ use bytes::Bytes;
 
 use super::flight::{Flight, FlightGuard, Shared};
 use super::policy::{Freshness, Policy};
-use super::{Cache, Fetched, Fill, JoinedError, LoadError, Loaded, Loader, Profile};
+use super::{Cache, Fetched, Fill, JoinedError, LoadError, Loaded, Loader, PendingFill, Profile};
 use crate::clock;
 use crate::entry::Entry;
 use crate::store::Store;
@@ -175,54 +175,79 @@ impl<St: Store> Cache<St> {
         let profile = profile.clone();
         self.spawn("refresh", async move {
             let _permit = permit;
-            let _ = cache.run_load(guard, &profile, load, None).await;
+            let (value, streamed) = cache.run_load(guard, &profile, load, None).await;
+            // No caller reads a streamed value: it is read to its end for
+            // the store alone.
+            drop(value);
+            if let Some(streamed) = streamed {
+                cache.store_streamed(&profile, streamed).await;
+            }
         });
     }
 
     /// Runs `load` for the flight `guard` leads: stores a cacheable result,
     /// publishes the outcome to waiters, and returns what the leader gets.
+    /// A streamed value ([`Loaded::Streaming`]) is returned at once, with
+    /// its store still to come and the flight it is to finish: the caller
+    /// awaits it with [`Cache::store_streamed`], or
+    /// [`abandons`](Streamed::abandon) it.
     async fn run_load<L, T, E, Fut>(
         &self,
         mut guard: FlightGuard,
         profile: &Profile,
         load: L,
         version: Option<u64>,
-    ) -> Result<Outcome<T>, LoadError<E>>
+    ) -> (Result<Outcome<T>, LoadError<E>>, Option<Streamed>)
     where
         L: Loader<Value = T, Error = E, Future = Fut>,
         Fut: Future<Output = Result<Loaded<T>, E>> + Send + 'static,
         T: Send + 'static,
         E: fmt::Display + Send + 'static,
     {
-        let (result, payload) = self.load_once(guard.key(), profile, load, version).await;
-        guard.finish(match &result {
-            Ok(Outcome::Stored(entry)) => Shared::Stored(entry.clone()),
-            Ok(Outcome::Pass(_)) => Shared::Pass,
-            Ok(Outcome::Failed(_)) => Shared::Failed(JoinedError {
-                message: "the origin answered with a failure".into(),
-                payload,
-            }),
-            Err(LoadError::Origin(error)) => Shared::Failed(JoinedError {
-                message: error.to_string().into(),
-                payload: None,
-            }),
-            Err(_) => Shared::Timeout,
-        });
-        result
+        let (result, shared) = match self.load_once(guard.key(), profile, load, version).await {
+            Ok(Produced::Streaming(value, filling)) => {
+                let streamed = Streamed {
+                    guard: Some(guard),
+                    filling,
+                };
+                return (Ok(Outcome::Pass(value)), Some(streamed));
+            }
+            Ok(Produced::Stored(entry)) => {
+                (Ok(Outcome::Stored(entry.clone())), Shared::Stored(entry))
+            }
+            Ok(Produced::Pass(value)) => (Ok(Outcome::Pass(value)), Shared::Pass),
+            Ok(Produced::Failed(value, payload)) => (
+                Ok(Outcome::Failed(value)),
+                Shared::Failed(JoinedError {
+                    message: "the origin answered with a failure".into(),
+                    payload,
+                }),
+            ),
+            Err(LoadError::Origin(error)) => {
+                let shared = Shared::Failed(JoinedError {
+                    message: error.to_string().into(),
+                    payload: None,
+                });
+                (Err(LoadError::Origin(error)), shared)
+            }
+            Err(error) => (Err(error), Shared::Timeout),
+        };
+        guard.finish(shared);
+        (result, None)
     }
 
     /// Runs `load` once under the load timeout, records it, and stores a
     /// cacheable result unless its key or tags were invalidated meanwhile.
     /// `version` is the store's invalidation version if the caller read it
     /// just before (with its last read of the key); else it is read here.
-    /// Returns the outcome and, for [`Loaded::Failed`], the loader's bytes.
+    /// A streamed value comes back with what storing it later needs.
     async fn load_once<L, T, E, Fut>(
         &self,
         key: &str,
         profile: &Profile,
         load: L,
         version: Option<u64>,
-    ) -> (Result<Outcome<T>, LoadError<E>>, Option<Bytes>)
+    ) -> Result<Produced<T>, LoadError<E>>
     where
         L: Loader<Value = T, Error = E, Future = Fut>,
         Fut: Future<Output = Result<Loaded<T>, E>> + Send + 'static,
@@ -244,33 +269,140 @@ impl<St: Store> Cache<St> {
         };
         let started_ms = clock::now_ms();
         let started = Instant::now();
+        let timer = tokio::time::Instant::now();
         let result = tokio::time::timeout(profile.policy().load_timeout, load.load()).await;
         let took = started.elapsed();
-        profile.record_load(took);
         match result {
             Err(_) => {
+                profile.record_load(took);
                 profile.record_load_error();
                 tracing::warn!(cache = %profile.name(), key, "load timed out");
-                (Err(LoadError::Timeout), None)
+                Err(LoadError::Timeout)
             }
             Ok(Err(error)) => {
+                profile.record_load(took);
                 profile.record_load_error();
                 tracing::debug!(cache = %profile.name(), key, %error, "load failed");
-                (Err(LoadError::Origin(error)), None)
+                Err(LoadError::Origin(error))
             }
             Ok(Ok(Loaded::Store(fill))) => {
+                profile.record_load(took);
                 let load_ms = u32::try_from(took.as_millis()).unwrap_or(u32::MAX);
                 let entry =
                     make_entry(profile.policy(), fill, started_ms, load_ms).with_version(version);
                 self.store_loaded(key, profile, &entry, generation).await;
-                (Ok(Outcome::Stored(entry)), None)
+                Ok(Produced::Stored(entry))
             }
-            Ok(Ok(Loaded::Pass(value))) => (Ok(Outcome::Pass(value)), None),
+            Ok(Ok(Loaded::Pass(value))) => {
+                profile.record_load(took);
+                Ok(Produced::Pass(value))
+            }
             Ok(Ok(Loaded::Failed(value, payload))) => {
+                profile.record_load(took);
                 profile.record_load_error();
-                (Ok(Outcome::Failed(value)), payload)
+                Ok(Produced::Failed(value, payload))
             }
+            // Recorded once the value is read whole.
+            Ok(Ok(Loaded::Streaming(value, fill))) => Ok(Produced::Streaming(
+                value,
+                Filling {
+                    fill,
+                    key: key.into(),
+                    generation,
+                    version,
+                    started_ms,
+                    started,
+                    timer,
+                },
+            )),
         }
+    }
+
+    /// Runs `load` outside any flight, for a caller whose shared load was
+    /// not cacheable. A streamed value is stored on a task of its own.
+    async fn load_alone<L, T, E, Fut>(
+        &self,
+        key: &str,
+        profile: &Profile,
+        load: L,
+    ) -> Result<Outcome<T>, LoadError<E>>
+    where
+        L: Loader<Value = T, Error = E, Future = Fut>,
+        Fut: Future<Output = Result<Loaded<T>, E>> + Send + 'static,
+        T: Send + 'static,
+        E: fmt::Display + Send + 'static,
+    {
+        Ok(match self.load_once(key, profile, load, None).await? {
+            Produced::Stored(entry) => Outcome::Stored(entry),
+            Produced::Pass(value) => Outcome::Pass(value),
+            Produced::Failed(value, _) => Outcome::Failed(value),
+            Produced::Streaming(value, filling) => {
+                let streamed = Streamed {
+                    guard: None,
+                    filling,
+                };
+                if self.inner.cancel.is_cancelled() {
+                    streamed.abandon();
+                } else {
+                    let cache = self.clone();
+                    let profile = profile.clone();
+                    self.spawn("fill", async move {
+                        cache.store_streamed(&profile, streamed).await;
+                    });
+                }
+                Outcome::Pass(value)
+            }
+        })
+    }
+
+    /// Awaits the fill of a streamed load, within what is left of the load
+    /// timeout, stores it as [`Cache::load_once`] stores a loaded value
+    /// (the version read and the invalidations counted from before the
+    /// load started), and finishes its flight: the entry for the waiters,
+    /// `Pass` when there is nothing to store, `Timeout` past the deadline.
+    async fn store_streamed(&self, profile: &Profile, streamed: Streamed) {
+        let Streamed { guard, filling } = streamed;
+        let Filling {
+            fill: mut pending,
+            key,
+            generation,
+            version,
+            started_ms,
+            started,
+            timer,
+        } = filling;
+        let key = &*key;
+        let left = profile
+            .policy()
+            .load_timeout
+            .saturating_sub(timer.elapsed());
+        let result = tokio::time::timeout(left, &mut pending).await;
+        let took = started.elapsed();
+        profile.record_load(took);
+        let shared = match result {
+            Err(_) => {
+                profile.record_load_error();
+                tracing::warn!(cache = %profile.name(), key, "load timed out while its value streamed");
+                Shared::Timeout
+            }
+            Ok(None) => {
+                tracing::debug!(cache = %profile.name(), key, "streamed value not stored");
+                Shared::Pass
+            }
+            Ok(Some(fill)) => {
+                let load_ms = u32::try_from(took.as_millis()).unwrap_or(u32::MAX);
+                let entry =
+                    make_entry(profile.policy(), fill, started_ms, load_ms).with_version(version);
+                self.store_loaded(key, profile, &entry, generation).await;
+                Shared::Stored(entry)
+            }
+        };
+        if let Some(mut guard) = guard {
+            guard.finish(shared);
+        }
+        // Last: what it holds back for its caller (the end of a body) is
+        // released once the value is stored and the waiters have it.
+        drop(pending);
     }
 
     pub(super) async fn load<L, T, E, Fut>(
@@ -306,16 +438,27 @@ impl<St: Store> Cache<St> {
                 tracing::trace!(cache = %profile.name(), key, "miss, loading");
                 if self.inner.cancel.is_cancelled() {
                     // Shut down: no task would run the load; run it here.
-                    self.run_load(guard, profile, load, version).await
+                    // Nor would one await a streamed value's store.
+                    let (result, streamed) = self.run_load(guard, profile, load, version).await;
+                    if let Some(streamed) = streamed {
+                        streamed.abandon();
+                    }
+                    result
                 } else {
                     // The load runs on its own task so that this caller
-                    // going away does not cancel it for the others.
+                    // going away does not cancel it for the others; the
+                    // store of a streamed value follows on the same task,
+                    // once this caller has its value.
                     let (tx, rx) = tokio::sync::oneshot::channel();
                     let cache = self.clone();
                     let task_profile = profile.clone();
                     self.spawn("load", async move {
-                        let result = cache.run_load(guard, &task_profile, load, version).await;
+                        let (result, streamed) =
+                            cache.run_load(guard, &task_profile, load, version).await;
                         let _ = tx.send(result);
+                        if let Some(streamed) = streamed {
+                            cache.store_streamed(&task_profile, streamed).await;
+                        }
                     });
                     rx.await.unwrap_or(Err(LoadError::Aborted))
                 }
@@ -326,7 +469,7 @@ impl<St: Store> Cache<St> {
                 match flight.wait().await {
                     Shared::Stored(entry) => Ok(Outcome::Stored(entry)),
                     // The shared load was not cacheable: load alone.
-                    Shared::Pass => self.load_once(key, profile, load, None).await.0,
+                    Shared::Pass => self.load_alone(key, profile, load).await,
                     Shared::Failed(e) => Err(LoadError::Joined(e)),
                     Shared::Timeout => Err(LoadError::Timeout),
                     Shared::Aborted => Err(LoadError::Aborted),
@@ -414,6 +557,47 @@ enum Outcome<T> {
     Stored(Entry),
     Pass(T),
     Failed(T),
+}
+
+/// What one run of a loader produced.
+enum Produced<T> {
+    Stored(Entry),
+    Pass(T),
+    /// With the loader's bytes for the waiters.
+    Failed(T, Option<Bytes>),
+    /// The caller's value now, the store later.
+    Streaming(T, Filling),
+}
+
+/// The store a streamed load is still to make: its pending fill, and what
+/// was read before the load started to store it with.
+struct Filling {
+    fill: PendingFill,
+    key: Box<str>,
+    generation: u64,
+    version: u64,
+    started_ms: u64,
+    /// When the load started, for its duration.
+    started: Instant,
+    /// When the load started, on tokio's clock, for its timeout.
+    timer: tokio::time::Instant,
+}
+
+/// A streamed load's store still to come, and the flight it finishes
+/// (none for a caller that loaded alone).
+struct Streamed {
+    guard: Option<FlightGuard>,
+    filling: Filling,
+}
+
+impl Streamed {
+    /// Gives up the store: the pending fill is dropped and the flight's
+    /// waiters load for themselves.
+    fn abandon(self) {
+        if let Some(mut guard) = self.guard {
+            guard.finish(Shared::Pass);
+        }
+    }
 }
 
 pub(super) fn make_entry(policy: &Policy, fill: Fill, loaded_at: u64, load_ms: u32) -> Entry {

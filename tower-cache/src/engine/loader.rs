@@ -45,7 +45,8 @@ use crate::entry::Entry;
 /// ```
 pub trait Loader: Send + 'static {
     /// What the caller whose loader ran gets when the value is not stored
-    /// ([`Loaded::Pass`], [`Loaded::Failed`]); `()` when it always is.
+    /// ([`Loaded::Pass`], [`Loaded::Failed`]) or before it is
+    /// ([`Loaded::Streaming`]); `()` when it always is stored whole.
     type Value: Send + 'static;
     /// The loader's error. Callers that waited for this load receive its
     /// message ([`LoadError::Joined`](super::LoadError::Joined)), hence

@@ -56,7 +56,7 @@ pub(crate) use load::{Checked, Verdict};
 pub use loader::Loader;
 pub use policy::{DEFAULT_JITTER, DEFAULT_LOAD_TIMEOUT, DEFAULT_NEGATIVE_TTL, DEFAULT_TTL, Policy};
 pub use profile::{Profile, ProfileStats};
-pub use value::{Fetched, Fill, Loaded};
+pub use value::{Fetched, Fill, Loaded, PendingFill};
 
 pub(crate) struct Inner<St> {
     pub(crate) store: St,

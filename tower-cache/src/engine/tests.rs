@@ -620,3 +620,145 @@ async fn loads_of_callers_whose_shared_load_passed_are_counted() {
     assert_eq!(stats.loads, 10, "{stats:?}");
     assert_eq!(stats.joined, 9, "{stats:?}");
 }
+
+/// A loader counting its calls that hands `now` to its caller at once and
+/// stores what `fill` sends, or nothing when its sender is dropped.
+fn streaming(
+    calls: &Arc<AtomicUsize>,
+    now: u32,
+    fill: tokio::sync::oneshot::Receiver<&'static str>,
+) -> impl FnOnce() -> futures_util::future::BoxFuture<'static, Result<Loaded<u32>, Err>> + Send + 'static
+{
+    let calls = calls.clone();
+    move || {
+        Box::pin(async move {
+            calls.fetch_add(1, Ordering::SeqCst);
+            let fill = PendingFill::new(async move { fill.await.ok().map(Fill::new) });
+            Ok(Loaded::Streaming(now, fill))
+        })
+    }
+}
+
+/// A loader of `u32` values storing `value`.
+fn storing(
+    calls: &Arc<AtomicUsize>,
+    value: &'static str,
+) -> impl FnOnce() -> futures_util::future::BoxFuture<'static, Result<Loaded<u32>, Err>> + Send + 'static
+{
+    let calls = calls.clone();
+    move || {
+        Box::pin(async move {
+            calls.fetch_add(1, Ordering::SeqCst);
+            Ok(Loaded::Store(Fill::new(value)))
+        })
+    }
+}
+
+/// Lets the other tasks run until `done` holds.
+async fn until(mut done: impl FnMut() -> bool) {
+    for _ in 0..10_000 {
+        if done() {
+            return;
+        }
+        tokio::task::yield_now().await;
+    }
+    panic!("never happened");
+}
+
+/// A caller joining the load of `k` on `cache`, with a loader of its own
+/// for when it has to load alone.
+fn join(
+    cache: &Cache<MemoryStore>,
+    profile: &Profile,
+    calls: &Arc<AtomicUsize>,
+) -> tokio::task::JoinHandle<Result<Fetched<u32>, LoadError<Err>>> {
+    let (cache, profile, calls) = (cache.clone(), profile.clone(), calls.clone());
+    tokio::spawn(async move { cache.fetch("k", &profile, storing(&calls, "alone")).await })
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_streamed_value_reaches_its_caller_before_its_fill_is_stored() {
+    let cache = cache();
+    let profile = profile(Policy::default());
+    let calls = Arc::new(AtomicUsize::new(0));
+    let (fill, pending) = tokio::sync::oneshot::channel();
+    let got = cache
+        .fetch("k", &profile, streaming(&calls, 1, pending))
+        .await
+        .unwrap();
+    assert!(matches!(got, Fetched::Passed(1)), "{got:?}");
+    assert!(cache.store().get("k").await.unwrap().is_none());
+    let waiter = join(&cache, &profile, &calls);
+    until(|| profile.stats().joined == 1).await;
+    fill.send("whole").unwrap();
+    let got = waiter.await.unwrap().unwrap();
+    assert!(matches!(got, Fetched::Miss(_)), "{got:?}");
+    assert_eq!(value(&got), b"whole");
+    let again = cache
+        .fetch("k", &profile, storing(&calls, "again"))
+        .await
+        .unwrap();
+    assert!(matches!(again, Fetched::Hit(_)), "{again:?}");
+    assert_eq!(value(&again), b"whole");
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+    let stats = profile.stats();
+    assert_eq!((stats.loads, stats.misses), (1, 2), "{stats:?}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn waiters_of_a_streamed_load_that_stores_nothing_load_alone() {
+    let cache = cache();
+    let profile = profile(Policy::default());
+    let calls = Arc::new(AtomicUsize::new(0));
+    let (fill, pending) = tokio::sync::oneshot::channel::<&'static str>();
+    let got = cache
+        .fetch("k", &profile, streaming(&calls, 1, pending))
+        .await
+        .unwrap();
+    assert!(matches!(got, Fetched::Passed(1)), "{got:?}");
+    let waiter = join(&cache, &profile, &calls);
+    until(|| profile.stats().joined == 1).await;
+    drop(fill);
+    let got = waiter.await.unwrap().unwrap();
+    assert_eq!(value(&got), b"alone");
+    assert_eq!(calls.load(Ordering::SeqCst), 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_streamed_fill_past_the_load_timeout_times_out_its_waiters() {
+    let cache = cache();
+    let profile = profile(Policy::default().load_timeout(Duration::from_secs(2)));
+    let calls = Arc::new(AtomicUsize::new(0));
+    let (fill, pending) = tokio::sync::oneshot::channel::<&'static str>();
+    let got = cache
+        .fetch("k", &profile, streaming(&calls, 1, pending))
+        .await
+        .unwrap();
+    assert!(matches!(got, Fetched::Passed(1)), "{got:?}");
+    let waiter = join(&cache, &profile, &calls);
+    let got = waiter.await.unwrap();
+    assert!(matches!(got, Err(LoadError::Timeout)), "{got:?}");
+    assert!(fill.is_closed(), "the pending fill was dropped");
+    let got = cache
+        .fetch("k", &profile, storing(&calls, "v"))
+        .await
+        .unwrap();
+    assert_eq!(value(&got), b"v", "the key was freed");
+    assert_eq!(profile.stats().load_errors, 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_streamed_load_after_shutdown_is_handed_over_and_not_stored() {
+    let cache = cache();
+    let profile = profile(Policy::default());
+    cache.shutdown().await;
+    let calls = Arc::new(AtomicUsize::new(0));
+    let (fill, pending) = tokio::sync::oneshot::channel::<&'static str>();
+    let got = cache
+        .fetch("k", &profile, streaming(&calls, 1, pending))
+        .await
+        .unwrap();
+    assert!(matches!(got, Fetched::Passed(1)), "{got:?}");
+    assert!(fill.is_closed(), "no task awaits the pending fill");
+    assert!(cache.store().get("k").await.unwrap().is_none());
+}

@@ -1,8 +1,13 @@
 //! What loaders produce and fetches answer: [`Fill`], [`Loaded`], [`Fetched`].
 
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
+use futures_util::future::BoxFuture;
 
 use crate::entry::Entry;
 
@@ -135,6 +140,85 @@ pub enum Loaded<T> {
     /// Waiting callers receive the optional bytes in
     /// [`LoadError::Joined`](super::LoadError::Joined).
     Failed(T, Option<Bytes>),
+    /// Hand `T` to the caller whose loader ran at once, and store the
+    /// [`Fill`] the [`PendingFill`] yields once it is complete: a value the
+    /// caller receives while it is still being read (an HTTP body that
+    /// streams to its client as a copy of it is collected). The caller gets
+    /// `T` as [`Fetched::Passed`]; the pending fill is awaited on a task
+    /// of the cache's (the load's own), within what is left of
+    /// [`Policy::load_timeout`](super::Policy::load_timeout), so the
+    /// caller going away does not cancel it.
+    ///
+    /// Callers that waited on the key get the stored entry once it is
+    /// stored. When the fill yields `None` (nothing to store), they run
+    /// their own loaders, as after [`Loaded::Pass`]; when it times out,
+    /// they get [`LoadError::Timeout`](super::LoadError::Timeout). After
+    /// [`Cache::shutdown`](super::Cache::shutdown), when no task would
+    /// await it, the pending fill is dropped and nothing is stored. A
+    /// background refresh has no caller to hand `T` to: it drops `T` and
+    /// awaits the fill all the same.
+    Streaming(T, PendingFill),
+}
+
+/// The value of a [`Loaded::Streaming`] load, still being read: a future
+/// that yields the [`Fill`] to store, or `None` when the value turned out
+/// not to be storable (too large, or its read failed).
+///
+/// The engine drops it once the fill it yielded is stored and the waiting
+/// callers have the entry: a future that feeds the caller's `T` may hold
+/// back the end of it until then, so that a caller who read the value
+/// whole and asks again is answered from the cache. It drops it
+/// unfinished when the load times out or the cache shuts down: such a
+/// future should then hand the rest of its source to the caller's `T`, so
+/// that the caller still gets the whole value.
+///
+/// ```
+/// use tower_cache::store::MemoryStore;
+/// use tower_cache::{Cache, Fetched, Fill, Loaded, PendingFill, Policy, Profile};
+///
+/// # #[tokio::main(flavor = "current_thread")] async fn main() {
+/// let cache = Cache::new(MemoryStore::default());
+/// let reports = Profile::new("reports", Policy::default());
+/// let got = cache
+///     .fetch("report:1", &reports, || async {
+///         // The caller's part now, the whole value for the store later.
+///         let whole = PendingFill::new(async { Some(Fill::new("pages 1-20")) });
+///         Ok::<_, std::io::Error>(Loaded::Streaming("page 1", whole))
+///     })
+///     .await
+///     .unwrap();
+/// assert!(matches!(got, Fetched::Passed("page 1")));
+/// // Stored, or waited for while it is being stored.
+/// let again = cache
+///     .fetch("report:1", &reports, || async {
+///         Ok::<_, std::io::Error>(Loaded::Pass("not loaded again"))
+///     })
+///     .await
+///     .unwrap();
+/// assert_eq!(&again.entry().unwrap().value()[..], b"pages 1-20");
+/// # }
+/// ```
+pub struct PendingFill(BoxFuture<'static, Option<Fill>>);
+
+impl PendingFill {
+    /// The fill `future` yields.
+    pub fn new(future: impl Future<Output = Option<Fill>> + Send + 'static) -> Self {
+        PendingFill(Box::pin(future))
+    }
+}
+
+impl Future for PendingFill {
+    type Output = Option<Fill>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Fill>> {
+        self.0.as_mut().poll(cx)
+    }
+}
+
+impl fmt::Debug for PendingFill {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("PendingFill")
+    }
 }
 
 /// How a fetch was answered.
@@ -148,7 +232,8 @@ pub enum Fetched<T> {
     /// A freshly loaded and stored entry (by this caller or one it waited
     /// for).
     Miss(Entry),
-    /// A loaded value that was not stored.
+    /// A loaded value handed to this caller only: not stored, or
+    /// ([`Loaded::Streaming`]) stored once the rest of it is read.
     Passed(T),
 }
 

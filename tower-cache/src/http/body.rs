@@ -10,10 +10,17 @@ use http_body::{Body, Frame, SizeHint};
 use http_body_util::BodyExt;
 use pin_project_lite::pin_project;
 
+use super::tee::TeeBody;
+
 pin_project! {
     /// A response body from the cache (bytes and trailers in memory) or
-    /// from the inner service (streamed through, possibly after chunks the
-    /// layer already read while deciding whether to store it).
+    /// from the inner service: streamed through, possibly after chunks the
+    /// layer already read while deciding whether to store it, or, on a
+    /// miss, streamed to the client as it arrives while a copy of it is
+    /// collected for the cache.
+    ///
+    /// Its size hint is the inner body's, less what was already sent;
+    /// trailers are forwarded.
     pub struct CacheBody<B: Body> {
         #[pin]
         kind: Kind<B>,
@@ -35,6 +42,10 @@ pin_project! {
         Failed {
             error: Option<B::Error>,
         },
+        Tee {
+            #[pin]
+            tee: TeeBody<B>,
+        },
     }
 }
 
@@ -50,6 +61,7 @@ impl<B: Body> std::fmt::Debug for CacheBody<B> {
                 .field("prefix_chunks", &prefix.len())
                 .finish(),
             Kind::Failed { .. } => f.write_str("Failed"),
+            Kind::Tee { .. } => f.write_str("Tee"),
         }
     }
 }
@@ -86,6 +98,14 @@ impl<B: Body> CacheBody<B> {
             kind: Kind::Failed { error: Some(error) },
         }
     }
+
+    /// The client's side of a body being collected for the cache as it
+    /// streams ([`tee`](super::tee::tee)).
+    pub(crate) fn tee(tee: TeeBody<B>) -> Self {
+        CacheBody {
+            kind: Kind::Tee { tee },
+        }
+    }
 }
 
 impl<B> Body for CacheBody<B>
@@ -113,6 +133,7 @@ where
                 rest.poll_frame(cx)
             }
             KindProj::Failed { error } => Poll::Ready(error.take().map(Err)),
+            KindProj::Tee { tee } => tee.poll_frame(cx),
         }
     }
 
@@ -121,6 +142,7 @@ where
             Kind::Cached { data, trailers } => data.is_none() && trailers.is_none(),
             Kind::Stream { prefix, rest } => prefix.is_empty() && rest.is_end_stream(),
             Kind::Failed { error } => error.is_none(),
+            Kind::Tee { tee } => tee.is_end_stream(),
         }
     }
 
@@ -140,6 +162,7 @@ where
                 hint
             }
             Kind::Failed { .. } => SizeHint::with_exact(0),
+            Kind::Tee { tee } => tee.size_hint(),
         }
     }
 }

@@ -88,12 +88,7 @@ impl HttpRules {
         trailers: Option<HeaderMap>,
         request_headers: &HeaderMap,
     ) -> StoredResponse {
-        let mut headers = res.headers;
-        for name in HOP_BY_HOP {
-            headers.remove(name);
-        }
-        headers.remove(http::header::AGE);
-        headers.remove(&X_CACHE);
+        let mut headers = kept_headers(res.headers);
         let generated = !headers.contains_key(ETAG);
         let etag = if let Some(tag) = headers.get(ETAG) {
             tag.clone()
@@ -128,6 +123,18 @@ impl HttpRules {
             trailers,
         }
     }
+}
+
+/// The origin's headers as the cache keeps them and answers with them:
+/// without the hop-by-hop fields, `Age` (the cache sets its own) and
+/// `X-Cache`.
+pub(crate) fn kept_headers(mut headers: HeaderMap) -> HeaderMap {
+    for name in HOP_BY_HOP {
+        headers.remove(name);
+    }
+    headers.remove(http::header::AGE);
+    headers.remove(&X_CACHE);
+    headers
 }
 
 /// An entity tag without its weak prefix (`W/`), for the weak comparison

@@ -38,8 +38,22 @@
 //! - **What is stored**: 200, 203, 204, 300, 301, 404 and 410 by default
 //!   (404 and 410 for the negative TTL), never 5xx (a 5xx lets
 //!   stale-if-error serve the previous entry). `s-maxage`/`max-age` from
-//!   the origin set the TTL. Bodies are read up to a maximum size; a larger
-//!   body streams through uncached and intact. Trailers are kept.
+//!   the origin set the TTL. Trailers are kept.
+//! - **Misses stream**: the response to store goes to the client that
+//!   triggered the load as the origin sends it (its head as soon as the
+//!   origin's arrives), while a copy of its body is collected for the
+//!   store up to a maximum size
+//!   ([`max_body_bytes`](crate::CacheAsideLayer::max_body_bytes)). Past
+//!   it the copy is dropped and the rest streams through uncached and
+//!   intact; a body that fails midway is not stored and its client gets
+//!   the error. A client that goes away does not stop the copy: callers
+//!   waiting on the same load get the stored response once it is stored,
+//!   and a client that read the whole body finds it stored, since the end
+//!   of its body comes after the store. `HEAD` requests, gRPC calls
+//!   (their trailers decide), 5xx answers (stale-if-error may answer in
+//!   their place), bodies announced over the limit and requests whose
+//!   `If-None-Match` only a computed `ETag` could answer are read whole
+//!   first, as is the body of a `304` revalidation (the stored one).
 //! - **Resource tags** (surrogate keys): a handler names the tags of its
 //!   response in `Cache-Tag` (comma-separated; the header is configurable
 //!   and removed before the response leaves the layer), and a write that
@@ -47,9 +61,11 @@
 //!   drops every entry carrying it, whatever URL spelled the read.
 //! - **Response headers**: `X-Cache: HIT | MISS | STALE | BYPASS` and
 //!   `Age`. An `ETag` is stored with each entry (the origin's, or one
-//!   computed from the body when the origin sends none) and
-//!   `If-None-Match` (or, without it, `If-Modified-Since`) is answered
-//!   with 304 from the cache. A cacheable load
+//!   computed from the body when the origin sends none; the client whose
+//!   miss streamed gets only the origin's, its body being unknown when the
+//!   head is sent) and `If-None-Match` (or, without it,
+//!   `If-Modified-Since`) is answered with 304 from the cache, or on a
+//!   streamed miss from the origin's head. A cacheable load
 //!   does not forward the client's `If-None-Match`, `If-Modified-Since`,
 //!   `If-Match`, `If-Unmodified-Since`, `If-Range` or `Range`, so the
 //!   origin answers with the whole representation.
@@ -76,6 +92,7 @@ mod status;
 mod storability;
 mod stored;
 mod tags;
+mod tee;
 
 pub use body::CacheBody;
 pub(crate) use body::{Collected, collect_limited};
@@ -85,6 +102,7 @@ pub(crate) use decide::{Decision, Wants};
 pub(crate) use key::KeyFn;
 pub(crate) use key::KeyScheme;
 pub use key::MAX_PLAIN_KEY_LEN;
+pub(crate) use respond::{decidable_from_head, respond_streamed};
 pub use rules::{CDN_CACHE_CONTROL, DEFAULT_HEURISTIC_MAX, DEFAULT_KEEP, DEFAULT_MAX_BODY_BYTES};
 pub(crate) use rules::{ClassifyFn, HttpRules, TagsFn, UserFn};
 pub use status::{CACHE_STATUS, CacheStatus, DEFAULT_CACHE_STATUS_NAME, X_CACHE};
@@ -92,3 +110,4 @@ pub(crate) use status::{Fwd, Report, cache_status_name, mark};
 pub(crate) use storability::Storability;
 pub(crate) use stored::StoredResponse;
 pub use tags::{DEFAULT_TAG_HEADER, MAX_RESPONSE_TAGS, MAX_TAG_LEN, path_tag};
+pub(crate) use tee::tee;

@@ -6,7 +6,7 @@ use http::header::{ETAG, IF_NONE_MATCH, VARY};
 use http::{HeaderMap, HeaderValue, Response, StatusCode};
 
 use super::freshness::date;
-use super::load::strip_weak;
+use super::load::{kept_headers, strip_weak};
 use super::{CacheBody, CacheStatus, StoredResponse, mark};
 
 impl StoredResponse {
@@ -70,6 +70,67 @@ impl StoredResponse {
         };
         date(&self.headers, &http::header::LAST_MODIFIED).is_some_and(|modified| modified <= since)
     }
+}
+
+/// Whether the answer to a miss whose body streams to its client can be
+/// decided from the origin's head: always, but when the request carries
+/// `If-None-Match` and the origin sent no `ETag` (the one the cache
+/// computes from the body, which the request may name, is not known until
+/// the body is read).
+pub(crate) fn decidable_from_head(origin_headers: &HeaderMap, request_headers: &HeaderMap) -> bool {
+    !request_headers.contains_key(IF_NONE_MATCH) || origin_headers.contains_key(ETAG)
+}
+
+/// The response for a miss whose body streams to the client as it is
+/// loaded (`body`), from the origin's status and headers: those the cache keeps
+/// (no `ETag` is computed: the body is not known yet), `Age` and
+/// `X-Cache: MISS`; or a 304 when the request's `If-None-Match` (else
+/// `If-Modified-Since`) matches, without the body, which goes on being
+/// read for the cache all the same. For a request that
+/// [`decidable_from_head`] accepts.
+pub(crate) fn respond_streamed<B: http_body::Body>(
+    status: StatusCode,
+    origin_headers: HeaderMap,
+    body: CacheBody<B>,
+    age_secs: u64,
+    request_headers: &HeaderMap,
+) -> Response<CacheBody<B>> {
+    let headers = kept_headers(origin_headers);
+    let not_modified = match request_headers.get(IF_NONE_MATCH) {
+        Some(inm) => headers
+            .get(ETAG)
+            .is_some_and(|etag| etag_matches(inm, etag)),
+        None => {
+            status == StatusCode::OK
+                && date(request_headers, &http::header::IF_MODIFIED_SINCE).is_some_and(|since| {
+                    date(&headers, &http::header::LAST_MODIFIED)
+                        .is_some_and(|modified| modified <= since)
+                })
+        }
+    };
+    let mut out = if not_modified {
+        let mut out = Response::new(CacheBody::empty());
+        *out.status_mut() = StatusCode::NOT_MODIFIED;
+        for name in [
+            ETAG,
+            http::header::CACHE_CONTROL,
+            VARY,
+            http::header::EXPIRES,
+        ] {
+            for v in headers.get_all(&name) {
+                out.headers_mut().append(name.clone(), v.clone());
+            }
+        }
+        out
+    } else {
+        let mut out = Response::new(body);
+        *out.status_mut() = status;
+        *out.headers_mut() = headers;
+        out
+    };
+    out.headers_mut()
+        .insert(http::header::AGE, HeaderValue::from(age_secs));
+    mark(out, CacheStatus::Miss)
 }
 
 /// Whether an `If-None-Match` value matches `etag` (weak comparison).

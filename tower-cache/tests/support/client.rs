@@ -1,8 +1,9 @@
 //! A small HTTP/1.1 client: one request, its whole answer.
 
 use bytes::Bytes;
-use http::{HeaderMap, Method, Request, StatusCode};
+use http::{HeaderMap, Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 
@@ -64,4 +65,19 @@ pub async fn send(method: Method, url: &str, headers: &[(&str, &str)]) -> Reply 
 /// `GET url`.
 pub async fn get(url: &str) -> Reply {
     send(Method::GET, url, &[]).await
+}
+
+/// `GET url` on a connection of its own, answered with its head only: the
+/// test reads the body as it comes. Fails the test when no head comes
+/// within [`PATIENCE`].
+#[allow(dead_code, reason = "the streaming tests use it, not every test crate")]
+pub async fn open(url: &str) -> Response<Incoming> {
+    let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
+    let req = Request::get(url)
+        .body(Full::default())
+        .expect("a valid request");
+    tokio::time::timeout(PATIENCE, client.request(req))
+        .await
+        .unwrap_or_else(|_| panic!("no head from {url} within {PATIENCE:?}"))
+        .expect("an answer")
 }

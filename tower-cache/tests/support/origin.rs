@@ -9,10 +9,13 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode};
-use http_body_util::Full;
+use http_body::Frame;
+use http_body_util::combinators::UnsyncBoxBody;
+use http_body_util::{BodyExt, Full, StreamBody};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
+use tokio::sync::mpsc;
 use tokio::task::{JoinHandle, JoinSet};
 
 /// What the origin answers: status, headers and body.
@@ -20,7 +23,15 @@ use tokio::task::{JoinHandle, JoinSet};
 pub struct Answer {
     status: StatusCode,
     headers: Vec<(HeaderName, HeaderValue)>,
-    body: Bytes,
+    body: Content,
+}
+
+/// The body of an [`Answer`].
+#[derive(Debug, Clone)]
+enum Content {
+    Whole(Bytes),
+    /// Chunks as the test sends them, for the first request answered.
+    Streamed(Arc<Mutex<Option<mpsc::UnboundedReceiver<Bytes>>>>),
 }
 
 impl Answer {
@@ -30,7 +41,20 @@ impl Answer {
         Answer {
             status: StatusCode::OK,
             headers: Vec::new(),
-            body: Bytes::copy_from_slice(body.as_bytes()),
+            body: Content::Whole(Bytes::copy_from_slice(body.as_bytes())),
+        }
+    }
+
+    /// `200 OK` whose body is the chunks the test sends to `chunks`, each
+    /// as it is sent, ending when the sender is dropped (so with no
+    /// `Content-Length`). Only the first request answered with it gets
+    /// them; later ones get an empty body.
+    #[allow(dead_code, reason = "the streaming tests use it, not every test crate")]
+    pub fn streamed(chunks: mpsc::UnboundedReceiver<Bytes>) -> Answer {
+        Answer {
+            status: StatusCode::OK,
+            headers: Vec::new(),
+            body: Content::Streamed(Arc::new(Mutex::new(Some(chunks)))),
         }
     }
 
@@ -39,7 +63,7 @@ impl Answer {
         Answer {
             status: StatusCode::from_u16(status).expect("a valid status"),
             headers: Vec::new(),
-            body: Bytes::new(),
+            body: Content::Whole(Bytes::new()),
         }
     }
 
@@ -52,8 +76,21 @@ impl Answer {
         self
     }
 
-    fn into_response(self) -> Response<Full<Bytes>> {
-        let mut res = Response::new(Full::new(self.body));
+    fn into_response(self) -> Response<UnsyncBoxBody<Bytes, Infallible>> {
+        let body = match self.body {
+            Content::Whole(bytes) => Full::new(bytes).boxed_unsync(),
+            Content::Streamed(chunks) => match lock(&chunks).take() {
+                Some(chunks) => {
+                    let frames = futures_util::stream::unfold(chunks, |mut chunks| async move {
+                        let chunk = chunks.recv().await?;
+                        Some((Ok(Frame::data(chunk)), chunks))
+                    });
+                    StreamBody::new(frames).boxed_unsync()
+                }
+                None => Full::new(Bytes::new()).boxed_unsync(),
+            },
+        };
+        let mut res = Response::new(body);
         *res.status_mut() = self.status;
         for (name, value) in self.headers {
             res.headers_mut().append(name, value);

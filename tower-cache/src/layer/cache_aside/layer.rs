@@ -264,8 +264,10 @@ impl<St, G> CacheAsideLayer<St, G> {
         self.rules(|r| r.statuses = statuses)
     }
 
-    /// Largest body stored; a larger one streams through uncached and
-    /// intact. Default: [`DEFAULT_MAX_BODY_BYTES`](crate::http::DEFAULT_MAX_BODY_BYTES) (1 MiB).
+    /// Largest body stored. A miss streams to its caller whatever its
+    /// size; the copy kept for the store stops past this many bytes, and
+    /// the rest streams through uncached and intact. Default:
+    /// [`DEFAULT_MAX_BODY_BYTES`](crate::http::DEFAULT_MAX_BODY_BYTES) (1 MiB).
     #[must_use]
     pub fn max_body_bytes(self, max: usize) -> Self {
         self.rules(|r| r.max_body_bytes = max)

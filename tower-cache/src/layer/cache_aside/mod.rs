@@ -12,6 +12,12 @@
 //!   `Set-Cookie` or `private` in the shared cache, bodies up to
 //!   [`max_body_bytes`](CacheAsideLayer::max_body_bytes)). Concurrent
 //!   misses on one key make one inner call.
+//! - **Misses stream**: the caller whose miss reached the inner service
+//!   gets its response as the inner service sends it, while a copy is
+//!   collected for the store; the callers that waited for that load get
+//!   the stored response. A body past `max_body_bytes` streams on to its
+//!   caller and is not stored; a caller that goes away does not stop the
+//!   store.
 //! - **Writes** (`POST`, `PUT`, `PATCH`, `DELETE`) go through untouched;
 //!   when they do not fail (2xx, 3xx: RFC 9111 §4.4) the entries of the
 //!   written path (tag `path:{path}`), of the paths the answer's
@@ -50,6 +56,7 @@
 
 mod grpc;
 mod layer;
+mod load;
 mod read;
 mod service;
 mod write;

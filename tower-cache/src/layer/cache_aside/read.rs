@@ -10,18 +10,15 @@ use bytes::Bytes;
 use http::request::Parts;
 use http::{HeaderMap, HeaderName, Request, Response, StatusCode};
 use http_body::Body;
-use tokio::time::Instant;
 use tower_service::Service;
 
 use super::CacheAsideLayer;
+use super::load::HttpLoad;
 use super::service::error_response;
 use crate::engine::{Checked, Verdict};
-use crate::http::{
-    CacheBody, CacheStatus, Collected, Fwd, HttpRules, Report, Storability, StoredResponse, Wants,
-    collect_limited, mark,
-};
+use crate::http::{CacheBody, CacheStatus, Fwd, HttpRules, Report, StoredResponse, Wants, mark};
 use crate::store::Store;
-use crate::{Entry, Fetched, Fill, LoadError, Loaded, Loader, clock};
+use crate::{Entry, Fetched, LoadError, clock};
 
 /// What a read needs besides the request.
 #[expect(
@@ -44,23 +41,27 @@ pub(super) struct Read {
 /// The request head, shared between the read and its loader, and the
 /// service and body, which the loader takes when it runs. Whatever the
 /// loader did not take stays here for the read to use.
-struct Pending<S, B> {
-    parts: Parts,
-    unsent: Mutex<Option<(S, B)>>,
+pub(super) struct Pending<S, B> {
+    pub(super) parts: Parts,
+    pub(super) unsent: Mutex<Option<(S, B)>>,
     /// Set by this read's own load when it went forward: whether it
     /// revalidated a stored response, and the status the origin answered.
-    forwarded: Mutex<Option<(bool, u16)>>,
+    pub(super) forwarded: Mutex<Option<(bool, u16)>>,
+    /// Set by this read's own load when its answer streams to this caller
+    /// and will be stored once read whole, its length known within the
+    /// limit.
+    pub(super) streamed: std::sync::atomic::AtomicBool,
 }
 
 impl<S, B> Pending<S, B> {
-    fn take(&self) -> Option<(S, B)> {
+    pub(super) fn take(&self) -> Option<(S, B)> {
         self.unsent
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .take()
     }
 
-    fn set_forwarded(&self, revalidated: bool, status: StatusCode) {
+    pub(super) fn set_forwarded(&self, revalidated: bool, status: StatusCode) {
         *self
             .forwarded
             .lock()
@@ -254,6 +255,7 @@ impl Read {
             parts,
             unsent: Mutex::new(Some((inner, body))),
             forwarded: Mutex::new(None),
+            streamed: std::sync::atomic::AtomicBool::new(false),
         });
         let mut found = Found {
             decoded: None,
@@ -305,13 +307,15 @@ impl Read {
             requested: self.reload || found.refused,
             vary_miss,
         };
+        let streamed = pending.streamed.load(std::sync::atomic::Ordering::Relaxed);
         let (entry, status) = match fetched {
             Ok(Fetched::Hit(entry)) => (entry, CacheStatus::Hit),
             Ok(Fetched::Stale(entry)) => (entry, CacheStatus::Stale),
             Ok(Fetched::Miss(entry)) => (entry, CacheStatus::Miss),
             Ok(Fetched::Passed(res)) => {
                 let mut res = mark(res, CacheStatus::Miss);
-                rules.report(&mut res, &how.forwarded(false));
+                // A streamed miss is stored before its body ends.
+                rules.report(&mut res, &how.forwarded(streamed));
                 return Ok(res);
             }
             Err(error) => return self.failed(error, headers, rules),
@@ -389,237 +393,6 @@ impl Read {
     }
 }
 
-/// The load of a read: the request sent to the origin (conditional when
-/// a stored response is to be revalidated) and its answer, to store, to
-/// pass to this caller only, or a failure.
-#[expect(
-    clippy::struct_excessive_bools,
-    reason = "the read's flags, one per property of the request"
-)]
-struct HttpLoad<S, ReqB, ResB> {
-    pending: Arc<Pending<S, ReqB>>,
-    rules: Arc<HttpRules>,
-    /// A `HEAD`, loaded as a `GET`.
-    head: bool,
-    /// The key is a user's.
-    per_user: bool,
-    /// The request carries `Authorization` (shared-cache mode).
-    authorized: bool,
-    /// A gRPC unary call.
-    grpc: bool,
-    /// The stored entry to revalidate, if the engine gave one (boxed: a
-    /// hit moves this loader, and never fills it).
-    stale: Option<Box<Entry>>,
-    body: PhantomData<fn() -> ResB>,
-}
-
-impl<S, ReqB, ResB> Loader for HttpLoad<S, ReqB, ResB>
-where
-    S: Service<Request<ReqB>, Response = Response<ResB>> + Send + 'static,
-    S::Future: Send + 'static,
-    S::Error: fmt::Display + Send + 'static,
-    ReqB: Send + 'static,
-    ResB: Body<Data = Bytes> + Send + Unpin + 'static,
-    ResB::Error: Send,
-{
-    type Value = Response<CacheBody<ResB>>;
-    type Error = S::Error;
-    type Future = futures_util::future::BoxFuture<'static, Result<Loaded<Self::Value>, S::Error>>;
-
-    fn load(self) -> Self::Future {
-        Box::pin(self.run())
-    }
-
-    fn revalidate(&mut self, stale: &Entry) {
-        // Decoded only if the load runs.
-        self.stale = Some(Box::new(stale.clone()));
-    }
-
-    fn can_revalidate(&self) -> bool {
-        true
-    }
-}
-
-impl<S, ReqB, ResB> HttpLoad<S, ReqB, ResB>
-where
-    S: Service<Request<ReqB>, Response = Response<ResB>>,
-    ResB: Body<Data = Bytes> + Unpin,
-{
-    async fn run(self) -> Result<Loaded<Response<CacheBody<ResB>>>, S::Error> {
-        let Some((mut inner, body)) = self.pending.take() else {
-            // Unreachable: a loader runs once and the read only takes
-            // the request back after the load is over.
-            return Ok(Loaded::Pass(error_response(
-                StatusCode::INTERNAL_SERVER_ERROR,
-            )));
-        };
-        let headers = &self.pending.parts.headers;
-        let (stale_tags, stale) = match &self.stale {
-            Some(entry) => (
-                entry.tags().to_vec(),
-                StoredResponse::decode(entry.value())
-                    .ok()
-                    .filter(|s| s.vary_matches(headers) && s.validator().is_some()),
-            ),
-            None => (Vec::new(), None),
-        };
-        let started = Instant::now();
-        let res = inner
-            // Built here, on a load, not on every read: a hit never
-            // pays for the copy.
-            .call(Request::from_parts(
-                HttpRules::origin_request(&self.pending.parts, stale.as_ref()),
-                body,
-            ))
-            .await?;
-        let delay = started.elapsed();
-        self.pending.set_forwarded(stale.is_some(), res.status());
-        let (mut res_parts, res_body) = res.into_parts();
-        let mut resource_tags = self.rules.take_response_tags(&mut res_parts.headers);
-        let rules = &self.rules;
-        if res_parts.status == StatusCode::NOT_MODIFIED
-            && let Some(stale) = stale
-        {
-            // Revalidated: the stored body, with the 304's headers.
-            let Some((merged, data, trailers)) = HttpRules::merge_not_modified(stale, &res_parts)
-            else {
-                // The 304 names another representation than the stored one.
-                return Ok(Loaded::Failed(
-                    error_response(StatusCode::BAD_GATEWAY),
-                    None,
-                ));
-            };
-            resource_tags.extend(stale_tags);
-            let storability = self.storability(&merged, delay);
-            return Ok(self.finish(merged, data, trailers, storability, resource_tags));
-        }
-        let storability = self.storability(&res_parts, delay);
-        if storability == Storability::Pass {
-            let res = Response::from_parts(res_parts, CacheBody::stream(res_body));
-            return Ok(Loaded::Pass(head_only(res, self.head)));
-        }
-        let (data, trailers) = match collect_limited(res_body, rules.max_body_bytes).await {
-            Collected::Complete { data, trailers } => (data, trailers),
-            Collected::TooLarge(body) | Collected::Failed(body) => {
-                let res = head_only(Response::from_parts(res_parts, body), self.head);
-                return Ok(match storability {
-                    Storability::Failed => Loaded::Failed(res, None),
-                    _ => Loaded::Pass(res),
-                });
-            }
-        };
-        Ok(self.finish(res_parts, data, trailers, storability, resource_tags))
-    }
-
-    /// Whether the response may be stored, by the rules of the route's
-    /// mode; `delay` is how long the origin took to answer.
-    fn storability(&self, res: &http::response::Parts, delay: Duration) -> Storability {
-        if self.rules.shared && !self.grpc {
-            self.rules
-                .storability_shared(res, self.per_user, self.authorized, delay)
-        } else {
-            self.rules.storability(res, self.per_user, self.grpc)
-        }
-    }
-
-    /// What becomes of a whole response: stored, passed or failed.
-    fn finish(
-        &self,
-        res_parts: http::response::Parts,
-        data: Bytes,
-        trailers: Option<HeaderMap>,
-        storability: Storability,
-        resource_tags: Vec<String>,
-    ) -> Loaded<Response<CacheBody<ResB>>> {
-        let rules = &self.rules;
-        let grpc_failed = self.grpc
-            && trailers
-                .as_ref()
-                .and_then(|t| t.get("grpc-status"))
-                .is_none_or(|s| s != "0");
-        let shareable = rules.shareable_failure(&res_parts);
-        let stored = rules.to_stored(res_parts, data, trailers, &self.pending.parts.headers);
-        let tags = || {
-            let mut tags = rules.read_tags(&self.pending.parts);
-            for tag in resource_tags {
-                if !tags.contains(&tag) {
-                    tags.push(tag);
-                }
-            }
-            tags
-        };
-        outcome(
-            stored,
-            storability,
-            rules,
-            tags,
-            grpc_failed,
-            shareable,
-            self.head,
-        )
-    }
-}
-
-/// What becomes of a whole response a read's load got: stored (with
-/// `tags`), handed to this caller only (a gRPC call whose trailers tell a
-/// failure), or a failure, shared with the callers that waited for it
-/// when `shareable`.
-fn outcome<B: Body>(
-    stored: StoredResponse,
-    storability: Storability,
-    rules: &HttpRules,
-    tags: impl FnOnce() -> Vec<String>,
-    grpc_failed: bool,
-    shareable: bool,
-    head: bool,
-) -> Loaded<Response<CacheBody<B>>> {
-    match storability {
-        Storability::Store { .. } if grpc_failed => {
-            Loaded::Pass(stored.respond(CacheStatus::Miss, 0, false, &HeaderMap::new()))
-        }
-        Storability::Store { negative, ttl } => {
-            let mut fill = Fill::new(stored.encode()).with_tags(tags());
-            fill.negative = negative;
-            fill.ttl = ttl;
-            Loaded::Store(keep_to_revalidate(fill, &stored, rules))
-        }
-        Storability::Shared(lifetime) => {
-            let (revalidate, if_error) = if lifetime.no_stale {
-                (Duration::ZERO, Duration::ZERO)
-            } else {
-                (
-                    lifetime.revalidate.unwrap_or(rules.policy_windows.0),
-                    lifetime.if_error.unwrap_or(rules.policy_windows.1),
-                )
-            };
-            let fill = Fill::new(stored.encode())
-                .with_tags(tags())
-                .with_ttl(lifetime.fresh_for)
-                .with_age(lifetime.age)
-                .without_jitter()
-                .with_stale_windows(revalidate, if_error);
-            Loaded::Store(keep_to_revalidate(fill, &stored, rules))
-        }
-        _ => {
-            // Waiters get this failure only when it is no one's private
-            // answer; otherwise a 502 of their own.
-            let payload = shareable.then(|| stored.encode());
-            let res = stored.respond(CacheStatus::Miss, 0, head, &HeaderMap::new());
-            Loaded::Failed(res, payload)
-        }
-    }
-}
-
-/// `fill`, kept past its stale windows for the route's keep time when the
-/// origin gave a validator to revalidate it with.
-fn keep_to_revalidate(fill: Fill, stored: &StoredResponse, rules: &HttpRules) -> Fill {
-    if stored.validator().is_some() {
-        fill.with_keep(rules.keep)
-    } else {
-        fill
-    }
-}
-
 /// The answer to `Cache-Control: only-if-cached`: the stored response
 /// (fresh, or stale within its window), or 504 without asking the origin
 /// (RFC 9111 §5.2.1.7).
@@ -664,24 +437,6 @@ async fn from_store_only<B: Body, St: Store, G>(
         layer.rules.report(&mut res, &report);
         res
     }
-}
-
-/// `res` without its body, for a `HEAD` that was loaded as a `GET`: the
-/// headers say what the `GET` would carry, `Content-Length` included.
-fn head_only<B: Body<Data = Bytes>>(
-    mut res: Response<CacheBody<B>>,
-    head: bool,
-) -> Response<CacheBody<B>> {
-    if !head {
-        return res;
-    }
-    if !res.headers().contains_key(http::header::CONTENT_LENGTH)
-        && let Some(len) = res.body().size_hint().exact()
-    {
-        res.headers_mut()
-            .insert(http::header::CONTENT_LENGTH, http::HeaderValue::from(len));
-    }
-    res.map(|_| CacheBody::empty())
 }
 
 /// Sends the request, as the client sent it, to the origin without
