@@ -332,8 +332,11 @@ mod tests {
                         prop_assert!(theirs.is_storable(), "{headers:?}");
                         let ttl = lifetime.fresh_for.saturating_sub(lifetime.age);
                         let other = theirs.time_to_live(now);
+                        // `Date` has whole seconds: its apparent age (which
+                        // the other reading ignores) is under a second, and
+                        // the test itself takes a little time.
                         let gap = ttl.abs_diff(other);
-                        prop_assert!(gap <= Duration::from_secs(1), "{headers:?}: {ttl:?} vs {other:?}");
+                        prop_assert!(gap <= Duration::from_secs(2), "{headers:?}: {ttl:?} vs {other:?}");
                     }
                     _ => prop_assert!(!theirs.is_storable(), "{headers:?}"),
                 }
