@@ -53,7 +53,8 @@ pub(crate) struct CacheControl {
 
 impl CacheControl {
     /// The directives of every `Cache-Control` field of `headers`, with
-    /// `Pragma: no-cache` read as `no-cache`.
+    /// `Pragma: no-cache` read as `no-cache` where there is no
+    /// `Cache-Control` (RFC 9111 §5.4).
     pub(crate) fn parse(headers: &HeaderMap) -> CacheControl {
         let mut cc = CacheControl::default();
         for value in headers.get_all(CACHE_CONTROL) {
@@ -61,10 +62,11 @@ impl CacheControl {
                 cc.read(value);
             }
         }
-        if headers
-            .get_all(PRAGMA)
-            .iter()
-            .any(|v| v.as_bytes().eq_ignore_ascii_case(b"no-cache"))
+        if !headers.contains_key(CACHE_CONTROL)
+            && headers
+                .get_all(PRAGMA)
+                .iter()
+                .any(|v| v.as_bytes().eq_ignore_ascii_case(b"no-cache"))
         {
             cc.no_cache = true;
         }
@@ -284,6 +286,15 @@ mod tests {
         assert_eq!(cc("min-fresh=7").min_fresh, Some(Duration::from_secs(7)));
         assert!(cc("max-age=junk").invalid_freshness);
         assert!(!cc("max-age=1").invalid_freshness);
+    }
+
+    #[test]
+    fn pragma_no_cache_counts_only_without_cache_control() {
+        let mut h = HeaderMap::new();
+        h.insert(PRAGMA, HeaderValue::from_static("no-cache"));
+        assert!(CacheControl::parse(&h).no_cache);
+        h.insert(CACHE_CONTROL, HeaderValue::from_static("max-age=5"));
+        assert!(!CacheControl::parse(&h).no_cache);
     }
 
     #[test]

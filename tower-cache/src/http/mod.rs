@@ -24,7 +24,7 @@
 //!   origin's headers do, as RFC 9111, RFC 9213 (`CDN-Cache-Control`) and
 //!   RFC 5861 say for a shared cache.
 //! - **Request directives**: `no-store` bypasses the cache; `no-cache` (and
-//!   `Pragma: no-cache`) reloads from the origin, revalidating the stored
+//!   `Pragma: no-cache` without `Cache-Control`) reloads from the origin, revalidating the stored
 //!   response; `max-age` and `min-fresh` refuse entries too old or too
 //!   close to expiry; `max-stale` accepts stale ones (never what the
 //!   origin said to revalidate); `only-if-cached` answers from the store
