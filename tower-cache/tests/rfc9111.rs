@@ -476,6 +476,37 @@ async fn cdn_cache_control_takes_the_place_of_cache_control() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_targeted_field_of_the_users_comes_before_cdn_cache_control() {
+    let origin = Origin::start().await;
+    let field = http::HeaderName::from_static("edge-cache-control");
+    let proxy = Proxy::start_with(origin.addr(), |layer| layer.targeted_cache_control(field)).await;
+    origin.answer(
+        "/a",
+        Answer::ok("a")
+            .header("cache-control", "no-store")
+            .header("cdn-cache-control", "no-store")
+            .header("edge-cache-control", "max-age=600"),
+    );
+    origin.answer(
+        "/b",
+        Answer::ok("b")
+            .header("cdn-cache-control", "max-age=600")
+            .header("edge-cache-control", "no-store"),
+    );
+    // Not a dictionary: ignored, CDN-Cache-Control applies.
+    origin.answer(
+        "/c",
+        Answer::ok("c")
+            .header("cdn-cache-control", "max-age=600")
+            .header("edge-cache-control", "Max-Age=="),
+    );
+    for (path, second) in [("/a", "HIT"), ("/b", "MISS"), ("/c", "HIT")] {
+        get(&proxy.url(path)).await;
+        assert_eq!(get(&proxy.url(path)).await.x_cache(), second, "{path}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn vary_picks_the_variant_and_vary_star_is_not_stored() {
     let (origin, proxy) = setup().await;
     origin.route("/lang", |req| {

@@ -6,10 +6,11 @@ use std::net::SocketAddr;
 use http::uri::Authority;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
-use tower_cache::Cache;
 use tower_cache::store::{MemoryStore, SharedStore};
+use tower_cache::{Cache, CacheAsideLayer};
+use tower_layer::Layer;
 
-use super::reverse_proxy::{proxy, serve};
+use super::reverse_proxy::{Upstream, cache_layer, serve};
 
 /// A running proxy; it stops when dropped, closing its connections.
 pub struct Proxy {
@@ -21,6 +22,15 @@ impl Proxy {
     /// Starts the proxy in front of `upstream`, with a `MemoryStore` of
     /// its own. It accepts connections once this returns.
     pub async fn start(upstream: SocketAddr) -> Proxy {
+        Proxy::start_with(upstream, |layer| layer).await
+    }
+
+    /// [`Proxy::start`], with the example's cache layer changed by
+    /// `configure` (a builder call of the test's).
+    pub async fn start_with(
+        upstream: SocketAddr,
+        configure: impl FnOnce(CacheAsideLayer) -> CacheAsideLayer,
+    ) -> Proxy {
         let listener = TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind a loopback port");
@@ -29,7 +39,7 @@ impl Proxy {
         let cache = Cache::new(SharedStore::new(MemoryStore::default()));
         let server = tokio::spawn(serve(
             listener,
-            proxy(upstream, cache),
+            configure(cache_layer(cache)).layer(Upstream::new(upstream)),
             std::future::pending(),
         ));
         Proxy { addr, server }
