@@ -30,6 +30,7 @@
 mod builder;
 mod error;
 mod flight;
+mod hit;
 mod invalidation;
 mod load;
 mod loader;

@@ -57,12 +57,14 @@ impl CacheControl {
     /// `Cache-Control` (RFC 9111 §5.4).
     pub(crate) fn parse(headers: &HeaderMap) -> CacheControl {
         let mut cc = CacheControl::default();
+        let mut any = false;
         for value in headers.get_all(CACHE_CONTROL) {
+            any = true;
             if let Ok(value) = value.to_str() {
                 cc.read(value);
             }
         }
-        if !headers.contains_key(CACHE_CONTROL)
+        if !any
             && headers
                 .get_all(PRAGMA)
                 .iter()

@@ -32,7 +32,7 @@
 
 use std::borrow::Cow;
 use std::fmt::Write as _;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use http::request::Parts;
 use http::{HeaderMap, HeaderName};
@@ -54,6 +54,10 @@ pub(crate) struct KeyScheme {
     pub headers: Vec<HeaderName>,
     pub custom: Option<KeyFn>,
     pub host: bool,
+    /// What every key starts with (`{namespace}v{version}:` and the name
+    /// field), written once by the first key; [`KeyScheme::changed`]
+    /// forgets it.
+    pub head: OnceLock<String>,
 }
 
 impl Default for KeyScheme {
@@ -65,6 +69,7 @@ impl Default for KeyScheme {
             headers: Vec::new(),
             custom: None,
             host: true,
+            head: OnceLock::new(),
         }
     }
 }
@@ -164,6 +169,24 @@ fn valid_reg_name(name: &[u8]) -> bool {
 }
 
 impl KeyScheme {
+    /// `{namespace}v{version}:` and the name field, written once.
+    fn head(&self) -> &str {
+        self.head.get_or_init(|| {
+            let mut head = String::with_capacity(self.namespace.len() + self.name.len() + 16);
+            head.push_str(&self.namespace);
+            head.push('v');
+            head.push_str(itoa::Buffer::new().format(self.version));
+            head.push(':');
+            push_text_field(&mut head, &self.name);
+            head
+        })
+    }
+
+    /// To be called after a field changes: the head is written again.
+    pub(crate) fn changed(&mut self) {
+        self.head = OnceLock::new();
+    }
+
     /// Length of `{namespace}v{version}:`.
     fn prefix_len(&self) -> usize {
         let mut digits = 1;
@@ -199,25 +222,23 @@ impl KeyScheme {
         authorized: bool,
         body: Option<&[u8]>,
     ) -> Option<String> {
-        let mut key = String::with_capacity(128);
-        key.push_str(&self.namespace);
-        key.push('v');
-        key.push_str(itoa::Buffer::new().format(self.version));
-        key.push(':');
-        let prefix_len = key.len();
-        push_text_field(&mut key, &self.name);
+        let head = self.head();
+        let mut key = String::with_capacity(
+            head.len() + parts.uri.path_and_query().map_or(0, |pq| pq.as_str().len()) + 64,
+        );
+        key.push_str(head);
+        let prefix_len = self.prefix_len();
         if let Some(custom) = &self.custom {
             key.push_str(" c");
             push_text_field(&mut key, &custom(parts)?);
         } else {
             key.push(' ');
             // HEAD is answered from the GET entry.
-            let method = if parts.method == http::Method::HEAD {
-                "GET"
+            if parts.method == http::Method::GET || parts.method == http::Method::HEAD {
+                key.push_str("3:GET");
             } else {
-                parts.method.as_str()
-            };
-            push_text_field(&mut key, method);
+                push_text_field(&mut key, parts.method.as_str());
+            }
             key.push(' ');
             if self.host {
                 match request_host(parts) {

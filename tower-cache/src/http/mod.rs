@@ -83,6 +83,7 @@
 mod body;
 mod cache_control;
 mod decide;
+mod decoded;
 mod freshness;
 mod key;
 mod load;
@@ -99,6 +100,7 @@ pub(crate) use body::{Collected, collect_limited};
 pub(crate) use cache_control::CacheControl;
 pub use decide::RequestClass;
 pub(crate) use decide::{Decision, Wants};
+pub(crate) use decoded::Decoded;
 pub(crate) use key::KeyFn;
 pub(crate) use key::KeyScheme;
 pub use key::MAX_PLAIN_KEY_LEN;

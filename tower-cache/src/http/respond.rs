@@ -25,6 +25,7 @@ impl StoredResponse {
             None => self.not_modified_since(request_headers),
         };
         let body_len = self.body.len();
+        let has_trailers = self.trailers.is_some();
         let (code, body) = if not_modified {
             (StatusCode::NOT_MODIFIED, CacheBody::empty())
         } else if head {
@@ -48,8 +49,10 @@ impl StoredResponse {
             }
         } else {
             *headers = self.headers;
-            if head && code != StatusCode::NO_CONTENT {
-                // What a GET would carry, not the empty body's length.
+            // A HEAD carries what a GET would, not the empty body's
+            // length. A body with trailers goes chunked, without one.
+            if code != StatusCode::NO_CONTENT && !code.is_informational() && (head || !has_trailers)
+            {
                 headers.insert(http::header::CONTENT_LENGTH, HeaderValue::from(body_len));
             }
         }

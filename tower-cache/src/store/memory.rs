@@ -1,13 +1,14 @@
 //! The in-process L1 store, on moka.
 
+use std::any::Any;
 use std::future::Future;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
-use moka::future::Cache;
 use moka::notification::RemovalCause;
 use moka::policy::{EvictionPolicy, Expiry};
+use moka::sync::Cache;
 
 use super::{Store, StoreError};
 use crate::clock;
@@ -24,11 +25,65 @@ pub const DEFAULT_MAX_BYTES: u64 = 64 * 1024 * 1024;
 /// capacity in resident memory with 1 KiB entries).
 pub const ENTRY_OVERHEAD_BYTES: usize = 384;
 
-#[derive(Clone)]
+/// An entry as L1 holds it, shared by every read.
 struct Slot {
     entry: Entry,
     /// When this copy leaves L1; never later than `entry.stale_until`.
     evict_at: u64,
+    /// A form of the entry decoded by its reader, made once by the first
+    /// read that asks for it.
+    decoded: OnceLock<Box<dyn Any + Send + Sync>>,
+}
+
+/// An entry held in process, read without waiting: what
+/// [`Store::resident`] returns. It shares the stored entry (nothing is
+/// copied) and keeps beside it a form of the entry decoded once, by the
+/// first reader that asks ([`Resident::decoded`]), for every later read.
+#[derive(Clone)]
+pub struct Resident(Arc<Slot>);
+
+impl std::fmt::Debug for Resident {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("Resident").field(&self.0.entry).finish()
+    }
+}
+
+impl Resident {
+    /// The entry.
+    #[must_use]
+    pub fn entry(&self) -> &Entry {
+        &self.0.entry
+    }
+
+    /// The entry decoded as a `T`: made by `decode` on the first call, kept
+    /// with the entry for as long as L1 holds it and returned as it is on
+    /// every later call. `None` when `decode` fails (nothing is kept, a
+    /// later call tries again) or when the form kept is not a `T`.
+    ///
+    /// ```
+    /// use tower_cache::store::{MemoryStore, Store};
+    /// use tower_cache::Entry;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// let l1 = MemoryStore::default();
+    /// l1.put("k", Entry::new("42")).await.unwrap();
+    /// let resident = l1.resident("k", tower_cache::now_ms()).expect("held in process");
+    /// let parse = |e: &Entry| std::str::from_utf8(e.value()).ok()?.parse::<u32>().ok();
+    /// assert_eq!(resident.decoded(parse), Some(&42));
+    /// # }
+    /// ```
+    pub fn decoded<T: Any + Send + Sync>(
+        &self,
+        decode: impl FnOnce(&Entry) -> Option<T>,
+    ) -> Option<&T> {
+        let slot = &*self.0;
+        if let Some(kept) = slot.decoded.get() {
+            return kept.downcast_ref();
+        }
+        let value = decode(&slot.entry)?;
+        let _ = slot.decoded.set(Box::new(value));
+        slot.decoded.get()?.downcast_ref()
+    }
 }
 
 struct SlotExpiry;
@@ -39,14 +94,14 @@ impl SlotExpiry {
     }
 }
 
-impl Expiry<Arc<str>, Slot> for SlotExpiry {
-    fn expire_after_create(&self, _: &Arc<str>, slot: &Slot, _: Instant) -> Option<Duration> {
+impl Expiry<Arc<str>, Arc<Slot>> for SlotExpiry {
+    fn expire_after_create(&self, _: &Arc<str>, slot: &Arc<Slot>, _: Instant) -> Option<Duration> {
         Some(Self::until(slot))
     }
     fn expire_after_update(
         &self,
         _: &Arc<str>,
-        slot: &Slot,
+        slot: &Arc<Slot>,
         _: Instant,
         _: Option<Duration>,
     ) -> Option<Duration> {
@@ -75,7 +130,7 @@ pub struct MemoryStats {
     pub expirations: u64,
 }
 
-/// The in-process L1 store, on [`moka::future::Cache`].
+/// The in-process L1 store, on [`moka::sync::Cache`].
 ///
 /// - **Bounded in bytes**: each entry weighs its key, payload and tags
 ///   ([`Entry::weight`]) plus [`ENTRY_OVERHEAD_BYTES`] of bookkeeping; the
@@ -85,7 +140,8 @@ pub struct MemoryStats {
 ///   ([`Entry::stale_until`]).
 /// - **`TinyLFU` admission and eviction** by default, LRU as an option.
 /// - **Shared, not copied**: a hit clones the [`bytes::Bytes`] handle, not
-///   the payload.
+///   the payload; [`Store::resident`] reads an entry without waiting, with
+///   a decoded form of it kept beside it ([`Resident`]).
 /// - **Tag invalidation** without a tag index: moka applies the predicate
 ///   to reads at once and removes matching entries in the background.
 ///
@@ -104,7 +160,7 @@ pub struct MemoryStats {
 /// ```
 #[derive(Clone)]
 pub struct MemoryStore {
-    cache: Cache<Arc<str>, Slot>,
+    cache: Cache<Arc<str>, Arc<Slot>, foldhash::fast::RandomState>,
     counters: Arc<Counters>,
     max_bytes: u64,
 }
@@ -157,7 +213,7 @@ impl MemoryStoreBuilder {
         let listener_counters = counters.clone();
         let mut builder = Cache::builder()
             .max_capacity(self.max_bytes)
-            .weigher(|key: &Arc<str>, slot: &Slot| {
+            .weigher(|key: &Arc<str>, slot: &Arc<Slot>| {
                 u32::try_from(ENTRY_OVERHEAD_BYTES + key.len() + slot.entry.weight())
                     .unwrap_or(u32::MAX)
             })
@@ -183,7 +239,7 @@ impl MemoryStoreBuilder {
             builder = builder.name(name);
         }
         MemoryStore {
-            cache: builder.build(),
+            cache: builder.build_with_hasher(foldhash::fast::RandomState::default()),
             counters,
             max_bytes: self.max_bytes,
         }
@@ -217,18 +273,21 @@ impl MemoryStore {
     /// Stores `entry` but keeps this copy at most `cap` (it still never
     /// outlives `entry.stale_until`). Used by the tiered store so that an
     /// L1 copy is re-read from L2 regularly.
-    pub(crate) async fn put_capped(&self, key: &str, entry: Entry, cap: Option<Duration>) {
+    pub(crate) fn put_capped(&self, key: &str, entry: Entry, cap: Option<Duration>) {
         let mut evict_at = entry.stale_until;
         if let Some(cap) = cap {
             evict_at = evict_at.min(clock::after(cap));
         }
         if evict_at <= clock::now_ms() {
-            self.cache.invalidate(key).await;
+            self.cache.invalidate(key);
             return;
         }
-        self.cache
-            .insert(Arc::from(key), Slot { entry, evict_at })
-            .await;
+        let slot = Slot {
+            entry,
+            evict_at,
+            decoded: OnceLock::new(),
+        };
+        self.cache.insert(Arc::from(key), Arc::new(slot));
     }
 
     /// Drops every entry.
@@ -238,8 +297,12 @@ impl MemoryStore {
 
     /// Current sizes and counters. Runs moka's pending maintenance first, so
     /// the sizes are exact at the time of the call.
+    #[expect(
+        clippy::unused_async,
+        reason = "kept async: a store's statistics may need a wait"
+    )]
     pub async fn stats(&self) -> MemoryStats {
-        self.cache.run_pending_tasks().await;
+        self.cache.run_pending_tasks();
         MemoryStats {
             entries: self.cache.entry_count(),
             bytes: self.cache.weighted_size(),
@@ -252,23 +315,27 @@ impl MemoryStore {
 
 impl Store for MemoryStore {
     async fn get(&self, key: &str) -> Result<Option<Entry>, StoreError> {
-        let Some(slot) = self.cache.get(key).await else {
-            return Ok(None);
-        };
-        if clock::now_ms() >= slot.evict_at {
-            self.cache.invalidate(key).await;
-            return Ok(None);
+        Ok(self
+            .resident(key, clock::now_ms())
+            .map(|held| held.entry().clone()))
+    }
+
+    fn resident(&self, key: &str, now_ms: u64) -> Option<Resident> {
+        let slot = self.cache.get(key)?;
+        if now_ms >= slot.evict_at {
+            self.cache.invalidate(key);
+            return None;
         }
-        Ok(Some(slot.entry))
+        Some(Resident(slot))
     }
 
     async fn put(&self, key: &str, entry: Entry) -> Result<(), StoreError> {
-        self.put_capped(key, entry, None).await;
+        self.put_capped(key, entry, None);
         Ok(())
     }
 
     async fn remove(&self, key: &str) -> Result<(), StoreError> {
-        self.cache.invalidate(key).await;
+        self.cache.invalidate(key);
         Ok(())
     }
 
@@ -318,6 +385,33 @@ mod tests {
         let b = store.get("k").await.unwrap().unwrap();
         assert_eq!(a.value.as_ptr(), value.as_ptr());
         assert_eq!(b.value.as_ptr(), value.as_ptr());
+    }
+
+    #[tokio::test]
+    async fn a_resident_entry_is_decoded_once_for_every_read() {
+        let store = MemoryStore::new(1 << 20);
+        store.put("k", Entry::new("42")).await.unwrap();
+        let decodes = std::sync::atomic::AtomicUsize::new(0);
+        let parse = |e: &Entry| {
+            decodes.fetch_add(1, Ordering::Relaxed);
+            std::str::from_utf8(e.value()).ok()?.parse::<u32>().ok()
+        };
+        for _ in 0..3 {
+            let held = store.resident("k", clock::now_ms()).expect("held");
+            assert_eq!(held.decoded(parse), Some(&42));
+        }
+        assert_eq!(decodes.load(Ordering::Relaxed), 1);
+        // A new value is decoded anew.
+        store.put("k", Entry::new("7")).await.unwrap();
+        let held = store.resident("k", clock::now_ms()).expect("held");
+        assert_eq!(held.decoded(parse), Some(&7));
+        assert_eq!(decodes.load(Ordering::Relaxed), 2);
+        // A form that fails to decode is not kept.
+        store.put("bad", Entry::new("x")).await.unwrap();
+        let held = store.resident("bad", clock::now_ms()).expect("held");
+        assert_eq!(held.decoded(parse), None);
+        assert_eq!(held.decoded(parse), None);
+        assert_eq!(decodes.load(Ordering::Relaxed), 4);
     }
 
     #[tokio::test]
@@ -372,9 +466,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn capped_copy_leaves_before_the_entry_expires() {
         let store = MemoryStore::new(1 << 20);
-        store
-            .put_capped("k", entry(b"v", 60_000), Some(Duration::from_secs(5)))
-            .await;
+        store.put_capped("k", entry(b"v", 60_000), Some(Duration::from_secs(5)));
         tokio::time::advance(Duration::from_secs(6)).await;
         assert!(store.get("k").await.unwrap().is_none());
     }
@@ -412,14 +504,14 @@ mod tests {
         for _ in 0..50 {
             assert!(store.get("hot").await.unwrap().is_some());
         }
-        store.cache.run_pending_tasks().await;
+        store.cache.run_pending_tasks();
         for i in 0..2_000 {
             store.put(&format!("scan{i}"), value()).await.unwrap();
             if i % 100 == 0 {
-                store.cache.run_pending_tasks().await;
+                store.cache.run_pending_tasks();
             }
         }
-        store.cache.run_pending_tasks().await;
+        store.cache.run_pending_tasks();
         store.get("hot").await.unwrap().is_some()
     }
 

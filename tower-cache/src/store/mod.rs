@@ -42,7 +42,7 @@ mod redis;
 mod tiered;
 
 pub use memory::{
-    DEFAULT_MAX_BYTES, ENTRY_OVERHEAD_BYTES, MemoryStats, MemoryStore, MemoryStoreBuilder,
+    DEFAULT_MAX_BYTES, ENTRY_OVERHEAD_BYTES, MemoryStats, MemoryStore, MemoryStoreBuilder, Resident,
 };
 #[cfg(feature = "redis")]
 pub use redis::{
@@ -152,6 +152,19 @@ pub trait Store: Send + Sync + 'static {
             Ok((entry, self.version().await?))
         }
     }
+
+    /// The entry under `key` when this process holds it and can read it
+    /// without waiting: the hit path, which needs no future. `now_ms` is
+    /// the time of the read on the cache's clock ([`now_ms`](crate::now_ms)),
+    /// which the caller has read already. `None` when the entry is not
+    /// held here (it may still be in the store: ask [`Store::get`]). What
+    /// it returns obeys the rules of `get`.
+    ///
+    /// Default: `None`, for a store that holds nothing in process.
+    fn resident(&self, key: &str, now_ms: u64) -> Option<Resident> {
+        let _ = (key, now_ms);
+        None
+    }
 }
 
 /// A boxed future returned by [`DynStore`].
@@ -173,9 +186,14 @@ pub trait DynStore: Send + Sync + 'static {
     fn version_dyn(&self) -> BoxStoreFuture<'_, u64>;
     /// See [`Store::get_versioned`].
     fn get_versioned_dyn<'a>(&'a self, key: &'a str) -> BoxStoreFuture<'a, (Option<Entry>, u64)>;
+    /// See [`Store::resident`].
+    fn resident_dyn(&self, key: &str, now_ms: u64) -> Option<Resident>;
 }
 
 impl<St: Store> DynStore for St {
+    fn resident_dyn(&self, key: &str, now_ms: u64) -> Option<Resident> {
+        self.resident(key, now_ms)
+    }
     fn get_dyn<'a>(&'a self, key: &'a str) -> BoxStoreFuture<'a, Option<Entry>> {
         Box::pin(self.get(key))
     }
@@ -228,6 +246,9 @@ impl std::fmt::Debug for SharedStore {
 }
 
 impl Store for SharedStore {
+    fn resident(&self, key: &str, now_ms: u64) -> Option<Resident> {
+        self.0.resident_dyn(key, now_ms)
+    }
     fn get<'a>(
         &'a self,
         key: &'a str,

@@ -76,7 +76,9 @@ impl<St> CacheAsideLayer<St, NoGrpc> {
 
 impl<St, G> CacheAsideLayer<St, G> {
     fn rules(mut self, f: impl FnOnce(&mut HttpRules)) -> Self {
-        f(Arc::make_mut(&mut self.rules));
+        let rules = Arc::make_mut(&mut self.rules);
+        f(rules);
+        rules.key.changed();
         self
     }
 

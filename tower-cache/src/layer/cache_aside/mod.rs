@@ -55,6 +55,7 @@
 //! ```
 
 mod grpc;
+mod hit;
 mod layer;
 mod load;
 mod read;
@@ -67,8 +68,16 @@ pub use service::CacheAside;
 
 /// Response future of [`CacheAside`]: the response, its body `B` behind a
 /// [`CacheBody`](crate::http::CacheBody), or the inner service's error `E`.
+/// A hit answered from an entry held in process is ready at once; every
+/// other call is one boxed future.
 pub type ResponseFuture<B, E> = super::future::ResponseFuture<
-    futures_util::future::BoxFuture<'static, Result<http::Response<crate::http::CacheBody<B>>, E>>,
+    futures_util::future::Either<
+        futures_util::future::Ready<Result<http::Response<crate::http::CacheBody<B>>, E>>,
+        futures_util::future::BoxFuture<
+            'static,
+            Result<http::Response<crate::http::CacheBody<B>>, E>,
+        >,
+    >,
 >;
 
 #[cfg(test)]

@@ -215,7 +215,7 @@ impl How {
 
 /// The entry's remaining freshness at `now`, in seconds, negative when
 /// stale (RFC 9211's `ttl`).
-fn ttl_secs(entry: &Entry, now: u64) -> i64 {
+pub(super) fn ttl_secs(entry: &Entry, now: u64) -> i64 {
     let secs = |ms: u64| i64::try_from(ms / 1_000).unwrap_or(i64::MAX);
     if entry.fresh_until() >= now {
         secs(entry.fresh_until() - now)

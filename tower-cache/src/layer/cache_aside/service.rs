@@ -2,6 +2,7 @@ use std::fmt;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
+use futures_util::future::{Either, ready};
 use http::request::Parts;
 use http::{Request, Response, StatusCode};
 use http_body::Body;
@@ -66,12 +67,25 @@ where
     }
 
     fn call(&mut self, req: Request<ReqB>) -> Self::Future {
+        let (parts, body) = req.into_parts();
+        let decision = self.layer.rules.decide(&parts);
+        if let Decision::Read {
+            key,
+            head,
+            reload: false,
+            only_if_cached: false,
+            wants: None,
+            ..
+        } = &decision
+            && let Some(res) = self.layer.hit(key, *head, &parts.headers)
+        {
+            // The service stays ready for the next call.
+            return ResponseFuture::new(Either::Left(ready(Ok(res))));
+        }
         // The ready service goes to this call; a clone takes its place.
         let clone = self.inner.clone();
         let inner = std::mem::replace(&mut self.inner, clone);
         let layer = self.layer.clone();
-        let (parts, body) = req.into_parts();
-        let decision = layer.rules.decide(&parts);
         // Each decision boxes only its own future: a hit never pays to
         // allocate and move the state of the write or gRPC paths.
         let inner: futures_util::future::BoxFuture<'static, _> = match decision {
@@ -117,7 +131,7 @@ where
                 Box::pin(grpc_read(layer, inner, parts, body, per_user))
             }
         };
-        ResponseFuture::new(inner)
+        ResponseFuture::new(Either::Right(inner))
     }
 }
 

@@ -16,7 +16,7 @@ use tokio::task::JoinHandle;
 
 use super::redis::breaker::Breaker;
 use super::redis::replay::{Invalidation, ReplayQueue};
-use super::{MemoryStore, RedisStore, Store, StoreError};
+use super::{MemoryStore, RedisStore, Resident, Store, StoreError};
 use crate::entry::Entry;
 pub use builder::TieredStoreBuilder;
 use channel::{Message, Notice};
@@ -323,7 +323,7 @@ impl Shared {
         let global = self.fences.global.read().await;
         let stripe = self.fences.stripe(key).read().await;
         if (*global, *stripe) == before {
-            self.l1.put_capped(key, entry, Some(self.l1_ttl)).await;
+            self.l1.put_capped(key, entry, Some(self.l1_ttl));
         }
     }
 
@@ -422,6 +422,13 @@ impl TieredStore {
 }
 
 impl Store for TieredStore {
+    fn resident(&self, key: &str, now_ms: u64) -> Option<Resident> {
+        let shared = &*self.inner.shared;
+        let hit = shared.l1.resident(key, now_ms)?;
+        shared.counters.l1_hits.fetch_add(1, Ordering::Relaxed);
+        Some(hit)
+    }
+
     async fn get(&self, key: &str) -> Result<Option<Entry>, StoreError> {
         let shared = &*self.inner.shared;
         // The hit path, inline.
@@ -458,7 +465,7 @@ impl Store for TieredStore {
             let mut generation = shared.fences.stripe(key).write().await;
             *generation += 1;
             if admitted {
-                shared.l1.put_capped(key, entry, Some(shared.l1_ttl)).await;
+                shared.l1.put_capped(key, entry, Some(shared.l1_ttl));
             } else {
                 let _ = shared.l1.remove(key).await;
             }
