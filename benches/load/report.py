@@ -62,6 +62,8 @@ ratios = {
     ),
     "L1 resident memory / capacity (target <= 1.25)": float(mem["ratio"]),
 }
+for peer in ("tower-http-cache", "hitbox", "http-cache-tower"):
+    ratios[f"{peer} hit / hand-written moka"] = ratio(f"{peer} hit", "hand-written moka")
 outdir.joinpath("results.json").write_text(
     json.dumps({"settings": settings, "summary": summary, "ratios": ratios, "memory": mem}, indent=2)
 )

@@ -30,6 +30,8 @@ NGINX="$(command -v nginx || echo /usr/sbin/nginx)"
 cargo build --release -q -p axum-example
 cargo build --release -q -p tower-cache-benches --bins
 cargo build --release -q -p tower-cache --example reverse_proxy
+# The peers (benches/peers): a workspace and lock file of their own.
+cargo build --release -q --manifest-path benches/peers/Cargo.toml --target-dir "$root/target"
 bin="$root/target/release"
 
 work="$(mktemp -d)"
@@ -52,13 +54,19 @@ start_app() { # port, env...
   pids+=($!)
   wait_http "http://127.0.0.1:$p/health"
 }
-L1=$(port); L2=$(port); SLOW=$(port); HAND=$(port); NGX=$(port); PROXY=$(port)
+L1=$(port); L2=$(port); SLOW=$(port); HAND=$(port); NGX=$(port); PROXY=$(port); PEERS=$(port)
 start_app "$L1"
 start_app "$L2" REDIS_URL="$REDIS_URL" CACHE_L1=off
 start_app "$SLOW" ORIGIN_DELAY_MS=2
 env BIND="127.0.0.1:$HAND" REDIS_URL="$REDIS_URL" "$bin/handwritten" >/dev/null 2>&1 &
 pids+=($!)
 wait_http "http://127.0.0.1:$HAND/moka/products/42"
+
+# tower-http-cache, hitbox and http-cache-tower, each behind axum with
+# moka and a 1 h TTL, under /<peer>/products/{id}.
+env BIND="127.0.0.1:$PEERS" "$bin/peer_server" >/dev/null 2>&1 &
+pids+=($!)
+wait_http "http://127.0.0.1:$PEERS/origin-calls"
 
 sed -e "s|@PORT@|$NGX|" -e "s|@UPSTREAM@|127.0.0.1:$L1|" -e "s|@DIR@|$work|g" "$here/nginx.conf.in" > "$work/nginx.conf"
 mkdir -p "$work/cache"
@@ -84,12 +92,22 @@ targets=(
   "static in-memory route|http://127.0.0.1:$L1/static/product||"
   "nginx proxy_cache hit|http://127.0.0.1:$NGX/uncached/products/42||"
   "tower-cache reverse_proxy hit|http://127.0.0.1:$PROXY/uncached/products/42||"
+  "tower-http-cache hit|http://127.0.0.1:$PEERS/tower-http-cache/products/42||"
+  "hitbox hit|http://127.0.0.1:$PEERS/hitbox/products/42||"
+  "http-cache-tower hit|http://127.0.0.1:$PEERS/http-cache-tower/products/42||"
   "tower-cache L2 hit|http://127.0.0.1:$L2/products/42||"
   "hand-written redis-rs|http://127.0.0.1:$HAND/redis/products/42||"
   "tower-cache miss path, 2 ms origin|http://127.0.0.1:$SLOW/products/1|Cache-Control: no-cache|$here/random_ids.lua"
   "uncached route, 2 ms origin|http://127.0.0.1:$SLOW/uncached/products/1||$here/random_ids.lua"
 )
 for t in "${targets[@]}"; do IFS='|' read -r _ url _ _ <<<"$t"; curl -fs -o /dev/null "$url"; curl -fs -o /dev/null "$url"; done
+# Each peer's handler runs once, for the first request; every later one
+# must be a hit (tower-http-cache marks none in its headers).
+peer_calls() {
+  local n; n="$(curl -fs "http://127.0.0.1:$PEERS/origin-calls")"
+  [ "$n" = 3 ] || { echo "peer_server: the handler ran $n times $1, not 3: not every request was a hit" >&2; exit 1; }
+}
+peer_calls "after the warm-up"
 
 out="$work/raw.txt"
 : > "$out"
@@ -103,6 +121,8 @@ for round in $(seq 1 "$ROUNDS"); do
     { echo "=== $round|$name"; wrk "${args[@]}" "$url"; } >> "$out"
   done
 done
+
+peer_calls "after the rounds"
 
 "$bin/l1_memory" > "$work/memory.txt"
 cat "$work/memory.txt" >&2
