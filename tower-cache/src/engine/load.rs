@@ -527,7 +527,7 @@ impl<St: Store> Cache<St> {
     /// the entry.
     async fn store_loaded(&self, key: &str, profile: &Profile, entry: &Entry, generation: u64) {
         let invalidations = &self.inner.invalidations;
-        if invalidations.since(generation, key, &entry.tags) {
+        if invalidations.since(generation, key, entry.tags()) {
             tracing::debug!(cache = %profile.name(), key, "invalidated while loading; not stored");
             return;
         }
@@ -535,7 +535,7 @@ impl<St: Store> Cache<St> {
             tracing::debug!(cache = %profile.name(), key, %error, "store write failed");
             return;
         }
-        if invalidations.since(generation, key, &entry.tags) {
+        if invalidations.since(generation, key, entry.tags()) {
             tracing::debug!(cache = %profile.name(), key, "invalidated while storing; removed");
             if let Err(error) = self.inner.store.remove(key).await {
                 tracing::debug!(key, %error, "store remove failed");

@@ -8,6 +8,7 @@ use http::{HeaderMap, Response};
 
 use super::{CacheBody, CacheStatus, HttpRules, Report, StoredResponse};
 use crate::Entry;
+use crate::store::Footprint;
 
 /// The stored response of an entry held in process, decoded once by its
 /// first hit, and the headers of the last plain answer made from it: every
@@ -27,6 +28,28 @@ struct Answer {
     /// The address of the rules, compared only.
     rules: usize,
     headers: HeaderMap,
+}
+
+/// Estimated bytes of a header map with room for `slots` fields: its
+/// index and entry tables, and a name and a value each (values decoded
+/// from an entry share its buffer).
+fn map_bytes(slots: usize) -> usize {
+    64 + slots * 160
+}
+
+impl Footprint for Decoded {
+    /// The stored headers, vary values and trailers, and the headers of the
+    /// plain answer built from them (its own fields added).
+    fn footprint(&self) -> usize {
+        let stored = &self.stored;
+        map_bytes(stored.headers.capacity())
+            + map_bytes(stored.headers.len() + 4)
+            + stored.vary.capacity() * 96
+            + stored
+                .trailers
+                .as_ref()
+                .map_or(0, |t| map_bytes(t.capacity()))
+    }
 }
 
 impl Decoded {

@@ -22,8 +22,9 @@ pub const DEFAULT_MAX_BYTES: u64 = 64 * 1024 * 1024;
 /// table slot) and the allocator's headers. Counted in every entry's
 /// weight so that the capacity bounds resident memory, not only payload
 /// bytes. Measured with the `l1_memory` bench binary (about 1.1× the
-/// capacity in resident memory with 1 KiB entries).
-pub const ENTRY_OVERHEAD_BYTES: usize = 384;
+/// capacity in resident memory with 1 KiB entries; `l1_memory per-entry`
+/// compares the bytes per entry with a plain moka cache's).
+pub const ENTRY_OVERHEAD_BYTES: usize = 352;
 
 /// An entry as L1 holds it, shared by every read.
 struct Slot {
@@ -32,7 +33,37 @@ struct Slot {
     evict_at: u64,
     /// A form of the entry decoded by its reader, made once by the first
     /// read that asks for it.
-    decoded: OnceLock<Box<dyn Any + Send + Sync>>,
+    decoded: OnceLock<Kept>,
+    /// Where the bytes of decoded forms are counted.
+    budget: Arc<DecodedBudget>,
+}
+
+/// A decoded form and the bytes it was counted for.
+struct Kept {
+    form: Box<dyn Any + Send + Sync>,
+    bytes: u64,
+}
+
+/// The bytes all kept decoded forms hold, and their bound.
+struct DecodedBudget {
+    used: AtomicU64,
+    max: u64,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        if let Some(kept) = self.decoded.get() {
+            self.budget.used.fetch_sub(kept.bytes, Ordering::Relaxed);
+        }
+    }
+}
+
+/// What a form decoded from an entry holds in memory beyond the entry
+/// itself and its own `size_of`: what [`Resident::decoded`] counts against
+/// the store's bound on decoded forms.
+pub trait Footprint {
+    /// Bytes held on the heap (an estimate is fine; larger is safer).
+    fn footprint(&self) -> usize;
 }
 
 /// An entry held in process, read without waiting: what
@@ -57,32 +88,64 @@ impl Resident {
 
     /// The entry decoded as a `T`: made by `decode` on the first call, kept
     /// with the entry for as long as L1 holds it and returned as it is on
-    /// every later call. `None` when `decode` fails (nothing is kept, a
-    /// later call tries again) or when the form kept is not a `T`.
+    /// every later call. Decoded forms count against the store's bound
+    /// ([`MemoryStoreBuilder::max_decoded_bytes`]), with their `size_of`
+    /// and [`Footprint`].
+    ///
+    /// `None` when `decode` fails (nothing is kept, a later call tries
+    /// again), when the form kept is not a `T`, or when keeping it would
+    /// pass the bound (the caller decodes the entry itself, as it would
+    /// without this store).
     ///
     /// ```
-    /// use tower_cache::store::{MemoryStore, Store};
+    /// use tower_cache::store::{Footprint, MemoryStore, Store};
     /// use tower_cache::Entry;
+    ///
+    /// struct Number(u32);
+    /// impl Footprint for Number {
+    ///     fn footprint(&self) -> usize { 0 }
+    /// }
     ///
     /// # #[tokio::main(flavor = "current_thread")] async fn main() {
     /// let l1 = MemoryStore::default();
     /// l1.put("k", Entry::new("42")).await.unwrap();
     /// let resident = l1.resident("k", tower_cache::now_ms()).expect("held in process");
-    /// let parse = |e: &Entry| std::str::from_utf8(e.value()).ok()?.parse::<u32>().ok();
-    /// assert_eq!(resident.decoded(parse), Some(&42));
+    /// let parse = |e: &Entry| Some(Number(std::str::from_utf8(e.value()).ok()?.parse().ok()?));
+    /// assert_eq!(resident.decoded(parse).map(|n| n.0), Some(42));
     /// # }
     /// ```
-    pub fn decoded<T: Any + Send + Sync>(
+    pub fn decoded<T: Footprint + Any + Send + Sync>(
         &self,
         decode: impl FnOnce(&Entry) -> Option<T>,
     ) -> Option<&T> {
         let slot = &*self.0;
         if let Some(kept) = slot.decoded.get() {
-            return kept.downcast_ref();
+            return kept.form.downcast_ref();
         }
-        let value = decode(&slot.entry)?;
-        let _ = slot.decoded.set(Box::new(value));
-        slot.decoded.get()?.downcast_ref()
+        let budget = &*slot.budget;
+        if budget.used.load(Ordering::Relaxed) >= budget.max {
+            return None;
+        }
+        let form = decode(&slot.entry)?;
+        let bytes = u64::try_from(std::mem::size_of::<T>() + form.footprint()).unwrap_or(u64::MAX);
+        if budget
+            .used
+            .fetch_add(bytes, Ordering::Relaxed)
+            .saturating_add(bytes)
+            > budget.max
+        {
+            budget.used.fetch_sub(bytes, Ordering::Relaxed);
+            return None;
+        }
+        let kept = Kept {
+            form: Box::new(form),
+            bytes,
+        };
+        if slot.decoded.set(kept).is_err() {
+            // Another read kept its form first.
+            budget.used.fetch_sub(bytes, Ordering::Relaxed);
+        }
+        slot.decoded.get()?.form.downcast_ref()
     }
 }
 
@@ -94,13 +157,13 @@ impl SlotExpiry {
     }
 }
 
-impl Expiry<Arc<str>, Arc<Slot>> for SlotExpiry {
-    fn expire_after_create(&self, _: &Arc<str>, slot: &Arc<Slot>, _: Instant) -> Option<Duration> {
+impl Expiry<Box<str>, Arc<Slot>> for SlotExpiry {
+    fn expire_after_create(&self, _: &Box<str>, slot: &Arc<Slot>, _: Instant) -> Option<Duration> {
         Some(Self::until(slot))
     }
     fn expire_after_update(
         &self,
-        _: &Arc<str>,
+        _: &Box<str>,
         slot: &Arc<Slot>,
         _: Instant,
         _: Option<Duration>,
@@ -128,14 +191,20 @@ pub struct MemoryStats {
     pub evictions: u64,
     /// Entries dropped at the end of their lifetime.
     pub expirations: u64,
+    /// Bytes held by the decoded forms kept beside entries
+    /// ([`Resident::decoded`]), within
+    /// [`MemoryStoreBuilder::max_decoded_bytes`].
+    pub decoded_bytes: u64,
 }
 
 /// The in-process L1 store, on [`moka::sync::Cache`].
 ///
 /// - **Bounded in bytes**: each entry weighs its key, payload and tags
-///   ([`Entry::weight`]) plus [`ENTRY_OVERHEAD_BYTES`] of bookkeeping; the
-///   total stays within the capacity (default [`DEFAULT_MAX_BYTES`],
-///   64 MiB), so the capacity bounds resident memory.
+///   ([`Entry::weight`]) plus [`ENTRY_OVERHEAD_BYTES`] of bookkeeping, and
+///   decoded forms kept beside entries count their own bytes; the total
+///   stays within the capacity (default [`DEFAULT_MAX_BYTES`], 64 MiB, of
+///   which an eighth by default may hold decoded forms), so the capacity
+///   bounds resident memory.
 /// - **Expiry per entry** at the end of its stale window
 ///   ([`Entry::stale_until`]).
 /// - **`TinyLFU` admission and eviction** by default, LRU as an option.
@@ -160,8 +229,12 @@ pub struct MemoryStats {
 /// ```
 #[derive(Clone)]
 pub struct MemoryStore {
-    cache: Cache<Arc<str>, Arc<Slot>, foldhash::fast::RandomState>,
+    /// moka keeps each key behind an `Arc` of its own: a `Box<str>` in it
+    /// is one allocation for the text, where an `Arc<str>` would add a
+    /// second reference count and a larger allocation.
+    cache: Cache<Box<str>, Arc<Slot>, foldhash::fast::RandomState>,
     counters: Arc<Counters>,
+    budget: Arc<DecodedBudget>,
     max_bytes: u64,
 }
 
@@ -178,6 +251,7 @@ impl std::fmt::Debug for MemoryStore {
 #[derive(Debug, Clone)]
 pub struct MemoryStoreBuilder {
     max_bytes: u64,
+    max_decoded_bytes: Option<u64>,
     lru: bool,
     name: Option<String>,
 }
@@ -187,6 +261,17 @@ impl MemoryStoreBuilder {
     #[must_use]
     pub fn max_bytes(mut self, max_bytes: u64) -> Self {
         self.max_bytes = max_bytes;
+        self
+    }
+
+    /// How much of the capacity may hold decoded forms of entries
+    /// ([`Resident::decoded`]: the HTTP layers keep a response there
+    /// decoded, so that its hits skip the decoding); the rest holds the
+    /// entries. Past it, reads decode entries each time. Default: an
+    /// eighth of [`max_bytes`](Self::max_bytes); at most all of it.
+    #[must_use]
+    pub fn max_decoded_bytes(mut self, max_decoded_bytes: u64) -> Self {
+        self.max_decoded_bytes = Some(max_decoded_bytes);
         self
     }
 
@@ -211,9 +296,17 @@ impl MemoryStoreBuilder {
     pub fn build(self) -> MemoryStore {
         let counters = Arc::new(Counters::default());
         let listener_counters = counters.clone();
-        let mut builder = Cache::builder()
-            .max_capacity(self.max_bytes)
-            .weigher(|key: &Arc<str>, slot: &Arc<Slot>| {
+        let decoded = self
+            .max_decoded_bytes
+            .unwrap_or(self.max_bytes / 8)
+            .min(self.max_bytes);
+        let budget = Arc::new(DecodedBudget {
+            used: AtomicU64::new(0),
+            max: decoded,
+        });
+        let mut builder = Cache::<Box<str>, Arc<Slot>>::builder()
+            .max_capacity(self.max_bytes - decoded)
+            .weigher(|key: &Box<str>, slot: &Arc<Slot>| {
                 u32::try_from(ENTRY_OVERHEAD_BYTES + key.len() + slot.entry.weight())
                     .unwrap_or(u32::MAX)
             })
@@ -241,6 +334,7 @@ impl MemoryStoreBuilder {
         MemoryStore {
             cache: builder.build_with_hasher(foldhash::fast::RandomState::default()),
             counters,
+            budget,
             max_bytes: self.max_bytes,
         }
     }
@@ -265,6 +359,7 @@ impl MemoryStore {
     pub fn builder() -> MemoryStoreBuilder {
         MemoryStoreBuilder {
             max_bytes: DEFAULT_MAX_BYTES,
+            max_decoded_bytes: None,
             lru: false,
             name: None,
         }
@@ -286,8 +381,9 @@ impl MemoryStore {
             entry,
             evict_at,
             decoded: OnceLock::new(),
+            budget: self.budget.clone(),
         };
-        self.cache.insert(Arc::from(key), Arc::new(slot));
+        self.cache.insert(Box::from(key), Arc::new(slot));
     }
 
     /// Drops every entry.
@@ -309,6 +405,7 @@ impl MemoryStore {
             max_bytes: self.max_bytes,
             evictions: self.counters.evictions.load(Ordering::Relaxed),
             expirations: self.counters.expirations.load(Ordering::Relaxed),
+            decoded_bytes: self.budget.used.load(Ordering::Relaxed),
         }
     }
 }
@@ -346,7 +443,7 @@ impl Store for MemoryStore {
         let tag = tag.to_owned();
         async move {
             self.cache
-                .invalidate_entries_if(move |_, slot| slot.entry.tags.contains(&tag))
+                .invalidate_entries_if(move |_, slot| slot.entry.tags().contains(&tag))
                 .map_err(|e| StoreError::Backend(Box::new(e)))?;
             Ok(())
         }
@@ -412,6 +509,74 @@ mod tests {
         assert_eq!(held.decoded(parse), None);
         assert_eq!(held.decoded(parse), None);
         assert_eq!(decodes.load(Ordering::Relaxed), 4);
+    }
+
+    impl Footprint for u32 {
+        fn footprint(&self) -> usize {
+            0
+        }
+    }
+
+    struct Form(Vec<u8>);
+    impl Footprint for Form {
+        fn footprint(&self) -> usize {
+            self.0.capacity()
+        }
+    }
+
+    #[tokio::test]
+    async fn decoded_forms_stay_within_their_bound_and_leave_with_their_entries() {
+        let per_form = (std::mem::size_of::<Form>() + 1000) as u64;
+        let store = MemoryStore::builder()
+            .max_bytes(1 << 20)
+            .max_decoded_bytes(3 * per_form)
+            .build();
+        let decode = |_: &Entry| Some(Form(Vec::with_capacity(1000)));
+        let mut kept = 0;
+        for i in 0..10 {
+            let key = format!("k{i}");
+            store.put(&key, Entry::new("v")).await.unwrap();
+            let held = store.resident(&key, clock::now_ms()).expect("held");
+            if held.decoded(decode).is_some() {
+                kept += 1;
+            }
+        }
+        assert_eq!(kept, 3, "forms past the bound are not kept");
+        assert_eq!(store.stats().await.decoded_bytes, 3 * per_form);
+        // Past the bound, a read still gets the entry: it decodes it itself.
+        assert!(store.get("k9").await.unwrap().is_some());
+        for i in 0..10 {
+            store.remove(&format!("k{i}")).await.unwrap();
+        }
+        assert_eq!(
+            store.stats().await.decoded_bytes,
+            0,
+            "a removed entry frees its form"
+        );
+        store.put("again", Entry::new("v")).await.unwrap();
+        let held = store.resident("again", clock::now_ms()).expect("held");
+        assert!(
+            held.decoded(decode).is_some(),
+            "the freed room is used again"
+        );
+    }
+
+    #[tokio::test]
+    async fn the_capacity_holds_entries_and_decoded_forms_together() {
+        let store = MemoryStore::builder().max_bytes(800 * 1024).lru().build();
+        for i in 0..2_000 {
+            let e = Entry::new(Bytes::from(vec![0u8; 1024]));
+            store.put(&format!("k{i}"), e).await.unwrap();
+        }
+        let stats = store.stats().await;
+        assert!(
+            stats.bytes <= 700 * 1024,
+            "an eighth is left to decoded forms: {stats:?}"
+        );
+        assert!(
+            stats.bytes + stats.decoded_bytes <= stats.max_bytes,
+            "{stats:?}"
+        );
     }
 
     #[tokio::test]

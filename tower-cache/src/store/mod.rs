@@ -42,7 +42,8 @@ mod redis;
 mod tiered;
 
 pub use memory::{
-    DEFAULT_MAX_BYTES, ENTRY_OVERHEAD_BYTES, MemoryStats, MemoryStore, MemoryStoreBuilder, Resident,
+    DEFAULT_MAX_BYTES, ENTRY_OVERHEAD_BYTES, Footprint, MemoryStats, MemoryStore,
+    MemoryStoreBuilder, Resident,
 };
 #[cfg(feature = "redis")]
 pub use redis::{

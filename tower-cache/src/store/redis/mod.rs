@@ -386,7 +386,7 @@ impl RedisStore {
     ) -> impl Future<Output = Result<bool, StoreError>> + Send + 'a {
         let rkey = self.entry_key(key);
         async move {
-            let entry = if entry.version.is_some() {
+            let entry = if entry.version().is_some() {
                 entry
             } else {
                 let version = self.version_direct().await?;
@@ -406,12 +406,12 @@ impl RedisStore {
                 let payload = entry.encode(&rkey);
                 let mut put = self.inner.put.key(&rkey);
                 put.key(self.all_key());
-                for tag in entry.tags.iter() {
+                for tag in entry.tags() {
                     put.key(self.tag_key(tag));
                 }
                 put.arg(payload.as_ref())
                     .arg(ttl_ms)
-                    .arg(entry.version.unwrap_or(0))
+                    .arg(entry.version().unwrap_or(0))
                     .invoke_async::<i64>(&mut c)
                     .await
                     .map(|stored| stored == 1)

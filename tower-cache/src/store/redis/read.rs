@@ -21,15 +21,15 @@ impl RedisStore {
         entry: &Entry,
         all: Option<u64>,
     ) -> Result<bool, StoreError> {
-        let version = entry.version.unwrap_or(0);
+        let version = entry.version().unwrap_or(0);
         if all.is_some_and(|v| v > version) {
             return Ok(true);
         }
-        if entry.tags.is_empty() {
+        if entry.tags().is_empty() {
             return Ok(false);
         }
         let mut pipe = redis::pipe();
-        for tag in entry.tags.iter() {
+        for tag in entry.tags() {
             pipe.get(self.tag_key(tag));
         }
         let stamps: Vec<Option<Vec<u8>>> = pipe.query_async(c).await.map_err(redis_error)?;
@@ -91,8 +91,8 @@ impl RedisStore {
             if !entry.is_servable_at(clock::now_ms()) {
                 return Ok((None, counter));
             }
-            let version = entry.version.unwrap_or(0);
-            let invalidated = if tag_stamps.len() == entry.tags.len() {
+            let version = entry.version().unwrap_or(0);
+            let invalidated = if tag_stamps.len() == entry.tags().len() {
                 all.into_iter()
                     .chain(tag_stamps.iter().flatten().copied())
                     .any(|v| v > version)

@@ -117,13 +117,13 @@ impl Seen {
     /// invalidation seen here (an entry with no version is as new as its
     /// write).
     pub(super) async fn admits(&self, entry: &Entry) -> bool {
-        let Some(version) = entry.version else {
+        let Some(version) = entry.version() else {
             return true;
         };
         if self.all.load(Ordering::Acquire) > version {
             return false;
         }
-        for tag in entry.tags.iter() {
+        for tag in entry.tags() {
             if let Some(seen) = self.tags.get(tag).await
                 && (seen.pending || seen.version > version)
             {
