@@ -172,9 +172,11 @@ async fn a_miss_reads_the_version_with_the_entry() {
             .unwrap();
         info.lines()
             .filter_map(|l| l.strip_prefix("cmdstat_"))
-            // Round trips: every store operation is one script (the
-            // commands scripts run are counted apart).
-            .filter(|l| l.starts_with("evalsha:") || l.starts_with("eval:"))
+            // Round trips: every store operation is one script or one
+            // `MGET` (the commands scripts run are counted apart).
+            .filter(|l| {
+                l.starts_with("evalsha:") || l.starts_with("eval:") || l.starts_with("mget:")
+            })
             .filter_map(|l| {
                 l.split("calls=")
                     .nth(1)?

@@ -306,7 +306,7 @@ impl MemoryStoreBuilder {
         });
         let mut builder = Cache::<Box<str>, Arc<Slot>>::builder()
             .max_capacity(self.max_bytes - decoded)
-            .weigher(|key: &Box<str>, slot: &Arc<Slot>| {
+            .weigher(|key, slot: &Arc<Slot>| {
                 u32::try_from(ENTRY_OVERHEAD_BYTES + key.len() + slot.entry.weight())
                     .unwrap_or(u32::MAX)
             })

@@ -8,7 +8,8 @@ use redis::{Client, Script};
 
 use super::breaker::{Breaker, DEFAULT_FAILURE_THRESHOLD, DEFAULT_RETRY_INTERVAL};
 use super::replay::{DEFAULT_MAX_PENDING_INVALIDATIONS, ReplayQueue};
-use super::scripts::{INVALIDATE, PUT, READ, VERSION};
+use super::scripts::{INVALIDATE, PUT, READ, STAMPS, VERSION};
+use super::stamps::KnownStamps;
 use super::{Inner, RedisStore};
 use crate::store::StoreError;
 
@@ -135,6 +136,9 @@ impl RedisStoreBuilder {
             inner: Arc::new(Inner {
                 client,
                 conn,
+                all_key: format!("{prefix}all"),
+                version_key: format!("{prefix}v"),
+                tag_prefix: format!("{prefix}t:"),
                 prefix,
                 op_timeout: self.op_timeout,
                 max_ttl: self.max_ttl,
@@ -142,6 +146,8 @@ impl RedisStoreBuilder {
                 version: Script::new(VERSION),
                 put: Script::new(PUT),
                 read: Script::new(READ),
+                stamps: Script::new(STAMPS),
+                known: KnownStamps::default(),
                 breaker: Breaker::new(self.failure_threshold, self.retry_interval, self.op_timeout),
                 replay: ReplayQueue::new(self.max_pending),
             }),

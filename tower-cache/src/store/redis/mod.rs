@@ -6,11 +6,14 @@ mod queue;
 mod read;
 pub(super) mod replay;
 mod scripts;
+mod stamps;
+mod versioned;
 
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures_util::FutureExt;
 use redis::aio::ConnectionManager;
 use redis::{AsyncCommands, Client, Script};
 
@@ -27,17 +30,25 @@ pub use queue::RedisQueue;
 pub use replay::DEFAULT_MAX_PENDING_INVALIDATIONS;
 use replay::{Invalidation, ReplayQueue};
 use scripts::INVALIDATE;
+use stamps::KnownStamps;
 
 struct Inner {
     client: Client,
     conn: ConnectionManager,
     prefix: String,
+    /// `{prefix}all`, `{prefix}v` and `{prefix}t:`, made once.
+    all_key: String,
+    version_key: String,
+    tag_prefix: String,
     op_timeout: Duration,
     max_ttl: Duration,
     invalidate: Script,
     version: Script,
     put: Script,
     read: Script,
+    stamps: Script,
+    /// The invalidation versions last read, which let a hit be one `MGET`.
+    known: KnownStamps,
     breaker: Breaker,
     replay: ReplayQueue,
 }
@@ -49,8 +60,14 @@ struct Inner {
 ///   working when it comes up.
 /// - **One timeout per operation** (default [`DEFAULT_OP_TIMEOUT`],
 ///   200 ms), however many commands the operation sends: a slow Redis
-///   costs a request at most that long. A read is one round trip (a
-///   script reads the entry with its tags' invalidation versions).
+///   costs a request at most that long.
+/// - **A hit is one plain command**: `MGET` of the entry and the
+///   namespace's invalidation counter. The invalidation versions that
+///   decide whether it may be served are kept in process with the counter
+///   value they were read at; every invalidation moves the counter, so
+///   while it has not moved they are current. They are read again (one
+///   more round trip) after an invalidation, for a tag not read before,
+///   and at least every 10 s.
 /// - **A key namespace**: entries live under `{prefix}e:{key}`, tag
 ///   invalidation versions under `{prefix}t:{tag}`, the namespace-wide one
 ///   ([`RedisStore::invalidate_all`]) under `{prefix}all` and the
@@ -72,9 +89,13 @@ struct Inner {
 ///   it invalidates.
 /// - **Garbage reads as a miss**: bytes that are not a valid envelope (a
 ///   checksum that fails, an entry written under another key, another
-///   format version, a key of another type) are deleted, counted in
-///   `tower_cache_store_corrupt_total` and reported as a miss. A tag key
-///   that holds anything but a version invalidates its entries.
+///   format version) are deleted, counted in
+///   `tower_cache_store_corrupt_total` and reported as a miss. An entry
+///   key of another type is a miss; the read a load starts with deletes
+///   it, and the load's write replaces it. A tag key that holds anything
+///   but a version invalidates its entries (one changed without an
+///   invalidation, by something other than this store, is seen at the next
+///   invalidation in the namespace and at the latest 10 s later).
 /// - **A circuit breaker**: after
 ///   [`RedisStoreBuilder::failure_threshold`] failures in a row (default
 ///   3), or at once when the connection is refused, reset or closed, every
@@ -158,22 +179,25 @@ impl RedisStore {
     }
 
     /// What every tag key starts with.
-    fn tag_prefix(&self) -> String {
-        format!("{}t:", self.inner.prefix)
+    fn tag_prefix(&self) -> &str {
+        &self.inner.tag_prefix
     }
 
     fn tag_key(&self, tag: &str) -> String {
-        format!("{}t:{}", self.inner.prefix, tag)
+        let mut k = String::with_capacity(self.inner.tag_prefix.len() + tag.len());
+        k.push_str(&self.inner.tag_prefix);
+        k.push_str(tag);
+        k
     }
 
     /// The key of the namespace-wide invalidation version.
-    fn all_key(&self) -> String {
-        format!("{}all", self.inner.prefix)
+    fn all_key(&self) -> &str {
+        &self.inner.all_key
     }
 
     /// The key of the namespace's invalidation version counter.
-    fn version_key(&self) -> String {
-        format!("{}v", self.inner.prefix)
+    fn version_key(&self) -> &str {
+        &self.inner.version_key
     }
 
     /// How long an invalidation version is kept, in milliseconds.
@@ -215,19 +239,21 @@ impl RedisStore {
     }
 
     /// Runs a whole operation, however many commands it sends, under one
-    /// [`RedisStoreBuilder::op_timeout`].
-    async fn timed<T>(
+    /// [`RedisStoreBuilder::op_timeout`], counted from this call (made
+    /// right before the operation is awaited).
+    fn timed<T>(
         &self,
         op: impl Future<Output = Result<T, StoreError>>,
-    ) -> Result<T, StoreError> {
+    ) -> impl Future<Output = Result<T, StoreError>> {
+        // A combinator rather than an `async fn`: the operation's future
+        // is held once, not once as an argument and once as awaited.
         tokio::time::timeout(self.inner.op_timeout, op)
-            .await
-            .unwrap_or(Err(StoreError::Timeout))
+            .map(|timed| timed.unwrap_or(Err(StoreError::Timeout)))
     }
 
     /// Invalidates what `skey` (a tag's key, or the namespace's) names;
     /// returns the invalidation's version.
-    async fn invalidate_stamp(&self, skey: String) -> Result<u64, StoreError> {
+    async fn invalidate_stamp(&self, skey: &str) -> Result<u64, StoreError> {
         let keep_ms = self.keep_ms();
         self.timed(async {
             let mut c = self.connection();
@@ -260,12 +286,12 @@ impl RedisStore {
         let keep_ms = self.keep_ms();
         let version_key = self.version_key();
         let mut pipe = redis::pipe();
-        let stamp = |pipe: &mut redis::Pipeline, skey: String| {
+        let stamp = |pipe: &mut redis::Pipeline, skey: &str| {
             pipe.cmd("EVAL")
                 .arg(INVALIDATE)
                 .arg(2)
                 .arg(skey)
-                .arg(&version_key)
+                .arg(version_key)
                 .arg(keep_ms);
         };
         if all {
@@ -275,7 +301,7 @@ impl RedisStore {
             pipe.del(self.entry_key(key)).ignore();
         }
         for tag in tags {
-            stamp(&mut pipe, self.tag_key(tag));
+            stamp(&mut pipe, &self.tag_key(tag));
         }
         self.timed(async {
             let mut c = self.connection();
@@ -335,21 +361,22 @@ fn redis_error(e: redis::RedisError) -> StoreError {
 impl RedisStore {
     /// Runs `op` through the circuit breaker: refused at once while it is
     /// open, and its outcome recorded.
-    async fn guarded<T>(
-        &self,
-        op: impl Future<Output = Result<T, StoreError>>,
-    ) -> Result<T, StoreError> {
+    async fn guarded<T, Fut>(&self, op: impl FnOnce() -> Fut) -> Result<T, StoreError>
+    where
+        Fut: Future<Output = Result<T, StoreError>>,
+    {
         let breaker = &self.inner.breaker;
         let Some(generation) = breaker.allow() else {
             return Err(StoreError::Unavailable);
         };
         let replayed = if self.inner.replay.has_pending() {
-            self.replay_pending().await
+            // Boxed: the rare path stays out of every operation's future.
+            Box::pin(self.replay_pending()).await
         } else {
             Ok(())
         };
         let outcome = match replayed {
-            Ok(()) => op.await,
+            Ok(()) => op().await,
             Err(error) => Err(error),
         };
         match outcome {
@@ -434,7 +461,7 @@ impl RedisStore {
 
     /// Invalidates `tag`; returns the invalidation's version.
     pub(crate) async fn remove_tag_direct(&self, tag: &str) -> Result<u64, StoreError> {
-        self.invalidate_stamp(self.tag_key(tag)).await
+        self.invalidate_stamp(&self.tag_key(tag)).await
     }
 }
 
@@ -472,11 +499,11 @@ impl RedisStore {
 /// removed or overwrote while it was away; they then answer `Ok`.
 impl Store for RedisStore {
     async fn get(&self, key: &str) -> Result<Option<Entry>, StoreError> {
-        self.guarded(self.get_direct(key)).await
+        self.guarded(|| self.get_direct(key)).await
     }
 
     async fn put(&self, key: &str, entry: Entry) -> Result<(), StoreError> {
-        let put = self.guarded(self.put_direct(key, entry)).await;
+        let put = self.guarded(|| self.put_direct(key, entry)).await;
         if put.is_err() {
             self.inner.replay.keep(Invalidation::Key(key.to_owned()));
         }
@@ -484,24 +511,24 @@ impl Store for RedisStore {
     }
 
     async fn remove(&self, key: &str) -> Result<(), StoreError> {
-        if self.guarded(self.remove_direct(key)).await.is_err() {
+        if self.guarded(|| self.remove_direct(key)).await.is_err() {
             self.inner.replay.keep(Invalidation::Key(key.to_owned()));
         }
         Ok(())
     }
 
     async fn remove_tag(&self, tag: &str) -> Result<(), StoreError> {
-        if self.guarded(self.remove_tag_direct(tag)).await.is_err() {
+        if self.guarded(|| self.remove_tag_direct(tag)).await.is_err() {
             self.inner.replay.keep(Invalidation::Tag(tag.to_owned()));
         }
         Ok(())
     }
 
     async fn version(&self) -> Result<u64, StoreError> {
-        self.guarded(self.version_direct()).await
+        self.guarded(|| self.version_direct()).await
     }
 
     async fn get_versioned(&self, key: &str) -> Result<(Option<Entry>, u64), StoreError> {
-        self.guarded(self.get_versioned_direct(key)).await
+        self.guarded(|| self.get_versioned_direct(key)).await
     }
 }

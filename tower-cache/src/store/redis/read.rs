@@ -1,136 +1,221 @@
-//! The read path of the Redis store: one script reads an entry with the invalidation versions that decide whether it may be served.
+//! The read path of the Redis store: a hit is one `MGET` of the entry and the namespace's invalidation counter.
+//!
+//! # Why a hit is one plain command
+//!
+//! Whether an entry may be served depends on three things in Redis: the
+//! entry (its [`Entry::version`] and tags), the namespace-wide
+//! invalidation version and the versions of its tags. Reading them all on
+//! every hit takes a script (the tag keys are only known once the entry
+//! is read), and a script costs Redis several times what a plain read
+//! does.
+//!
+//! Every invalidation, of a tag or of the whole namespace, goes through
+//! the invalidation script, which moves the namespace's version counter
+//! forward before it records the invalidation's version. So while the
+//! counter holds a value, no invalidation version changes. The store
+//! keeps, in process ([`KnownStamps`]), the versions it last read, each
+//! with the counter value read with it in the same script. A read is
+//! then `MGET entry counter`, one command:
+//!
+//! - when the counter it brings back is the one at which every version
+//!   the entry needs was read (its namespace's, its tags'), those are the
+//!   versions Redis holds at the instant of the `MGET`, and the entry is
+//!   decided here, exactly as a script would have decided it then;
+//! - otherwise (an invalidation was made since, a tag not read before, a
+//!   counter that is missing or not a number, versions read more than
+//!   [`MAX_AGE_MS`](super::stamps::MAX_AGE_MS) ago) one more round trip
+//!   reads the versions the entry needs ([`STAMPS`](super::scripts::STAMPS)),
+//!   the table is brought up to date and the entry decided on them.
+//!   Versions read after the entry are never older than those it was
+//!   read with, so this refuses at least what a read of both at once
+//!   would have.
+//!
+//! An entry that does not decode, or that is invalidated, is deleted (one
+//! more command, on that path only). A counter that is lost and seeded
+//! again starts above every value handed out before (see
+//! [`INVALIDATE`](super::scripts::INVALIDATE)), so it never comes back to
+//! a value a version was read at. A tag key that holds anything but a
+//! version invalidates its entries; when it is written by something other
+//! than this crate without an invalidation, the change is seen at the
+//! next invalidation in the namespace, and at the latest after
+//! `MAX_AGE_MS`.
 
 use std::future::Future;
 
 use bytes::Bytes;
-use redis::AsyncCommands;
-use redis::aio::ConnectionManager;
+use redis::aio::{ConnectionLike, ConnectionManager};
+use redis::{AsyncCommands, Value};
 
+use super::stamps::Stamp;
 use super::{RedisStore, redis_error};
 use crate::clock;
 use crate::entry::Entry;
 use crate::store::StoreError;
 
 impl RedisStore {
-    /// Whether a tag invalidation or a namespace-wide one (`all`, read
-    /// with the entry) was made at a version after the entry's. One
-    /// pipeline of single-key `GET`s, so no command spans two cluster slots.
-    async fn invalidated(
-        &self,
-        c: &mut ConnectionManager,
-        entry: &Entry,
-        all: Option<u64>,
-    ) -> Result<bool, StoreError> {
-        let version = entry.version().unwrap_or(0);
-        if all.is_some_and(|v| v > version) {
-            return Ok(true);
-        }
-        if entry.tags().is_empty() {
-            return Ok(false);
-        }
-        let mut pipe = redis::pipe();
-        for tag in entry.tags() {
-            pipe.get(self.tag_key(tag));
-        }
-        let stamps: Vec<Option<Vec<u8>>> = pipe.query_async(c).await.map_err(redis_error)?;
-        Ok(stamps
-            .iter()
-            .flatten()
-            .filter_map(|raw| stamp(raw))
-            .any(|v| v > version))
-    }
-
-    /// One round trip: a script reads the entry, the namespace-wide
-    /// invalidation version and its tags' versions; an invalidated or
-    /// undecodable entry is deleted. All of it runs under one
-    /// [`RedisStoreBuilder::op_timeout`].
-    pub(crate) async fn get_direct(&self, key: &str) -> Result<Option<Entry>, StoreError> {
-        self.read_direct(key).await.map(|(entry, _)| entry)
-    }
-
-    /// [`get_direct`](Self::get_direct), with the namespace's invalidation
-    /// version counter read in the same script (`None` when it is unset
-    /// or garbage).
-    pub(crate) fn read_direct<'a>(
+    /// One `MGET` of the entry and the namespace's counter; a second
+    /// round trip for the invalidation versions only when those known
+    /// here were not read at that counter value (see the module docs).
+    /// An invalidated or undecodable entry is deleted. All of it runs
+    /// under one [`RedisStoreBuilder::op_timeout`].
+    pub(crate) fn get_direct<'a>(
         &'a self,
         key: &'a str,
-    ) -> impl Future<Output = Result<(Option<Entry>, Option<u64>), StoreError>> + Send + 'a {
+    ) -> impl Future<Output = Result<Option<Entry>, StoreError>> + Send + 'a {
         let rkey = self.entry_key(key);
         self.timed(async move {
             let mut c = self.connection();
-            let mut reply: Vec<Vec<u8>> = self
-                .inner
-                .read
-                .key(&rkey)
-                .key(self.all_key())
-                .key(self.version_key())
-                .arg(self.tag_prefix())
-                .invoke_async(&mut c)
-                .await
-                .map_err(redis_error)?;
-            // A counter that is not a number reads as none (the version
-            // script seeds it again).
-            let counter = reply
-                .first()
-                .and_then(|raw| std::str::from_utf8(raw).ok()?.parse::<u64>().ok());
-            if reply.len() < 3 {
-                return Ok((None, counter));
-            }
-            let stamps: Vec<Option<u64>> = reply.drain(2..).map(|b| stamp(&b)).collect();
-            let (all, tag_stamps) = (stamps[0], &stamps[1..]);
-            let raw = reply.swap_remove(1);
+            let version_key = self.version_key();
+            // Sized up front: no buffer grows while the command is built.
+            let mut mget = redis::Cmd::with_capacity(3, 4 + rkey.len() + version_key.len());
+            mget.arg("MGET").arg(&rkey).arg(version_key);
+            let (raw, counter) = entry_and_counter(c.req_packed_command(&mget).await)?;
+            let Some(raw) = raw else {
+                return Ok(None);
+            };
             let entry = match Entry::decode(&rkey, Bytes::from(raw)) {
                 Ok(entry) => entry,
                 Err(error) => {
                     tracing::warn!(key = %rkey, %error, "dropping undecodable cache entry");
                     metrics::counter!("tower_cache_store_corrupt_total").increment(1);
-                    let _: redis::RedisResult<i64> = c.del(&rkey).await;
-                    return Ok((None, counter));
+                    delete(&mut c, &rkey).await;
+                    return Ok(None);
                 }
             };
-            if !entry.is_servable_at(clock::now_ms()) {
-                return Ok((None, counter));
+            let now = clock::now_ms();
+            if !entry.is_servable_at(now) {
+                return Ok(None);
             }
-            let version = entry.version().unwrap_or(0);
-            let invalidated = if tag_stamps.len() == entry.tags().len() {
-                all.into_iter()
-                    .chain(tag_stamps.iter().flatten().copied())
-                    .any(|v| v > version)
-            } else {
-                self.invalidated(&mut c, &entry, all).await?
+            let known =
+                counter.and_then(|counter| self.inner.known.invalidated(&entry, counter, now));
+            let invalidated = match known {
+                Some(invalidated) => invalidated,
+                // Boxed: the rare path stays out of the hit's future.
+                None => Box::pin(self.read_stamps(&mut c, &entry, now)).await?,
             };
             if invalidated {
-                let _: redis::RedisResult<i64> = c.del(&rkey).await;
-                return Ok((None, counter));
+                delete(&mut c, &rkey).await;
+                return Ok(None);
             }
-            Ok((Some(entry), counter))
+            Ok(Some(entry))
         })
     }
 
-    /// [`read_direct`](Self::read_direct) with a version always: a counter
-    /// the read did not find is read (and seeded) by the version script.
-    pub(crate) async fn get_versioned_direct(
+    /// Reads the namespace's counter and the versions `entry` needs at
+    /// one instant, records them, and says whether one of them is after
+    /// the entry's version.
+    async fn read_stamps(
         &self,
-        key: &str,
-    ) -> Result<(Option<Entry>, u64), StoreError> {
-        match self.read_direct(key).await? {
-            (entry, Some(version)) => Ok((entry, version)),
-            (entry, None) => Ok((entry, self.version_direct().await?)),
+        c: &mut ConnectionManager,
+        entry: &Entry,
+        now_ms: u64,
+    ) -> Result<bool, StoreError> {
+        let mut stamps = self.inner.stamps.key(self.version_key());
+        stamps.key(self.all_key());
+        for tag in entry.tags() {
+            stamps.key(self.tag_key(tag));
+        }
+        let reply: Vec<Vec<u8>> = stamps.invoke_async(c).await.map_err(redis_error)?;
+        let mut reply = reply.iter();
+        let counter = reply.next().and_then(|raw| counter(raw));
+        let all = reply.next().map_or(Some(u64::MAX), |raw| stamp(raw));
+        let tags: Vec<Stamp> = reply.map(|raw| stamp(raw)).collect();
+        if tags.len() != entry.tags().len() {
+            // Not the reply the script gives: nothing is known.
+            return Ok(true);
+        }
+        if let Some(counter) = counter {
+            let named = entry
+                .tags()
+                .iter()
+                .map(String::as_str)
+                .zip(tags.iter().copied());
+            self.inner.known.record(counter, now_ms, all, named);
+        }
+        Ok(is_after(entry, all, &tags))
+    }
+
+    /// Records versions a script read with the counter value `counter`.
+    pub(super) fn record_stamps(
+        &self,
+        counter: Option<u64>,
+        entry: &Entry,
+        all: Stamp,
+        tags: &[Stamp],
+    ) {
+        if let Some(counter) = counter
+            && tags.len() == entry.tags().len()
+        {
+            let named = entry
+                .tags()
+                .iter()
+                .map(String::as_str)
+                .zip(tags.iter().copied());
+            self.inner
+                .known
+                .record(counter, clock::now_ms(), all, named);
         }
     }
 }
 
-/// An invalidation version as the read script returns it: `None` for
-/// `''` (none set); anything that is not a number (another type at the
-/// key, garbage) invalidates everything, since what it held is unknown.
-fn stamp(raw: &[u8]) -> Option<u64> {
+/// Deletes an entry found undecodable or invalidated; a failure is left
+/// to the next read. Boxed, so that the hit's future does not carry it.
+fn delete<'a>(
+    c: &'a mut ConnectionManager,
+    rkey: &'a str,
+) -> std::pin::Pin<Box<dyn Future<Output = ()> + Send + 'a>> {
+    Box::pin(async move {
+        let _: redis::RedisResult<i64> = c.del(rkey).await;
+    })
+}
+
+/// The entry's bytes (`None` for none, or a key of another type) and the
+/// counter (`None` when unset or not a number) from an `MGET` reply,
+/// without copying either.
+fn entry_and_counter(
+    reply: redis::RedisResult<Value>,
+) -> Result<(Option<Vec<u8>>, Option<u64>), StoreError> {
+    let reply = reply.map_err(redis_error)?;
+    let Value::Array(items) = reply else {
+        return Err(match reply.extract_error() {
+            Err(error) => redis_error(error),
+            Ok(other) => StoreError::Backend(format!("unexpected reply to MGET: {other:?}").into()),
+        });
+    };
+    let mut items = items.into_iter();
+    let raw = match items.next() {
+        Some(Value::BulkString(raw)) => Some(raw),
+        _ => None,
+    };
+    let counter = match items.next() {
+        Some(Value::BulkString(raw)) => counter(&raw),
+        _ => None,
+    };
+    Ok((raw, counter))
+}
+
+/// Whether the namespace-wide version `all` or one of `tags` is after
+/// `entry`'s version.
+pub(super) fn is_after(entry: &Entry, all: Stamp, tags: &[Stamp]) -> bool {
+    let version = entry.version().unwrap_or(0);
+    all.into_iter()
+        .chain(tags.iter().flatten().copied())
+        .any(|v| v > version)
+}
+
+/// The namespace's counter as a script or `MGET` replies it: `None` when
+/// unset or not a number.
+pub(super) fn counter(raw: &[u8]) -> Option<u64> {
+    std::str::from_utf8(raw).ok()?.parse().ok()
+}
+
+/// An invalidation version as a script replies it: `None` for `''` (none
+/// set); anything that is not a number (`'?'` for another type at the
+/// key, garbage) is [`u64::MAX`], which invalidates everything, since
+/// what it held is unknown.
+pub(super) fn stamp(raw: &[u8]) -> Stamp {
     if raw.is_empty() {
         return None;
     }
-    Some(
-        std::str::from_utf8(raw)
-            .ok()
-            .and_then(|s| s.parse().ok())
-            .unwrap_or(u64::MAX),
-    )
+    Some(counter(raw).unwrap_or(u64::MAX))
 }

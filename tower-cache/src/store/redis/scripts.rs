@@ -1,4 +1,6 @@
-//! The Lua scripts the Redis store runs: invalidation with versions, the version read, the checked write and the one-round-trip read.
+//! The Lua scripts the Redis store runs: invalidation with versions, the version read, the checked write, the read of an entry with its versions and the read of versions alone.
+//!
+//! An L2 hit runs none of them: it is one `MGET` (see `read.rs`).
 
 /// Lua: `num(key)`, the number stored at `key`, or `nil` when none is;
 /// a key holding another type or a value that is not a number is deleted
@@ -89,6 +91,31 @@ end
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
 return 1
 ";
+
+/// Reads the invalidation versions an entry needs, all at one instant:
+/// the namespace's counter (`KEYS[1]`), the namespace-wide version
+/// (`KEYS[2]`) and its tags' versions (`KEYS[3..]`). Replies the counter,
+/// then one version per other key: `''` where none is set, `'?'` where
+/// the key holds another type. A counter that is missing or not a
+/// number is seeded as [`VERSION`] does, so the reply always carries one
+/// at which the versions beside it were read.
+pub(super) const STAMPS: &str = concat!(
+    lua_prelude!(),
+    r"
+local v = num(KEYS[1])
+if not v then
+  v = now()
+  redis.call('SET', KEYS[1], string.format('%.0f', v))
+end
+local out = {string.format('%.0f', v)}
+for i = 2, #KEYS do
+  local s = redis.pcall('GET', KEYS[i])
+  if type(s) == 'table' then s = '?' end
+  out[#out + 1] = s or ''
+end
+return out
+"
+);
 
 /// Reads an entry and, in the same round trip, the namespace's
 /// invalidation version counter (`KEYS[3]`), the namespace-wide
