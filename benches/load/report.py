@@ -47,7 +47,7 @@ def ratio(a: str, b: str) -> float:
 
 
 ratios = {
-    "L1 hit / hand-written moka (target >= 0.9)": ratio("tower-cache L1 hit", "hand-written moka"),
+    "L1 hit / hand-written moka (target >= 0.95)": ratio("tower-cache L1 hit", "hand-written moka"),
     "L1 hit / nginx proxy_cache hit (target >= 1.0)": ratio("tower-cache L1 hit", "nginx proxy_cache hit"),
     "reverse_proxy hit / nginx proxy_cache hit (same origin)": ratio(
         "tower-cache reverse_proxy hit", "nginx proxy_cache hit"
