@@ -68,6 +68,52 @@ impl<St: Store> Cache<St> {
         &self,
         key: &str,
         profile: &Profile,
+        check: impl FnMut(&Entry) -> Verdict + Send,
+        load: L,
+    ) -> Checked<T, E, L>
+    where
+        L: Loader<Value = T, Error = E, Future = Fut>,
+        Fut: Future<Output = Result<Loaded<T>, E>> + Send + 'static,
+        T: Send + 'static,
+        E: fmt::Display + Send + 'static,
+    {
+        let cached = self.read_entry(key, profile).await;
+        self.fetch_found(key, profile, cached, check, load).await
+    }
+
+    /// The entry under `key`; a store error reads as a miss.
+    pub(crate) async fn read_entry(&self, key: &str, profile: &Profile) -> Option<Entry> {
+        match self.inner.store.get(key).await {
+            Ok(found) => found,
+            Err(error) => {
+                tracing::debug!(cache = %profile.name(), key, %error, "store read failed; treating as a miss");
+                None
+            }
+        }
+    }
+
+    /// Whether `entry`, just read, is a hit under `profile` at `now`:
+    /// fresh and due for no refresh. The caller that answers with it counts
+    /// the hit; any other entry goes to [`Cache::fetch_found`], which
+    /// decides the rest.
+    #[cfg_attr(
+        not(feature = "http"),
+        expect(dead_code, reason = "the HTTP layer's read")
+    )]
+    pub(crate) fn is_hit(entry: &Entry, profile: &Profile, now: u64) -> bool {
+        matches!(
+            profile.policy().classify(entry, now),
+            Freshness::Fresh { refresh: false }
+        )
+    }
+
+    /// [`Cache::fetch_verdict`] for an entry the caller has read already
+    /// ([`Cache::read_entry`]), so that the store is read once.
+    pub(crate) async fn fetch_found<L, T, E, Fut>(
+        &self,
+        key: &str,
+        profile: &Profile,
+        mut cached: Option<Entry>,
         mut check: impl FnMut(&Entry) -> Verdict + Send,
         mut load: L,
     ) -> Checked<T, E, L>
@@ -77,13 +123,6 @@ impl<St: Store> Cache<St> {
         T: Send + 'static,
         E: fmt::Display + Send + 'static,
     {
-        let mut cached = match self.inner.store.get(key).await {
-            Ok(found) => found,
-            Err(error) => {
-                tracing::debug!(cache = %profile.name(), key, %error, "store read failed; treating as a miss");
-                None
-            }
-        };
         let verdict = cached.as_ref().map(&mut check);
         match verdict {
             Some(Verdict::Drop) => {

@@ -251,6 +251,21 @@ impl Read {
         if self.only_if_cached {
             return Ok(from_store_only(&layer, &self.key, &parts.headers, self.head).await);
         }
+        // The entry is read before any state for a load is built: a fresh
+        // one of the request's variant (an L2 hit, say) is answered at
+        // once; any other goes on to the engine, which decides the rest.
+        let cached = if self.reload {
+            None
+        } else {
+            let cached = layer.cache.read_entry(&self.key, &layer.profile).await;
+            if self.wants.is_none()
+                && let Some(entry) = &cached
+                && let Some(res) = answer_hit(&layer, entry, self.head, &parts.headers)
+            {
+                return Ok(res);
+            }
+            Some(cached)
+        };
         let pending = Arc::new(Pending {
             parts,
             unsent: Mutex::new(Some((inner, body))),
@@ -277,11 +292,12 @@ impl Read {
         };
         let (cache, profile) = (&layer.cache, &layer.profile);
         let headers = &pending.parts.headers;
-        let fetched = if self.reload {
-            Box::pin(cache.reload(&self.key, profile, load)).await
-        } else {
+        let fetched = if let Some(cached) = cached {
             let check = |entry: &Entry| found.check(entry, headers);
-            match cache.fetch_verdict(&self.key, profile, check, load).await {
+            match cache
+                .fetch_found(&self.key, profile, cached, check, load)
+                .await
+            {
                 Checked::Done(fetched) => fetched,
                 Checked::Skipped(load) => {
                     // Another variant holds the key: ours has a key of its
@@ -300,6 +316,8 @@ impl Read {
                     }
                 }
             }
+        } else {
+            Box::pin(cache.reload(&self.key, profile, load)).await
         };
         let rules = &layer.rules;
         let how = How {
@@ -391,6 +409,34 @@ impl Read {
         rules.report(&mut res, &report);
         Ok(res)
     }
+}
+
+/// The answer from `entry`, just read, when it is a hit: fresh, due for no
+/// refresh, decodable and of the request's variant (the hit is counted).
+fn answer_hit<B: Body, St: Store, G>(
+    layer: &CacheAsideLayer<St, G>,
+    entry: &Entry,
+    head: bool,
+    headers: &HeaderMap,
+) -> Option<Response<CacheBody<B>>> {
+    let now = clock::now_ms();
+    if !crate::Cache::<St>::is_hit(entry, &layer.profile, now) {
+        return None;
+    }
+    let stored = StoredResponse::decode(&entry.value).ok()?;
+    if !stored.vary_matches(headers) {
+        return None;
+    }
+    layer.profile.record_hit();
+    let age = now.saturating_sub(entry.stored_at) / 1_000;
+    let mut res = stored.respond(CacheStatus::Hit, age, head, headers);
+    let report = Report {
+        hit: true,
+        ttl: Some(ttl_secs(entry, now)),
+        ..Report::default()
+    };
+    layer.rules.report(&mut res, &report);
+    Some(res)
 }
 
 /// The answer to `Cache-Control: only-if-cached`: the stored response
