@@ -548,11 +548,18 @@ mod tests {
         for i in 0..10 {
             store.remove(&format!("k{i}")).await.unwrap();
         }
-        assert_eq!(
-            store.stats().await.decoded_bytes,
-            0,
-            "a removed entry frees its form"
-        );
+        // moka drops a removed value once no reader can still hold it
+        // (epoch-based reclamation): wait for that, with a generous
+        // deadline, while reads move the epochs on.
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while store.stats().await.decoded_bytes != 0 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "a removed entry frees its form"
+            );
+            let _ = store.get("k0").await;
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
         store.put("again", Entry::new("v")).await.unwrap();
         let held = store.resident("again", clock::now_ms()).expect("held");
         assert!(

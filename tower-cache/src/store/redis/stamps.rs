@@ -41,7 +41,8 @@ impl Known {
 struct Table {
     /// The namespace-wide invalidation version.
     all: Option<Known>,
-    tags: HashMap<Box<str>, Known>,
+    /// Hashed with foldhash, seeded at random per process.
+    tags: HashMap<Box<str>, Known, foldhash::fast::RandomState>,
 }
 
 /// The namespace's invalidation versions as last read here, with the
