@@ -8,7 +8,7 @@ use tower_layer::Layer;
 
 use super::{CacheAside, MakeGrpcBody, NoGrpc};
 use crate::http::{
-    DEFAULT_CACHE_STATUS_NAME, HttpRules, KeyScheme, RequestClass, cache_status_name,
+    DEFAULT_CACHE_STATUS_NAME, DecodedMemo, HttpRules, KeyScheme, RequestClass, cache_status_name,
 };
 use crate::store::SharedStore;
 use crate::{Cache, Policy, Profile};
@@ -26,6 +26,9 @@ pub struct CacheAsideLayer<St = SharedStore, G = NoGrpc> {
     pub(super) double_delete: Option<Duration>,
     pub(super) write_through: bool,
     pub(super) grpc: G,
+    /// The decoded forms of entries lately read from a store that keeps
+    /// none in process, shared by the layer's clones.
+    pub(super) memo: Arc<DecodedMemo>,
 }
 
 impl<St, G: Clone> Clone for CacheAsideLayer<St, G> {
@@ -37,6 +40,7 @@ impl<St, G: Clone> Clone for CacheAsideLayer<St, G> {
             double_delete: self.double_delete,
             write_through: self.write_through,
             grpc: self.grpc.clone(),
+            memo: self.memo.clone(),
         }
     }
 }
@@ -70,6 +74,7 @@ impl<St> CacheAsideLayer<St, NoGrpc> {
             double_delete: None,
             write_through: false,
             grpc: NoGrpc,
+            memo: Arc::default(),
         }
     }
 }
@@ -457,6 +462,7 @@ impl<St, G> CacheAsideLayer<St, G> {
             double_delete: self.double_delete,
             write_through: self.write_through,
             grpc: MakeGrpcBody::new(make_body),
+            memo: self.memo,
         }
     }
 

@@ -260,7 +260,7 @@ impl Read {
             let cached = layer.cache.read_entry(&self.key, &layer.profile).await;
             if self.wants.is_none()
                 && let Some(entry) = &cached
-                && let Some(res) = answer_hit(&layer, entry, self.head, &parts.headers)
+                && let Some(res) = answer_hit(&layer, &self.key, entry, self.head, &parts.headers)
             {
                 return Ok(res);
             }
@@ -411,10 +411,14 @@ impl Read {
     }
 }
 
-/// The answer from `entry`, just read, when it is a hit: fresh, due for no
-/// refresh, decodable and of the request's variant (the hit is counted).
+/// The answer from `entry`, just read under `key`, when it is a hit:
+/// fresh, due for no refresh, decodable and of the request's variant (the
+/// hit is counted). Its decoded form is the one the layer kept for the
+/// same bytes, if any: a store that keeps no decoded form in process (Redis
+/// alone) then costs one decoding per change of the entry, not per hit.
 fn answer_hit<B: Body, St: Store, G>(
     layer: &CacheAsideLayer<St, G>,
+    key: &str,
     entry: &Entry,
     head: bool,
     headers: &HeaderMap,
@@ -423,20 +427,13 @@ fn answer_hit<B: Body, St: Store, G>(
     if !crate::Cache::<St>::is_hit(entry, &layer.profile, now) {
         return None;
     }
-    let stored = StoredResponse::decode(&entry.value).ok()?;
-    if !stored.vary_matches(headers) {
+    let decoded = layer.memo.decoded(key, entry)?;
+    if !decoded.stored.vary_matches(headers) {
         return None;
     }
     layer.profile.record_hit();
     let age = now.saturating_sub(entry.stored_at) / 1_000;
-    let mut res = stored.respond(CacheStatus::Hit, age, head, headers);
-    let report = Report {
-        hit: true,
-        ttl: Some(ttl_secs(entry, now)),
-        ..Report::default()
-    };
-    layer.rules.report(&mut res, &report);
-    Some(res)
+    Some(decoded.hit(&layer.rules, age, ttl_secs(entry, now), head, headers))
 }
 
 /// The answer to `Cache-Control: only-if-cached`: the stored response
