@@ -34,6 +34,34 @@
 //! `MemoryStore` and a [`RedisStore`](store::RedisStore); it is used the
 //! same way.
 //!
+//! # Examples
+//!
+//! The crate's `examples/` directory holds one small program per idea.
+//! The first five check what they show and exit (the HTTP ones serve an
+//! axum app on a free port and send it their own requests), and
+//! `cargo test` runs them. Run one with
+//! `cargo run -p tower-cache --example cache_aside`.
+//!
+//! | example | what it shows |
+//! |---|---|
+//! | `cache_aside` | an axum route behind `CacheAsideLayer`: `MISS`, then `HIT`; a `PUT` invalidates; a stampede makes one load (Redis as L2 with `REDIS_URL`) |
+//! | `read_through` | a typed repository behind [`ReadThroughLayer`], held in an axum state as `ReadThrough<UserRepo>`; not-found answers cached |
+//! | `write_through` | [`WriteThroughLayer`] and [`ReadThroughLayer`] over one repository: the read after a write is a hit with the new value |
+//! | `write_behind` | [`WriteBehindLayer`]: writes answered `202` at once, cached, and delivered as one coalesced batch |
+//! | `refresh_ahead` | [`RefreshAheadLayer`]: a key read every second never expires into a miss (on tokio's paused clock) |
+//! | `quick_start` | README's quick start: a product route behind `CacheAsideLayer`, served on `127.0.0.1:3000` |
+//! | `reverse_proxy` | a caching reverse proxy in the shared-cache mode (RFC 9111) in front of one upstream |
+//!
+//! # Which `Cache`
+//!
+//! Every type with a store parameter defaults it to
+//! [`SharedStore`](store::SharedStore): build the cache with
+//! `Cache::new(SharedStore::new(store))` and name the layers without it
+//! (`ReadThrough<UserRepo>`, `WriteBehind<u64, i64>`). A cache over a
+//! concrete store, `Cache::new(MemoryStore::default())`, is a
+//! `Cache<MemoryStore>`, and every layer built from it carries
+//! `MemoryStore` in its type (see [`Cache::new`]).
+//!
 //! # Feature flags
 //!
 //! - `redis` (default): [`RedisStore`](store::RedisStore),

@@ -9,7 +9,7 @@
 //! ```
 //! use std::time::Duration;
 //! use tower_cache::{Cache, Fill, Fetched, Loaded, Policy, Profile};
-//! use tower_cache::store::MemoryStore;
+//! use tower_cache::store::{MemoryStore, SharedStore};
 //!
 //! /// Reads a user's name from the database.
 //! async fn user_name(id: u64) -> Result<Loaded<()>, std::io::Error> {
@@ -17,7 +17,7 @@
 //! }
 //!
 //! # #[tokio::main(flavor = "current_thread")] async fn main() {
-//! let cache = Cache::new(MemoryStore::default());
+//! let cache = Cache::new(SharedStore::new(MemoryStore::default()));
 //! let profile = Profile::new("users", Policy::ttl(Duration::from_secs(30)));
 //! let got = cache.fetch("user:1", &profile, || user_name(1)).await.unwrap();
 //! assert!(matches!(got, Fetched::Miss(_)));
@@ -96,7 +96,10 @@ pub(crate) struct Inner<St> {
 /// that carries one ([`CacheBuilder`], the layers and their services): a
 /// cache built over `SharedStore::new(store)` is named without it, as in
 /// `ReadThrough<UserRepo>` (see the
-/// [read-through docs](crate::layer::read_through#in-an-axum-state)).
+/// [read-through docs](crate::layer::read_through#in-an-axum-state)). A
+/// cache built over a concrete store is typed after it
+/// (`Cache::new(MemoryStore::default())` is a `Cache<MemoryStore>`), and
+/// so are its layers: see [`Cache::new`].
 pub struct Cache<St = SharedStore> {
     inner: Arc<Inner<St>>,
 }

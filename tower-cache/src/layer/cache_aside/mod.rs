@@ -34,10 +34,10 @@
 //! ```
 //! use std::time::Duration;
 //! use axum::{Router, routing::get};
-//! use tower_cache::store::MemoryStore;
+//! use tower_cache::store::{MemoryStore, SharedStore};
 //! use tower_cache::{Cache, CacheAsideLayer, Policy};
 //!
-//! let cache = Cache::new(MemoryStore::default());
+//! let cache = Cache::new(SharedStore::new(MemoryStore::default()));
 //! let app: Router = Router::new().route(
 //!     "/products/{id}",
 //!     get(|| async { r#"{"id":1}"# })

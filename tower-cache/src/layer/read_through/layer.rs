@@ -95,13 +95,14 @@ impl<St, C> ReadThroughLayer<St, C> {
     /// use std::time::Duration;
     /// use tower::{ServiceExt, service_fn};
     /// use tower_cache::{Cache, Policy, ReadThroughLayer};
-    /// use tower_cache::store::MemoryStore;
+    /// use tower_cache::store::{MemoryStore, SharedStore};
     /// use tower::Layer;
     ///
     /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), tower::BoxError> {
     /// let policy = Policy::ttl(Duration::from_secs(60)).negative_ttl(Duration::from_secs(5));
     /// // A price of -1 means the product does not exist.
-    /// let prices = ReadThroughLayer::new(Cache::new(MemoryStore::default()), "prices", policy)
+    /// let cache = Cache::new(SharedStore::new(MemoryStore::default()));
+    /// let prices = ReadThroughLayer::new(cache, "prices", policy)
     ///     .not_found_when(|price: &i64| *price < 0)
     ///     .layer(service_fn(|id: u64| async move { Ok::<_, std::io::Error>(if id < 100 { 250 } else { -1 }) }));
     /// assert_eq!(prices.oneshot(7).await?, 250);

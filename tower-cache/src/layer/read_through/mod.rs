@@ -19,10 +19,10 @@
 //! use std::time::Duration;
 //! use tower::{ServiceBuilder, ServiceExt, service_fn};
 //! use tower_cache::{Cache, Policy, ReadThroughLayer};
-//! use tower_cache::store::MemoryStore;
+//! use tower_cache::store::{MemoryStore, SharedStore};
 //!
 //! # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), tower::BoxError> {
-//! let cache = Cache::new(MemoryStore::default());
+//! let cache = Cache::new(SharedStore::new(MemoryStore::default()));
 //! let users = ServiceBuilder::new()
 //!     .layer(
 //!         ReadThroughLayer::new(cache, "users", Policy::ttl(Duration::from_secs(30)))

@@ -21,11 +21,11 @@
 //! ```
 //! use std::time::Duration;
 //! use tower::{ServiceBuilder, ServiceExt, service_fn};
-//! use tower_cache::store::MemoryStore;
+//! use tower_cache::store::{MemoryStore, SharedStore};
 //! use tower_cache::{Cache, Policy, ReadThroughLayer, RefreshAheadLayer};
 //!
 //! # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), tower::BoxError> {
-//! let cache = Cache::new(MemoryStore::default());
+//! let cache = Cache::new(SharedStore::new(MemoryStore::default()));
 //! let reports = ReadThroughLayer::new(cache, "reports", Policy::ttl(Duration::from_secs(5)));
 //! let svc = ServiceBuilder::new()
 //!     .layer(RefreshAheadLayer::new(reports, 0.8))

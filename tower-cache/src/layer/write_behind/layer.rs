@@ -194,12 +194,12 @@ impl<K, V, St> WriteBehindLayer<K, V, St> {
     ///
     /// ```
     /// use tower::{ServiceExt, service_fn};
-    /// use tower_cache::store::MemoryStore;
+    /// use tower_cache::store::{MemoryStore, SharedStore};
     /// use tower_cache::{Cache, Policy, Write, WriteBehindLayer};
     ///
     /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), tower::BoxError> {
-    /// let cache = Cache::new(MemoryStore::default());
-    /// let (prices, worker) = WriteBehindLayer::<u64, i64, _>::new(cache, "prices", Policy::default())
+    /// let cache = Cache::new(SharedStore::new(MemoryStore::default()));
+    /// let (prices, worker) = WriteBehindLayer::<u64, i64>::new(cache, "prices", Policy::default())
     ///     .pair(service_fn(|batch: Vec<Write<u64, i64>>| async move {
     ///         Ok::<_, std::io::Error>(())
     ///     }));

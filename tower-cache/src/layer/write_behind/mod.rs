@@ -73,13 +73,13 @@
 //! ```
 //! use std::time::Duration;
 //! use tower::{Service, ServiceExt, service_fn};
-//! use tower_cache::store::MemoryStore;
+//! use tower_cache::store::{MemoryStore, SharedStore};
 //! use tower_cache::{Cache, Policy, Write, WriteBehindLayer};
 //! use tower_layer::Layer;
 //!
 //! # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), tower::BoxError> {
-//! let cache = Cache::new(MemoryStore::default());
-//! let views = WriteBehindLayer::<u64, i64, _>::new(cache, "views", Policy::default())
+//! let cache = Cache::new(SharedStore::new(MemoryStore::default()));
+//! let views = WriteBehindLayer::<u64, i64>::new(cache, "views", Policy::default())
 //!     .namespace("views:")
 //!     .max_batch(500)
 //!     .max_delay(Duration::from_millis(250))

@@ -21,12 +21,12 @@
 //! ```
 //! use std::time::Duration;
 //! use tower::{Service, ServiceExt, service_fn};
-//! use tower_cache::store::MemoryStore;
+//! use tower_cache::store::{MemoryStore, SharedStore};
 //! use tower_cache::{Cache, Policy, ReadThroughLayer, Write, WriteThroughLayer};
 //! use tower_layer::Layer;
 //!
 //! # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), tower::BoxError> {
-//! let cache = Cache::new(MemoryStore::default());
+//! let cache = Cache::new(SharedStore::new(MemoryStore::default()));
 //! let policy = Policy::ttl(Duration::from_secs(60));
 //! let prices = WriteThroughLayer::new(cache.clone(), "prices", policy.clone())
 //!     .namespace("price:")
