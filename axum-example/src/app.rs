@@ -23,7 +23,7 @@ use tower_cache::{
 };
 use tower_layer::Layer;
 
-use crate::db::{Db, DbError, TopProduct, User};
+use crate::db::{Db, DbError, User};
 
 /// A JSON error with its status.
 #[derive(Debug)]
@@ -373,7 +373,7 @@ async fn product_json(
 }
 
 /// The tag of everything cached about product `id`.
-fn product_tag(id: u64) -> String {
+pub(crate) fn product_tag(id: u64) -> String {
     format!("product:{id}")
 }
 
@@ -407,16 +407,9 @@ async fn put_product(
             "name must not be empty and price_cents must not be negative".into(),
         ));
     }
-    let name = update.name.clone();
-    let changed =
-        s.db.run("/products/{id}", move |c| {
-            c.execute(
-                "UPDATE products SET name = ?2, price_cents = ?3 WHERE id = ?1",
-                rusqlite::params![id as i64, name, update.price_cents],
-            )
-        })
-        .await?;
-    if changed == 0 {
+    let (name, price_cents) = (update.name.clone(), update.price_cents);
+    let updated = s.db.update_product("/products/{id}", id, name, price_cents);
+    if !updated.await? {
         return Err(not_found("product", id));
     }
     // The layer deletes this route's entry; the price route caches the
@@ -602,21 +595,7 @@ async fn get_me(State(s): State<AppState>, headers: HeaderMap) -> Result<Respons
 }
 
 async fn top_products(State(s): State<AppState>) -> Result<Response, ApiError> {
-    let top =
-        s.db.run("/reports/top", |c| {
-            let mut stmt = c.prepare(
-                "SELECT id, name, views FROM products ORDER BY views DESC, id ASC LIMIT 10",
-            )?;
-            let rows = stmt.query_map([], |r| {
-                Ok(TopProduct {
-                    id: r.get::<_, i64>(0)? as u64,
-                    name: r.get(1)?,
-                    views: r.get(2)?,
-                })
-            })?;
-            rows.collect::<rusqlite::Result<Vec<_>>>()
-        })
-        .await?;
+    let top = s.db.top_products("/reports/top").await?;
     Ok(Json(json!({ "top": top })).into_response())
 }
 

@@ -146,6 +146,44 @@ impl Db {
         .await
     }
 
+    /// Sets the name and price of product `id`; `false` when there is no
+    /// such product.
+    pub async fn update_product(
+        &self,
+        route: &'static str,
+        id: u64,
+        name: String,
+        price_cents: i64,
+    ) -> Result<bool, DbError> {
+        let changed = self
+            .run(route, move |c| {
+                c.execute(
+                    "UPDATE products SET name = ?2, price_cents = ?3 WHERE id = ?1",
+                    params![id as i64, name, price_cents],
+                )
+            })
+            .await?;
+        Ok(changed > 0)
+    }
+
+    /// The ten most viewed products, most viewed first.
+    pub async fn top_products(&self, route: &'static str) -> Result<Vec<TopProduct>, DbError> {
+        self.run(route, |c| {
+            let mut stmt = c.prepare(
+                "SELECT id, name, views FROM products ORDER BY views DESC, id ASC LIMIT 10",
+            )?;
+            let rows = stmt.query_map([], |r| {
+                Ok(TopProduct {
+                    id: r.get::<_, i64>(0)? as u64,
+                    name: r.get(1)?,
+                    views: r.get(2)?,
+                })
+            })?;
+            rows.collect::<rusqlite::Result<Vec<_>>>()
+        })
+        .await
+    }
+
     /// The user `id`.
     pub async fn user(&self, route: &'static str, id: u64) -> Result<Option<User>, DbError> {
         self.run(route, move |c| {

@@ -1,5 +1,6 @@
 //! A product-catalog web app on SQLite that shows every tower-cache
-//! strategy on its own route.
+//! strategy on its own route, and serves the catalog over gRPC on the
+//! same port.
 //!
 //! Environment: `BIND` (default `127.0.0.1:3000`), `DATABASE_URL` (default
 //! a private in-memory SQLite; `sqlite://file.db?mode=rwc` for a file that
@@ -11,6 +12,7 @@
 
 mod app;
 mod db;
+mod grpc;
 
 use std::time::Duration;
 
@@ -68,7 +70,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
     };
     let cache = Cache::new(store);
+    let grpc = grpc::routes(db.clone(), cache.clone());
     let (router, shutdown) = app::router(db, cache.clone(), metrics, options);
+    // gRPC beside HTTP on one port: HTTP/1 and HTTP/2 (h2c) are both served.
+    let router = router.merge(grpc);
 
     let served = async {
         let listener = tokio::net::TcpListener::bind(&bind).await?;

@@ -69,6 +69,8 @@
 //!   [`RedisQueue`](store::RedisQueue). Only `store/redis/` and
 //!   `store/tiered/` use the redis crate.
 //! - `http` (default): the HTTP adapter.
+//! - `tonic`: `CacheAsideLayer::tonic_method`, which caches a unary
+//!   method of a tonic service in one call (implies `http`).
 //! - `fuzzing`: entry points into the decoders, the `Cache-Control` parser
 //!   and the key builder for the fuzz targets under `fuzz/`; not for use
 //!   in applications.

@@ -145,3 +145,61 @@ where
     };
     read.run(layer, inner, parts, make_body.body(message)).await
 }
+
+#[cfg(feature = "tonic")]
+impl<St, G> super::CacheAsideLayer<St, G> {
+    /// Caches the unary tonic method at `path` (`"/{package}.{Service}/{Method}"`,
+    /// for example `"/catalog.Catalog/GetProduct"`), keyed by the request
+    /// message bytes: [`grpc_method`](Self::grpc_method) for a service
+    /// whose request body is [`tonic::body::Body`], as tonic's generated
+    /// servers are. Call it once per cached method; every rule of
+    /// `grpc_method` applies (only `grpc-status` 0 is stored, a message
+    /// over [`max_body_bytes`](Self::max_body_bytes) goes to the service
+    /// uncached). Needs the `tonic` feature.
+    ///
+    /// A handler names what its reply is about in the `cache-tag`
+    /// metadata of its response, as an HTTP handler does in its header
+    /// (see [`tag_header`](Self::tag_header)), so that one
+    /// [`Cache::remove_tag`](crate::Cache::remove_tag) drops the gRPC and
+    /// the HTTP entries of a resource together.
+    ///
+    /// On tonic's server the layer goes in front of the generated service,
+    /// `Server::builder().layer(layer).add_service(CatalogServer::new(catalog))`;
+    /// `examples/tonic_service.rs` runs one over TCP.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tonic::body::Body;
+    /// use tower::{Layer, ServiceExt, service_fn};
+    /// use tower_cache::{Cache, CacheAsideLayer, Policy, store::MemoryStore};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// let layer = CacheAsideLayer::new(
+    ///     Cache::new(MemoryStore::default()),
+    ///     "catalog",
+    ///     Policy::ttl(Duration::from_secs(30)),
+    /// )
+    /// .tonic_method("/catalog.Catalog/GetProduct")
+    /// .tonic_method("/catalog.Catalog/ListProducts");
+    /// // Any service of `http::Request<tonic::body::Body>`: here one that
+    /// // knows no method.
+    /// let catalog = layer.layer(service_fn(|_: http::Request<Body>| async {
+    ///     Ok::<_, std::convert::Infallible>(tonic::Status::unimplemented("").into_http::<Body>())
+    /// }));
+    /// let request = http::Request::post("/catalog.Catalog/GetProduct")
+    ///     .header("content-type", "application/grpc")
+    ///     .body(Body::empty())
+    ///     .unwrap();
+    /// let response = catalog.oneshot(request).await.unwrap();
+    /// assert_eq!(response.headers()["grpc-status"], "12"); // UNIMPLEMENTED, not stored
+    /// # }
+    /// ```
+    pub fn tonic_method(
+        self,
+        path: impl Into<String>,
+    ) -> super::CacheAsideLayer<St, MakeGrpcBody<tonic::body::Body>> {
+        self.grpc_method(path, |message: Bytes| {
+            tonic::body::Body::new(http_body_util::Full::new(message))
+        })
+    }
+}
