@@ -16,10 +16,10 @@ use serde::Deserialize;
 use serde_json::json;
 use tower::util::BoxCloneSyncService;
 use tower::{Service, ServiceExt};
+use tower_cache::store::RedisQueue;
 use tower_cache::{
     Cache, CacheAsideLayer, CacheStatus, Policy, Profile, ReadThrough, ReadThroughLayer,
-    RefreshAheadLayer, Write, WriteBehind, WriteBehindHandle, WriteBehindLayer, WriteThrough,
-    WriteThroughLayer,
+    RefreshAheadLayer, Write, WriteBehind, WriteBehindHandle, WriteThrough, WriteThroughLayer,
 };
 use tower_layer::Layer;
 
@@ -126,17 +126,21 @@ struct TypedProfiles {
 }
 
 /// Options of the app that tests and operators tune.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Options {
     /// How long the write-behind view counter waits before it flushes a
     /// batch (`VIEWS_FLUSH_MS`, default 250 ms).
     pub views_flush: Duration,
+    /// The view counter's durable log (`VIEWS_DURABLE=1`; default none:
+    /// views wait for the database in memory).
+    pub views_log: Option<RedisQueue>,
 }
 
 impl Default for Options {
     fn default() -> Self {
         Options {
             views_flush: Duration::from_millis(250),
+            views_log: None,
         }
     }
 }
@@ -230,38 +234,12 @@ pub fn router(
         Policy::ttl(Duration::from_secs(60)),
     )
     .namespace("views:");
-    let count_view = WriteBehindLayer::<u64, i64, _>::new(
+    let count_view = crate::views::counter(
         cache.clone(),
-        "/products/{id}/views",
-        Policy::default(),
-    )
-    .namespace("views:")
-    .merge(|a, b| a + b)
-    .max_batch(500)
-    .max_delay(options.views_flush)
-    .layer(tower::service_fn({
-        let db = db.clone();
-        move |batch: Vec<Write<u64, i64>>| {
-            let db = db.clone();
-            async move {
-                db.run("/products/{id}/views", move |c| {
-                    let tx = c.unchecked_transaction()?;
-                    {
-                        let mut add = tx.prepare_cached(
-                            "UPDATE products SET views = views + ?2 WHERE id = ?1",
-                        )?;
-                        for w in &batch {
-                            add.execute(rusqlite::params![w.key as i64, w.value])?;
-                        }
-                    }
-                    tx.commit()
-                })
-                .await?;
-                metrics::counter!("write_behind_flushes_total").increment(1);
-                Ok::<_, DbError>(())
-            }
-        }
-    }));
+        db.clone(),
+        options.views_flush,
+        options.views_log,
+    );
     let shutdown = Shutdown {
         views: count_view.handle(),
     };

@@ -14,6 +14,12 @@ pub const PRODUCTS: u64 = 10_000;
 /// Users seeded at start-up: ids 1..=USERS.
 pub const USERS: u64 = 1_000;
 
+/// The log ids of the views applied to the counts, in durable mode (a
+/// Redis Stream id `<ms>-<seq>` as its two numbers): see `views.rs`, which
+/// records and prunes them.
+pub const VIEW_LOG_APPLIED: &str = "CREATE TABLE IF NOT EXISTS view_log_applied (
+    ms INTEGER NOT NULL, seq INTEGER NOT NULL, PRIMARY KEY (ms, seq)) WITHOUT ROWID;";
+
 /// A database error.
 #[derive(Debug, thiserror::Error)]
 pub enum DbError {
@@ -99,6 +105,7 @@ impl Db {
              CREATE TABLE IF NOT EXISTS users (id INTEGER PRIMARY KEY, name TEXT NOT NULL);
              CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value INTEGER NOT NULL);",
         )?;
+        conn.execute_batch(VIEW_LOG_APPLIED)?;
         seed(&conn)?;
         Ok(Db {
             conn: Arc::new(Mutex::new(conn)),

@@ -8,11 +8,18 @@
 //! cross-instance invalidation), `ORIGIN_DELAY_MS` (default 0: a delay
 //! added to every database query), `CACHE_L1` (`off` keeps Redis as the
 //! only store, to measure L2 hits), `VIEWS_FLUSH_MS` (default 250: how
-//! long the write-behind view counter gathers a batch), `RUST_LOG`.
+//! long the write-behind view counter gathers a batch), `VIEWS_DURABLE`
+//! (`1` with `REDIS_URL`: the view counter logs every acknowledged view in
+//! a Redis Stream first, so a crash loses none, and applies each exactly
+//! once; default `0`), `VIEWS_CONSUMER` (with `VIEWS_DURABLE=1`: this
+//! instance's name in the log's consumer group, one that survives restarts
+//! so that a restart delivers what was left at once; default a name unique
+//! to the process), `RUST_LOG`.
 
 mod app;
 mod db;
 mod grpc;
+mod views;
 
 use std::time::Duration;
 
@@ -38,6 +45,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     if let Some(ms) = millis("VIEWS_FLUSH_MS")? {
         options.views_flush = Duration::from_millis(ms.max(1));
     }
+    let views_durable = views::durable_from_env()?;
     let database_url = std::env::var("DATABASE_URL").ok().filter(|u| !u.is_empty());
     let db = db::Db::open(database_url.as_deref(), Duration::from_millis(delay))?;
 
@@ -47,6 +55,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let store: SharedStore = match std::env::var("REDIS_URL").ok().filter(|u| !u.is_empty()) {
         Some(url) => {
             let l2 = RedisStore::builder(url).prefix("catalog:").build()?;
+            if views_durable {
+                options.views_log = Some(views::log(&l2));
+            }
             if std::env::var("CACHE_L1").is_ok_and(|v| v == "off") {
                 tracing::info!("cache: L2 (Redis) only");
                 SharedStore::new(l2)

@@ -26,7 +26,9 @@ const STANDARD_PORT: u16 = 6379;
 /// slow, only by the awaited thing not happening.
 pub const PATIENCE: Duration = Duration::from_secs(30);
 
-fn free_port() -> u16 {
+/// A free loopback port, never the standard Redis one: for a server a
+/// test starts.
+pub fn free_port() -> u16 {
     loop {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
         let port = listener.local_addr().expect("local address").port();

@@ -40,18 +40,18 @@ where
     K: Clone,
     V: Clone,
 {
-    /// Hands `batch` to the writer, retrying with backoff; what still fails
-    /// after [`Config::max_retries`] goes to the dead-letter handler (by
-    /// default an error log line with the keys). Counts both in
+    /// Hands `writes` (what `batch` holds, as the writer is to see it) to
+    /// the writer, retrying with backoff; what still fails after
+    /// [`Config::max_retries`] goes to the dead-letter handler (by default
+    /// an error log line with the keys). Counts both in
     /// [`WriteBehindStats`](super::WriteBehindStats); returns whether the writer took the batch.
-    pub async fn deliver(&mut self, batch: &Batch<K, V>) -> bool {
+    pub async fn deliver(&mut self, writes: Vec<Write<K, V>>, batch: &Batch<K, V>) -> bool {
         let c = &self.shared.counters;
-        let coalesced = batch.coalesced() as u64;
+        let coalesced = batch.items().saturating_sub(writes.len()) as u64;
         c.coalesced.fetch_add(coalesced, Ordering::Relaxed);
         let name = self.shared.name.to_string();
         metrics::counter!("tower_cache_write_behind_coalesced_total", "cache" => name.clone())
             .increment(coalesced);
-        let writes = batch.writes();
         let started = std::time::Instant::now();
         let mut attempt = 0u32;
         let outcome = loop {

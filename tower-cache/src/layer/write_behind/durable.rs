@@ -18,7 +18,8 @@ use crate::layer::write::Write;
 /// A consumer that stops sending [heartbeats](DurableLog::heartbeat) leaves
 /// its entries to be [claimed](DurableLog::claim_abandoned) by a live one
 /// after [`claim_after_idle`](DurableLog::claim_after_idle), so every acknowledged
-/// write reaches a writer at least once.
+/// write reaches a writer at least once, with the ids of the entries it
+/// stands for ([`Write::log_ids`]).
 ///
 /// [`RedisQueue`](crate::store::RedisQueue) (a Redis Stream read by a
 /// consumer group) is the implementation this crate ships. The methods are
@@ -54,6 +55,25 @@ pub trait DurableLog: Send + Sync + 'static {
         count: usize,
     ) -> BoxFuture<'a, Result<Claimed, BoxError>>;
 
+    /// Replaces each group of entries with one new entry holding the
+    /// group's payload, owned by this consumer, and returns the new
+    /// entries' ids in the order of `groups`. All or nothing: when an entry
+    /// of any group is no longer this consumer's (another consumer claimed
+    /// it, or it was acknowledged), nothing changes and it fails; once it
+    /// returns `Ok`, no entry of a group is ever handed out again.
+    ///
+    /// The worker calls it before it hands the writer a write that
+    /// coalesces several entries, so that the log holds that write as one
+    /// entry, never again split or merged otherwise. When it fails (as the
+    /// default does), every entry reaches the writer as a write of its own.
+    fn replace<'a>(
+        &'a self,
+        groups: &'a [(Vec<EntryId>, Bytes)],
+    ) -> BoxFuture<'a, Result<Vec<EntryId>, BoxError>> {
+        let _ = groups;
+        Box::pin(async { Err("this durable log does not replace entries".into()) })
+    }
+
     /// Marks entries done (the writer or the dead-letter handler has them):
     /// they are never handed out again.
     fn acknowledge<'a>(&'a self, ids: &'a [EntryId]) -> BoxFuture<'a, Result<(), BoxError>>;
@@ -69,8 +89,11 @@ pub trait DurableLog: Send + Sync + 'static {
     fn claim_after_idle(&self) -> Duration;
 }
 
-/// The id of an entry in a [`DurableLog`], in the log's own format.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+/// The id of an entry in a [`DurableLog`], in the log's own format (for a
+/// [`RedisQueue`](crate::store::RedisQueue), a Redis Stream id,
+/// `<milliseconds>-<sequence>`). It serializes as that string.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(transparent)]
 pub struct EntryId(String);
 
 impl EntryId {
@@ -121,6 +144,25 @@ pub(super) struct Durable<K, V> {
     pub decode: DecodeFn<K, V>,
 }
 
+/// A write as the log holds it: its key and value, and the ids of the
+/// writes it stands for when it replaced them (none for a write appended
+/// as it was acknowledged: its id is its entry's).
+#[derive(serde::Serialize)]
+struct Payload<'a, K, V> {
+    key: &'a K,
+    value: &'a V,
+    #[serde(skip_serializing_if = "<[EntryId]>::is_empty")]
+    ids: &'a [EntryId],
+}
+
+#[derive(serde::Deserialize)]
+struct Decoded<K, V> {
+    key: K,
+    value: V,
+    #[serde(default)]
+    ids: Vec<EntryId>,
+}
+
 impl<K, V> Durable<K, V>
 where
     K: serde::Serialize + serde::de::DeserializeOwned,
@@ -130,8 +172,17 @@ where
     pub fn json(log: Arc<dyn DurableLog>) -> Self {
         Durable {
             log,
-            encode: |write| Ok(serde_json::to_vec(write)?),
-            decode: |bytes| Ok(serde_json::from_slice(bytes)?),
+            encode: |write| {
+                Ok(serde_json::to_vec(&Payload {
+                    key: &write.key,
+                    value: &write.value,
+                    ids: write.log_ids(),
+                })?)
+            },
+            decode: |bytes| {
+                let d: Decoded<K, V> = serde_json::from_slice(bytes)?;
+                Ok(Write::new(d.key, d.value).with_log_ids(d.ids))
+            },
         }
     }
 }

@@ -169,12 +169,86 @@ impl<K, V, St> WriteBehindLayer<K, V, St> {
     /// starts it opens the log and first delivers what a previous run of
     /// the same consumer left pending; from then on it periodically claims
     /// and delivers what dead consumers of the log left, so every
-    /// acknowledged write reaches the writer at least once: the writer must
-    /// be idempotent. New writes are appended only once the first recovery
-    /// is done. A write that cannot be appended (the log's backend down)
-    /// fails with [`DurableLogUnavailable`](super::DurableLogUnavailable)
-    /// instead of being acknowledged. Writes are stored as JSON. Default:
-    /// off (the queue lives in process memory).
+    /// acknowledged write reaches the writer at least once. New writes are
+    /// appended only once the first recovery is done. A write that cannot
+    /// be appended (the log's backend down) fails with
+    /// [`DurableLogUnavailable`](super::DurableLogUnavailable) instead of
+    /// being acknowledged. Writes are stored as JSON. Default: off (the
+    /// queue lives in process memory).
+    ///
+    /// # Exactly once
+    ///
+    /// A crash between the writer's success and the log's acknowledgement
+    /// delivers the same writes again (after the restart, or from another
+    /// process that claims them). Each write the writer is given carries
+    /// [`Write::log_ids`]: the log ids of the acknowledged writes it stands
+    /// for (several when it coalesces writes to one key), the same on every
+    /// delivery. An exactly-once writer records them in the same
+    /// transaction as the write's effect, and skips a write one of whose
+    /// ids it has recorded already; in SQL, a table `applied (id TEXT
+    /// PRIMARY KEY)`, and per write an `INSERT … ON CONFLICT DO NOTHING` of
+    /// each id, the effect applied only when every insert added a row, one
+    /// commit for the batch. Every acknowledged write then takes effect
+    /// exactly once, whenever the process dies.
+    ///
+    /// A write coalescing several is first appended to the log as one
+    /// entry in their place ([`DurableLog::replace`]), so that it is
+    /// delivered again whole. Writes read back from the log (after a
+    /// restart or a claim) are not coalesced, since some may have been
+    /// applied already: a batch can then hold several writes to one key,
+    /// in the order they were acknowledged; so can a batch whose coalesced
+    /// writes the log could not take as one entry.
+    ///
+    /// The applied ids are needed only while their writes can come back:
+    /// with a [`RedisQueue`](crate::store::RedisQueue), while they are in
+    /// the stream ([`RedisQueue::oldest`](crate::store::RedisQueue::oldest)
+    /// bounds them).
+    ///
+    /// ```no_run
+    /// use std::collections::{HashMap, HashSet};
+    /// use std::sync::{Arc, Mutex, PoisonError};
+    /// use tower::service_fn;
+    /// use tower_cache::layer::write_behind::EntryId;
+    /// use tower_cache::store::{MemoryStore, RedisQueue, RedisStore};
+    /// use tower_cache::{Cache, Policy, Write, WriteBehindLayer};
+    /// use tower_layer::Layer;
+    ///
+    /// /// The database: view counts, and the log ids applied to them.
+    /// #[derive(Default)]
+    /// struct Db {
+    ///     views: HashMap<u64, i64>,
+    ///     applied: HashSet<EntryId>,
+    /// }
+    ///
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), tower::BoxError> {
+    /// let l2 = RedisStore::new("redis://127.0.0.1:6379")?;
+    /// let db = Arc::new(Mutex::new(Db::default()));
+    /// let views = WriteBehindLayer::<u64, i64, _>::new(
+    ///     Cache::new(MemoryStore::default()),
+    ///     "views",
+    ///     Policy::default(),
+    /// )
+    /// .merge(|a, b| a + b)
+    /// // A consumer name that survives restarts: a restart delivers what it left at once.
+    /// .durable(RedisQueue::new(&l2, "views").consumer("web-1"))
+    /// .layer(service_fn({
+    ///     let db = db.clone();
+    ///     move |batch: Vec<Write<u64, i64>>| {
+    ///         // One lock for the batch stands for one transaction.
+    ///         let mut db = db.lock().unwrap_or_else(PoisonError::into_inner);
+    ///         for write in batch {
+    ///             if write.log_ids().iter().any(|id| db.applied.contains(id)) {
+    ///                 continue; // applied before a crash, delivered again
+    ///             }
+    ///             db.applied.extend(write.log_ids().iter().cloned());
+    ///             *db.views.entry(write.key).or_default() += write.value;
+    ///         }
+    ///         async { Ok::<_, std::io::Error>(()) }
+    ///     }
+    /// }));
+    /// # drop(views);
+    /// # Ok(()) }
+    /// ```
     #[must_use]
     pub fn durable(mut self, log: impl DurableLog) -> Self
     where

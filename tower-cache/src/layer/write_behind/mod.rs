@@ -12,7 +12,9 @@
 //! - **Coalescing**: writes to one key inside a batch collapse to the last
 //!   one, or, with [`merge`](WriteBehindLayer::merge), to their merge (1,000
 //!   increments become one write of the sum). Writes to one key reach the
-//!   writer in the order they were acknowledged.
+//!   writer in the order they were acknowledged. In durable mode, writes
+//!   read back from the log after a crash are not coalesced: a key may
+//!   then appear several times in a batch, in order.
 //! - **Backpressure**: the queue is bounded
 //!   ([`queue_capacity`](WriteBehindLayer::queue_capacity)); when it is
 //!   full, `poll_ready` is pending until the writer catches up. Memory does
@@ -43,7 +45,10 @@
 //!   has been idle for the log's
 //!   [`claim_after_idle`](DurableLog::claim_after_idle).
 //!   Delivery is at least once: writes the writer took just before the
-//!   crash are delivered again, so the writer must be idempotent.
+//!   crash are delivered again, each with the same
+//!   [log ids](crate::Write::log_ids), with which a writer that records
+//!   them applies every acknowledged write exactly once (see
+//!   [`WriteBehindLayer::durable`]).
 //! - **A Redis outage**: without durable mode nothing is lost; the queue is
 //!   in process memory and the writer does not go through Redis (only the
 //!   cached copy may live in L1 alone until Redis returns). In durable mode

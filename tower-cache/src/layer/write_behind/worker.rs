@@ -16,7 +16,7 @@ use tower_service::Service;
 use tracing::Instrument;
 
 use super::EntryId;
-use super::batch::Batch;
+use super::batch::{Batch, Planned};
 use super::config::Config;
 use super::deliver::Delivery;
 use super::durable::Durable;
@@ -140,25 +140,27 @@ where
 
     async fn accept(&mut self, key: String, write: Write<K, V>, logged: Option<Logged>) {
         self.shared.queue_depth_changed(-1);
-        if let Some(logged) = logged {
-            match logged.await {
-                Ok(Some(id)) => self.batch.log(id),
+        let (write, entry) = match logged {
+            None => (write, None),
+            Some(logged) => match logged.await {
+                Ok(Some(id)) => (write.with_log_ids(vec![id.clone()]), Some(id)),
                 // Not appended, so not acknowledged: the caller got an
                 // error, and the write was taken out of `pending` before.
                 _ => return,
-            }
-        }
-        self.add(key, write, true);
+            },
+        };
+        self.add(key, write, true, entry);
         if self.batch.len() >= self.config.max_batch {
             self.deliver().await;
         }
     }
 
-    fn add(&mut self, key: String, write: Write<K, V>, live: bool) {
+    fn add(&mut self, key: String, write: Write<K, V>, live: bool, entry: Option<EntryId>) {
         if self.batch.is_empty() {
             self.deadline = Some(Instant::now() + self.config.max_delay);
         }
-        self.batch.add(key, write, self.shared.merge.as_ref(), live);
+        self.batch
+            .add(key, write, self.shared.merge.as_ref(), live, entry);
     }
 
     /// Stops taking writes and delivers everything queued.
@@ -188,7 +190,17 @@ where
         if batch.is_empty() {
             return;
         }
-        let delivered = self.delivery.deliver(&batch).await;
+        let (writes, entries) = match self.durable.clone() {
+            Some(durable) => logged_writes(&durable, &batch).await,
+            None => (batch.writes(), Vec::new()),
+        };
+        let delivered = self.delivery.deliver(writes, &batch).await;
+        // Acknowledged first: a crash before this delivers the batch again.
+        if let Some(durable) = &self.durable
+            && let Err(error) = durable.log.acknowledge(&entries).await
+        {
+            tracing::warn!(%error, entries = entries.len(), "delivered writes stay pending in the durable log; they will be delivered again after a restart");
+        }
         if delivered && self.shared.merge.is_some() {
             for key in batch.keys() {
                 self.cache.remove(key).await;
@@ -196,11 +208,6 @@ where
         }
         for (key, live) in batch.live() {
             self.shared.forget_delivered(key, live);
-        }
-        if let Some(durable) = &self.durable
-            && let Err(error) = durable.log.acknowledge(batch.logged()).await
-        {
-            tracing::warn!(%error, entries = batch.logged().len(), "delivered writes stay pending in the durable log; they will be delivered again after a restart");
         }
     }
 
@@ -263,8 +270,14 @@ where
         let taken = page.len();
         for (id, write) in page {
             let key = key_in(&self.shared.namespace, &write.key);
-            self.batch.log(id);
-            self.add(key, write, false);
+            // An entry that replaced others carries their ids; any other
+            // stands for itself.
+            let write = if write.log_ids().is_empty() {
+                write.with_log_ids(vec![id.clone()])
+            } else {
+                write
+            };
+            self.add(key, write, false, Some(id));
         }
         taken
     }
@@ -277,6 +290,77 @@ where
         sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         Some(sweep)
     }
+}
+
+/// Durable mode: the writes of `batch` as the writer is to see them, and
+/// the log entries they are, to acknowledge once delivered. The fresh
+/// entries of a key become one write, which the log first takes as one
+/// entry in their place: delivered again, it is delivered whole, with the
+/// same ids. Where the log cannot do that (its backend away, or an entry
+/// claimed by another consumer meanwhile), each entry goes out as a write
+/// of its own, all in this one batch.
+async fn logged_writes<K, V>(
+    durable: &Durable<K, V>,
+    batch: &Batch<K, V>,
+) -> (Vec<Write<K, V>>, Vec<EntryId>)
+where
+    K: Clone,
+    V: Clone,
+{
+    let plan = batch.plan();
+    let mut groups = Vec::new();
+    for planned in &plan {
+        if let Planned::Group { write, parts } = planned {
+            match (durable.encode)(write) {
+                Ok(payload) => groups.push((
+                    parts.iter().map(|(id, _)| id.clone()).collect(),
+                    bytes::Bytes::from(payload),
+                )),
+                Err(error) => {
+                    tracing::warn!(%error, "a coalesced write does not encode; its writes go out one by one");
+                    groups.clear();
+                    break;
+                }
+            }
+        }
+    }
+    let mut replaced = if groups.is_empty() {
+        None
+    } else {
+        match durable.log.replace(&groups).await {
+            Ok(ids) if ids.len() == groups.len() => Some(ids.into_iter()),
+            Ok(_) => {
+                tracing::warn!(
+                    "the durable log replaced entries, but answered with the wrong number of ids; the writes go out one by one"
+                );
+                None
+            }
+            Err(error) => {
+                tracing::debug!(%error, groups = groups.len(), "the durable log did not take coalesced writes as one entry; their writes go out one by one");
+                None
+            }
+        }
+    };
+    let mut writes = Vec::with_capacity(plan.len());
+    let mut entries = Vec::with_capacity(plan.len());
+    for planned in plan {
+        let parts = match planned {
+            Planned::Group { write, parts } => match replaced.as_mut().and_then(Iterator::next) {
+                Some(entry) => {
+                    writes.push(write);
+                    entries.push(entry);
+                    continue;
+                }
+                None => parts,
+            },
+            Planned::Entries(parts) => parts,
+        };
+        for (entry, write) in parts {
+            writes.push(write);
+            entries.push(entry);
+        }
+    }
+    (writes, entries)
 }
 
 async fn tick(interval: Option<&mut tokio::time::Interval>) {

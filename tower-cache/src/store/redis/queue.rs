@@ -45,6 +45,44 @@ end
 return touched
 ";
 
+/// Replaces groups of this consumer's pending entries, each with one new
+/// entry of its own: ARGV[3] is the number of groups, then per group the
+/// number of its entries, their ids, and the new entry's payload. Checks
+/// every entry first and changes nothing unless all are this consumer's;
+/// then appends each new entry into this consumer's pending list and
+/// acknowledges and deletes the group's entries. Returns the new ids.
+const REPLACE: &str = r"
+local groups = {}
+local at = 4
+for g = 1, tonumber(ARGV[3]) do
+  local n = tonumber(ARGV[at])
+  local ids = {}
+  for i = 1, n do
+    local id = ARGV[at + i]
+    local entry = redis.call('XPENDING', KEYS[1], ARGV[1], id, id, 1)
+    if #entry == 0 or entry[1][2] ~= ARGV[2] then
+      return redis.error_reply('NOTOWNED entry ' .. id .. ' is not pending for this consumer')
+    end
+    ids[i] = id
+  end
+  groups[g] = {ids, ARGV[at + n + 1]}
+  at = at + n + 2
+end
+local replaced = {}
+for g, group in ipairs(groups) do
+  local id = redis.call('XADD', KEYS[1], '*', 'w', group[2])
+  redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, id, 'FORCE', 'JUSTID')
+  local ids = group[1]
+  for from = 1, #ids, 500 do
+    local chunk = {unpack(ids, from, math.min(from + 499, #ids))}
+    redis.call('XACK', KEYS[1], ARGV[1], unpack(chunk))
+    redis.call('XDEL', KEYS[1], unpack(chunk))
+  end
+  replaced[g] = id
+end
+return replaced
+";
+
 /// A write-ahead log on one Redis Stream, read through a consumer group.
 ///
 /// Each write-behind process is one consumer of the group. A write is
@@ -66,7 +104,15 @@ return touched
 /// distinct consumer names). Delivery is at least once: a crash between
 /// the writer's success and the `XACK` delivers those writes again, and a
 /// consumer cut off from Redis for longer than `claim_after` may see its
-/// writes delivered by another as well, so the writer must be idempotent.
+/// writes delivered by another as well. Each delivered write carries the
+/// stream ids of the writes it stands for
+/// ([`Write::log_ids`](crate::Write::log_ids)), the same on every delivery,
+/// so a writer that records them applies each write exactly once (see
+/// [`WriteBehindLayer::durable`](crate::WriteBehindLayer::durable)). A
+/// write coalescing several entries is first appended as one entry in
+/// their place (a script checks that they are all still this consumer's,
+/// appends it and deletes them), so that it is never delivered split
+/// differently.
 ///
 /// Used through [`WriteBehindLayer::durable`](crate::WriteBehindLayer::durable),
 /// as its [`DurableLog`].
@@ -80,6 +126,7 @@ pub struct RedisQueue {
     claim_after: Duration,
     push: Arc<Script>,
     touch: Arc<Script>,
+    replace: Arc<Script>,
 }
 
 impl std::fmt::Debug for RedisQueue {
@@ -116,6 +163,7 @@ impl RedisQueue {
             claim_after: Self::DEFAULT_CLAIM_AFTER,
             push: Arc::new(Script::new(PUSH)),
             touch: Arc::new(Script::new(TOUCH)),
+            replace: Arc::new(Script::new(REPLACE)),
         }
     }
 
@@ -313,6 +361,30 @@ impl RedisQueue {
         self.timed(pipe.query_async::<()>(&mut conn)).await
     }
 
+    /// Replaces each group of this consumer's pending entries with one new
+    /// entry holding the group's payload, in one script; returns the new
+    /// ids. Fails, changing nothing, unless every entry is this consumer's.
+    async fn replace_groups(
+        &self,
+        groups: &[(Vec<EntryId>, Bytes)],
+    ) -> Result<Vec<EntryId>, StoreError> {
+        let mut conn = self.conn.clone();
+        let mut invocation = self.replace.key(&self.key);
+        invocation
+            .arg(&self.group)
+            .arg(&self.consumer)
+            .arg(groups.len());
+        for (ids, payload) in groups {
+            invocation.arg(ids.len());
+            for id in ids {
+                invocation.arg(id.as_str());
+            }
+            invocation.arg(payload.as_ref());
+        }
+        let ids: Vec<String> = self.timed(invocation.invoke_async(&mut conn)).await?;
+        Ok(ids.into_iter().map(EntryId::new).collect())
+    }
+
     /// Resets the idle time of this consumer's entries pending for a
     /// quarter of `claim_after` or more; returns how many.
     async fn touch(&self) -> Result<u64, StoreError> {
@@ -347,6 +419,26 @@ impl RedisQueue {
     /// reached, [`StoreError::Backend`] when it answers with an error.
     pub async fn is_empty(&self) -> Result<bool, StoreError> {
         self.len().await.map(|n| n == 0)
+    }
+
+    /// The id of the oldest entry in the stream (`XRANGE - + COUNT 1`), or
+    /// `None` when the stream is empty. Ids grow with time, and an entry
+    /// leaves the stream only once it is acknowledged, so every entry with
+    /// a smaller id is done: a writer that records applied ids can use it
+    /// to forget old ones (with a margin: an entry that replaced others
+    /// carries their ids, older than its own).
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Timeout`] when Redis does not answer within the
+    /// operation timeout, [`StoreError::Unavailable`] when it cannot be
+    /// reached, [`StoreError::Backend`] when it answers with an error.
+    pub async fn oldest(&self) -> Result<Option<EntryId>, StoreError> {
+        let mut cmd = redis::cmd("XRANGE");
+        cmd.arg(&self.key).arg("-").arg("+").arg("COUNT").arg(1);
+        // [[id, [field, value, …]]]
+        let reply: Vec<(String, Value)> = self.run(cmd).await?;
+        Ok(reply.into_iter().next().map(|(id, _)| EntryId::new(id)))
     }
 
     /// Entries pending in the group, across every consumer: taken by a
@@ -402,6 +494,16 @@ impl DurableLog for RedisQueue {
         count: usize,
     ) -> BoxFuture<'a, Result<Claimed, BoxError>> {
         Box::pin(async move { Ok(RedisQueue::claim_abandoned(self, after, count).await?) })
+    }
+
+    /// One script: checks that every entry is this consumer's (`XPENDING`),
+    /// then per group `XADD`s the new entry, `XCLAIM … FORCE`s it into this
+    /// consumer's pending list, and `XACK`s and `XDEL`s the group's entries.
+    fn replace<'a>(
+        &'a self,
+        groups: &'a [(Vec<EntryId>, Bytes)],
+    ) -> BoxFuture<'a, Result<Vec<EntryId>, BoxError>> {
+        Box::pin(async move { Ok(self.replace_groups(groups).await?) })
     }
 
     /// `XACK` and `XDEL`, in one transaction.
