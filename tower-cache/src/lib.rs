@@ -34,6 +34,15 @@
 //! `MemoryStore` and a [`RedisStore`](store::RedisStore); it is used the
 //! same way.
 //!
+//! # Metrics
+//!
+//! Layers and stores report through the [`metrics`](https://docs.rs/metrics)
+//! facade: requests per route by how they were answered (hit, stale, miss,
+//! coalesced, bypass), loads, L1 and L2 hits, the Redis circuit breaker,
+//! pending invalidations, the write-behind queue. Each is described and
+//! reads 0 from the moment its layer or store is built; [`metrics`]
+//! lists them all.
+//!
 //! # Feature flags
 //!
 //! - `redis` (default): [`RedisStore`](store::RedisStore),
@@ -55,6 +64,7 @@ pub mod fuzzing;
 #[cfg(feature = "http")]
 pub mod http;
 pub mod layer;
+pub mod metrics;
 pub mod store;
 #[cfg(test)]
 mod test_support;
