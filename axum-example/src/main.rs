@@ -10,6 +10,7 @@
 //! long the write-behind view counter gathers a batch), `RUST_LOG`.
 
 mod app;
+mod dashboard;
 mod db;
 
 use std::time::Duration;
