@@ -8,7 +8,7 @@ use axum::Router;
 use axum::extract::rejection::{JsonRejection, PathRejection};
 use axum::extract::{Json, Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
-use axum::response::{Html, IntoResponse, Response};
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use metrics_exporter_prometheus::PrometheusHandle;
 use rusqlite::OptionalExtension;
@@ -114,7 +114,6 @@ pub struct AppInner {
     count_view: WriteBehind<u64, i64>,
     /// The typed routes' profiles, to count the requests that bypass them.
     typed: Arc<TypedProfiles>,
-    profiles: Arc<Vec<Profile>>,
     metrics: PrometheusHandle,
 }
 
@@ -282,12 +281,10 @@ pub fn router(
         cache,
         db,
         typed: Arc::new(typed),
-        profiles: Arc::new(profiles),
-        metrics,
+        metrics: metrics.clone(),
     }));
 
     let router = Router::new()
-        .route("/", get(index))
         .route("/health", get(|| async { "ok" }))
         .route("/metrics", get(metrics_text))
         .route(
@@ -306,7 +303,9 @@ pub fn router(
         // prebuilt in-memory response (the upper bound for any route).
         .route("/uncached/products/{id}", get(get_product_uncached))
         .route("/static/product", get(static_product))
-        .with_state(state);
+        .with_state(state)
+        // The live dashboard at `/`, over the cached routes' profiles.
+        .merge(crate::dashboard::routes(profiles, metrics));
     (router, shutdown)
 }
 
@@ -584,45 +583,3 @@ async fn metrics_text(State(s): State<AppState>) -> Response {
     )
         .into_response()
 }
-
-async fn index(State(s): State<AppState>) -> Html<String> {
-    let mut rows = String::new();
-    for p in s.profiles.iter() {
-        let st = p.stats();
-        let served = st.hits + st.stale + st.misses;
-        let ratio = if served == 0 {
-            "–".to_owned()
-        } else {
-            format!(
-                "{:.1} %",
-                100.0 * (st.hits + st.stale) as f64 / served as f64
-            )
-        };
-        rows.push_str(&format!(
-            "<tr><td><code>{}</code></td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
-            p.name(),
-            st.hits,
-            st.stale,
-            st.misses,
-            st.bypasses,
-            ratio
-        ));
-    }
-    Html(format!(
-        "<!doctype html><html><head><meta charset=utf-8><title>tower-cache example</title>\
-         <meta http-equiv=refresh content=2></head><body><h1>tower-cache example</h1>\
-         {ROUTES}<h2>Hit ratio per route</h2><table border=1 cellpadding=4>\
-         <tr><th>route</th><th>hits</th><th>stale</th><th>misses</th><th>bypasses</th><th>hit ratio</th></tr>\
-         {rows}</table></body></html>"
-    ))
-}
-
-const ROUTES: &str = "<h2>Routes</h2><ul>\
-<li><code>GET /products/{id}</code>, <code>PUT</code>, <code>DELETE</code>: cache-aside</li>\
-<li><code>GET /users/{id}</code>: read-through</li>\
-<li><code>GET /me</code> with <code>Authorization: Bearer user-{id}</code>: cached per user</li>\
-<li><code>PUT /products/{id}/price</code>, <code>GET /products/{id}/price</code>: write-through</li>\
-<li><code>POST /products/{id}/views</code>, <code>GET /products/{id}/views</code>: write-behind</li>\
-<li><code>GET /reports/top</code>: refresh-ahead</li>\
-<li><code>GET /metrics</code>: Prometheus</li>\
-<li><code>GET /uncached/products/{id}</code>, <code>GET /static/product</code>: baselines for the load comparison</li></ul>";

@@ -17,6 +17,7 @@
 //! to the process), `RUST_LOG`.
 
 mod app;
+mod dashboard;
 mod db;
 mod grpc;
 mod views;

@@ -37,7 +37,7 @@
 //! # Examples
 //!
 //! The crate's `examples/` directory holds one small program per idea.
-//! The first five check what they show and exit (the HTTP ones serve an
+//! The first six check what they show and exit (the HTTP ones serve an
 //! axum app on a free port and send it their own requests), and
 //! `cargo test` runs them. Run one with
 //! `cargo run -p tower-cache --example cache_aside`.
@@ -49,6 +49,7 @@
 //! | `write_through` | [`WriteThroughLayer`] and [`ReadThroughLayer`] over one repository: the read after a write is a hit with the new value |
 //! | `write_behind` | [`WriteBehindLayer`]: writes answered `202` at once, cached, and delivered as one coalesced batch |
 //! | `refresh_ahead` | [`RefreshAheadLayer`]: a key read every second never expires into a miss (on tokio's paused clock) |
+//! | `tonic_service` | a unary tonic method cached with `CacheAsideLayer::tonic_method` (feature `tonic`), called twice over TCP |
 //! | `quick_start` | README's quick start: a product route behind `CacheAsideLayer`, served on `127.0.0.1:3000` |
 //! | `reverse_proxy` | a caching reverse proxy in the shared-cache mode (RFC 9111) in front of one upstream |
 //!
@@ -61,6 +62,15 @@
 //! concrete store, `Cache::new(MemoryStore::default())`, is a
 //! `Cache<MemoryStore>`, and every layer built from it carries
 //! `MemoryStore` in its type (see [`Cache::new`]).
+//!
+//! # Metrics
+//!
+//! Layers and stores report through the [`metrics`](https://docs.rs/metrics)
+//! facade: requests per route by how they were answered (hit, stale, miss,
+//! coalesced, bypass), loads, L1 and L2 hits, the Redis circuit breaker,
+//! pending invalidations, the write-behind queue. Each is described and
+//! reads 0 from the moment its layer or store is built; [`metrics`]
+//! lists them all.
 //!
 //! # Feature flags
 //!
@@ -85,6 +95,7 @@ pub mod fuzzing;
 #[cfg(feature = "http")]
 pub mod http;
 pub mod layer;
+pub mod metrics;
 pub mod store;
 #[cfg(test)]
 mod test_support;

@@ -127,8 +127,7 @@ impl<St: Store> Cache<St> {
         match verdict {
             Some(Verdict::Drop) => {
                 tracing::warn!(cache = %profile.name(), key, "dropping a cached value that does not decode");
-                metrics::counter!("tower_cache_undecodable_total", "cache" => profile.name().to_owned())
-                    .increment(1);
+                profile.record_undecodable();
                 if let Err(error) = self.inner.store.remove(key).await {
                     tracing::debug!(key, %error, "store remove failed");
                 }
@@ -458,6 +457,8 @@ impl<St: Store> Cache<St> {
         T: Send + 'static,
         E: fmt::Display + Send + 'static,
     {
+        // Whether this caller's answer is another caller's load, waited for.
+        let mut coalesced = false;
         let outcome: Result<Outcome<T>, LoadError<E>> = match self.join_or_lead(key) {
             Role::Leader(mut guard) => {
                 // A load may have finished between this caller's read and
@@ -505,7 +506,9 @@ impl<St: Store> Cache<St> {
             Role::Waiter(flight) => {
                 profile.record_joined();
                 tracing::trace!(cache = %profile.name(), key, "miss, waiting for the load in flight");
-                match flight.wait().await {
+                let shared = flight.wait().await;
+                coalesced = !matches!(shared, Shared::Pass);
+                match shared {
                     Shared::Stored(entry) => Ok(Outcome::Stored(entry)),
                     // The shared load was not cacheable: load alone.
                     Shared::Pass => self.load_alone(key, profile, load).await,
@@ -530,6 +533,7 @@ impl<St: Store> Cache<St> {
         };
         match &result {
             Ok(Fetched::Stale(_)) => profile.record_stale(),
+            _ if coalesced => profile.record_coalesced(),
             _ => profile.record_miss(),
         }
         result

@@ -77,7 +77,9 @@ pub(crate) struct Inner<St> {
 ///   every waiter gets its result. A failed load is not stored and every
 ///   waiter gets the error. A waiter that goes away does not cancel the
 ///   load for the others. A load that panics or exceeds
-///   [`Policy::load_timeout`] frees its key.
+///   [`Policy::load_timeout`] frees its key. The caller that loaded counts
+///   as a miss, each waiter as coalesced ([`ProfileStats::coalesced`],
+///   `tower_cache_requests_total{result="coalesced"}`).
 /// - **Background refreshes** (stale-while-revalidate, refresh-ahead,
 ///   `XFetch`) run on tasks owned by the cache, one per key at a time, at
 ///   most [`CacheBuilder::max_refreshes`] at once (default 64); a refresh

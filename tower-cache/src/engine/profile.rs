@@ -5,17 +5,22 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use metrics::{Counter, Histogram};
+use ::metrics::{Counter, Histogram};
 
 use super::Policy;
+use crate::metrics::Tally;
 
 /// Counters of one [`Profile`], from [`Profile::stats`].
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct ProfileStats {
     /// Reads answered with a fresh entry.
     pub hits: u64,
-    /// Reads that loaded (or waited for a load).
+    /// Reads that loaded the value themselves.
     pub misses: u64,
+    /// Reads answered by another caller's load, which they waited for
+    /// (single flight): a cold key read by a hundred callers at once is one
+    /// miss and 99 coalesced reads.
+    pub coalesced: u64,
     /// Reads answered with a stale entry.
     pub stale: u64,
     /// Requests that bypassed the cache.
@@ -24,7 +29,10 @@ pub struct ProfileStats {
     pub loads: u64,
     /// Loader calls that failed.
     pub load_errors: u64,
-    /// Reads that waited for another caller's load.
+    /// Reads that found another caller's load of their key in flight and
+    /// waited for it, counted when they begin to wait. Most end up
+    /// `coalesced`; one whose shared load stored nothing loads alone and
+    /// ends up a miss.
     pub joined: u64,
     /// Background refreshes started.
     pub refreshes: u64,
@@ -32,45 +40,69 @@ pub struct ProfileStats {
     pub refreshes_skipped: u64,
 }
 
-#[derive(Default)]
+/// The counters, each also reported as a metric.
 struct Counts {
-    hits: AtomicU64,
-    misses: AtomicU64,
-    stale: AtomicU64,
-    bypasses: AtomicU64,
-    loads: AtomicU64,
-    load_errors: AtomicU64,
+    hits: Tally,
+    misses: Tally,
+    coalesced: Tally,
+    stale: Tally,
+    bypasses: Tally,
+    loads: Tally,
+    load_errors: Tally,
     joined: AtomicU64,
-    refreshes: AtomicU64,
-    refreshes_skipped: AtomicU64,
+    refreshes: Tally,
+    refreshes_skipped: Tally,
+    undecodable: Counter,
+    load_seconds: Histogram,
 }
 
-struct Meters {
-    hit: Counter,
-    miss: Counter,
-    stale: Counter,
-    bypass: Counter,
-    loads: Counter,
-    load_errors: Counter,
-    load_seconds: Histogram,
-    refreshes: Counter,
+impl Counts {
+    /// The counters of the profile `name`, their metrics registered (at 0)
+    /// with the recorder installed now.
+    fn new(name: &str) -> Self {
+        crate::metrics::describe();
+        let cache = || ::metrics::Label::new("cache", name.to_owned());
+        let result = |r: &'static str| {
+            Tally::new(::metrics::counter!(
+                crate::metrics::REQUESTS_TOTAL,
+                vec![cache(), ::metrics::Label::new("result", r)]
+            ))
+        };
+        let tally = |metric: &'static str| Tally::new(::metrics::counter!(metric, vec![cache()]));
+        Counts {
+            hits: result(crate::metrics::result::HIT),
+            misses: result(crate::metrics::result::MISS),
+            coalesced: result(crate::metrics::result::COALESCED),
+            stale: result(crate::metrics::result::STALE),
+            bypasses: result(crate::metrics::result::BYPASS),
+            loads: tally(crate::metrics::LOADS_TOTAL),
+            load_errors: tally(crate::metrics::LOAD_ERRORS_TOTAL),
+            joined: AtomicU64::new(0),
+            refreshes: tally(crate::metrics::REFRESHES_TOTAL),
+            refreshes_skipped: tally(crate::metrics::REFRESHES_SKIPPED_TOTAL),
+            undecodable: ::metrics::counter!(crate::metrics::UNDECODABLE_TOTAL, vec![cache()]),
+            load_seconds: ::metrics::histogram!(crate::metrics::LOAD_SECONDS, vec![cache()]),
+        }
+    }
 }
 
 struct Inner {
     name: Arc<str>,
     policy: Policy,
     counts: Counts,
-    meters: Meters,
 }
 
 /// A [`Policy`] with a name, and the counters kept under that name.
 ///
 /// Each layer instance has one. The name labels the metrics it reports
-/// through the [`metrics`] facade (`cache="<name>"`):
-/// `tower_cache_requests_total{result="hit"|"miss"|"stale"|"bypass"}`,
+/// through the [`metrics`](::metrics) facade (`cache="<name>"`):
+/// `tower_cache_requests_total{result="hit"|"stale"|"miss"|"coalesced"|"bypass"}`,
 /// `tower_cache_loads_total`, `tower_cache_load_errors_total`,
-/// `tower_cache_load_seconds` and `tower_cache_refreshes_total`. Metric
-/// handles are taken when the profile is created, so install the metrics
+/// `tower_cache_load_seconds`, `tower_cache_refreshes_total`,
+/// `tower_cache_refreshes_skipped_total` and
+/// `tower_cache_undecodable_total` (the table in [`crate::metrics`] says
+/// what each means). They are registered, and described, when the profile
+/// is created, so they read 0 until the first request: install the metrics
 /// recorder before building layers.
 ///
 /// ```
@@ -98,23 +130,11 @@ impl Profile {
     /// A profile named `name` (a metrics label: the route, the method).
     pub fn new(name: impl Into<String>, policy: Policy) -> Self {
         let name: String = name.into();
-        let result = |r: &'static str| metrics::counter!("tower_cache_requests_total", "cache" => name.clone(), "result" => r);
-        let meters = Meters {
-            hit: result("hit"),
-            miss: result("miss"),
-            stale: result("stale"),
-            bypass: result("bypass"),
-            loads: metrics::counter!("tower_cache_loads_total", "cache" => name.clone()),
-            load_errors: metrics::counter!("tower_cache_load_errors_total", "cache" => name.clone()),
-            load_seconds: metrics::histogram!("tower_cache_load_seconds", "cache" => name.clone()),
-            refreshes: metrics::counter!("tower_cache_refreshes_total", "cache" => name.clone()),
-        };
         Profile {
             inner: Arc::new(Inner {
+                counts: Counts::new(&name),
                 name: name.into(),
                 policy,
-                counts: Counts::default(),
-                meters,
             }),
         }
     }
@@ -139,35 +159,32 @@ impl Profile {
     /// The counters so far.
     pub fn stats(&self) -> ProfileStats {
         let c = &self.inner.counts;
-        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
         ProfileStats {
-            hits: get(&c.hits),
-            misses: get(&c.misses),
-            stale: get(&c.stale),
-            bypasses: get(&c.bypasses),
-            loads: get(&c.loads),
-            load_errors: get(&c.load_errors),
-            joined: get(&c.joined),
-            refreshes: get(&c.refreshes),
-            refreshes_skipped: get(&c.refreshes_skipped),
+            hits: c.hits.get(),
+            misses: c.misses.get(),
+            coalesced: c.coalesced.get(),
+            stale: c.stale.get(),
+            bypasses: c.bypasses.get(),
+            loads: c.loads.get(),
+            load_errors: c.load_errors.get(),
+            joined: c.joined.load(Ordering::Relaxed),
+            refreshes: c.refreshes.get(),
+            refreshes_skipped: c.refreshes_skipped.get(),
         }
     }
 
-    fn bump(a: &AtomicU64) {
-        a.fetch_add(1, Ordering::Relaxed);
-    }
-
     pub(crate) fn record_hit(&self) {
-        Self::bump(&self.inner.counts.hits);
-        self.inner.meters.hit.increment(1);
+        self.inner.counts.hits.incr();
     }
     pub(crate) fn record_miss(&self) {
-        Self::bump(&self.inner.counts.misses);
-        self.inner.meters.miss.increment(1);
+        self.inner.counts.misses.incr();
+    }
+    /// Records a read answered by another caller's load it waited for.
+    pub(crate) fn record_coalesced(&self) {
+        self.inner.counts.coalesced.incr();
     }
     pub(crate) fn record_stale(&self) {
-        Self::bump(&self.inner.counts.stale);
-        self.inner.meters.stale.increment(1);
+        self.inner.counts.stale.incr();
     }
     /// Records a request that bypassed the cache. The only public
     /// recorder: hits, misses and stale answers are counted by the engine,
@@ -175,27 +192,28 @@ impl Profile {
     /// (a request with credentials, say), and counts that here so the
     /// profile's ratio stays true.
     pub fn record_bypass(&self) {
-        Self::bump(&self.inner.counts.bypasses);
-        self.inner.meters.bypass.increment(1);
+        self.inner.counts.bypasses.incr();
         tracing::trace!(cache = %self.inner.name, "bypass");
     }
     pub(crate) fn record_load(&self, took: Duration) {
-        Self::bump(&self.inner.counts.loads);
-        self.inner.meters.loads.increment(1);
-        self.inner.meters.load_seconds.record(took.as_secs_f64());
+        let c = &self.inner.counts;
+        c.loads.incr();
+        c.load_seconds.record(took.as_secs_f64());
     }
     pub(crate) fn record_load_error(&self) {
-        Self::bump(&self.inner.counts.load_errors);
-        self.inner.meters.load_errors.increment(1);
+        self.inner.counts.load_errors.incr();
     }
     pub(crate) fn record_joined(&self) {
-        Self::bump(&self.inner.counts.joined);
+        self.inner.counts.joined.fetch_add(1, Ordering::Relaxed);
     }
     pub(crate) fn record_refresh(&self) {
-        Self::bump(&self.inner.counts.refreshes);
-        self.inner.meters.refreshes.increment(1);
+        self.inner.counts.refreshes.incr();
     }
     pub(crate) fn record_refresh_skipped(&self) {
-        Self::bump(&self.inner.counts.refreshes_skipped);
+        self.inner.counts.refreshes_skipped.incr();
+    }
+    /// Records a stored entry that did not decode, removed.
+    pub(crate) fn record_undecodable(&self) {
+        self.inner.counts.undecodable.increment(1);
     }
 }

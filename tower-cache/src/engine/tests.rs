@@ -81,6 +81,49 @@ async fn concurrent_misses_load_once() {
 }
 
 #[tokio::test(start_paused = true)]
+#[expect(
+    clippy::float_cmp,
+    reason = "counters are whole numbers, held exactly as f64"
+)]
+async fn callers_that_wait_for_another_callers_load_count_as_coalesced() {
+    const CALLERS: u64 = 300;
+    let cache = cache();
+    let recorder = crate::test_support::Metrics::default();
+    let profile =
+        ::metrics::with_local_recorder(&recorder, || profile(Policy::ttl(Duration::from_secs(60))));
+    // The load ends only once every other caller waits for it.
+    let (open, gate) = tokio::sync::watch::channel(false);
+    let tasks: Vec<_> = (0..CALLERS)
+        .map(|_| {
+            let (cache, profile, mut gate) = (cache.clone(), profile.clone(), gate.clone());
+            tokio::spawn(async move {
+                cache
+                    .fetch::<_, (), Err, _>("k", &profile, move || async move {
+                        let _ = gate.wait_for(|open| *open).await;
+                        Ok(Loaded::Store(Fill::new("v")))
+                    })
+                    .await
+            })
+        })
+        .collect();
+    until(|| profile.stats().joined == CALLERS - 1).await;
+    open.send_replace(true);
+    for t in tasks {
+        let got = t.await.unwrap().unwrap();
+        assert!(matches!(got, Fetched::Miss(_)), "{got:?}");
+    }
+    let stats = profile.stats();
+    assert_eq!(
+        (stats.loads, stats.misses, stats.coalesced, stats.hits),
+        (1, 1, CALLERS - 1, 0),
+        "{stats:?}"
+    );
+    let requests = |result| recorder.sum("tower_cache_requests_total", &[("result", result)]);
+    assert_eq!(requests("miss"), 1.0);
+    assert_eq!(requests("coalesced"), (CALLERS - 1) as f64);
+}
+
+#[tokio::test(start_paused = true)]
 async fn failed_load_reaches_every_waiter_and_is_not_cached() {
     let cache = cache();
     let profile = profile(Policy::default());
@@ -702,7 +745,11 @@ async fn a_streamed_value_reaches_its_caller_before_its_fill_is_stored() {
     assert_eq!(value(&again), b"whole");
     assert_eq!(calls.load(Ordering::SeqCst), 1);
     let stats = profile.stats();
-    assert_eq!((stats.loads, stats.misses), (1, 2), "{stats:?}");
+    assert_eq!(
+        (stats.loads, stats.misses, stats.coalesced),
+        (1, 1, 1),
+        "{stats:?}"
+    );
 }
 
 #[tokio::test(start_paused = true)]

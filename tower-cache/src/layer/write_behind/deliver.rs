@@ -47,11 +47,8 @@ where
     /// [`WriteBehindStats`](super::WriteBehindStats); returns whether the writer took the batch.
     pub async fn deliver(&mut self, writes: Vec<Write<K, V>>, batch: &Batch<K, V>) -> bool {
         let c = &self.shared.counters;
-        let coalesced = batch.items().saturating_sub(writes.len()) as u64;
-        c.coalesced.fetch_add(coalesced, Ordering::Relaxed);
-        let name = self.shared.name.to_string();
-        metrics::counter!("tower_cache_write_behind_coalesced_total", "cache" => name.clone())
-            .increment(coalesced);
+        c.coalesced
+            .add(batch.items().saturating_sub(writes.len()) as u64);
         let started = std::time::Instant::now();
         let mut attempt = 0u32;
         let outcome = loop {
@@ -69,9 +66,7 @@ where
                 Err(error) if attempt >= self.config.max_retries => break Err(error),
                 Err(error) => {
                     attempt += 1;
-                    c.retries.fetch_add(1, Ordering::Relaxed);
-                    metrics::counter!("tower_cache_write_behind_retries_total", "cache" => name.clone())
-                        .increment(1);
+                    c.retries.incr();
                     let wait = self.config.backoff(attempt);
                     tracing::warn!(%error, attempt, ?wait, writes = writes.len(), "write-behind batch failed; retrying");
                     tokio::time::sleep(wait).await;
@@ -80,21 +75,15 @@ where
         };
         match outcome {
             Ok(()) => {
-                c.batches.fetch_add(1, Ordering::Relaxed);
+                c.batches.incr();
                 c.delivered
                     .fetch_add(writes.len() as u64, Ordering::Relaxed);
-                metrics::counter!("tower_cache_write_behind_batches_total", "cache" => name.clone())
-                    .increment(1);
-                metrics::histogram!("tower_cache_write_behind_flush_seconds", "cache" => name)
-                    .record(started.elapsed().as_secs_f64());
+                c.flush_seconds.record(started.elapsed().as_secs_f64());
                 true
             }
             Err(error) => {
                 let error = WriterError::new(error);
-                c.dead_letters
-                    .fetch_add(writes.len() as u64, Ordering::Relaxed);
-                metrics::counter!("tower_cache_write_behind_dead_letters_total", "cache" => name)
-                    .increment(writes.len() as u64);
+                c.dead_letters.add(writes.len() as u64);
                 let keys: Vec<&str> = batch.keys().collect();
                 let attempts = attempt + 1;
                 if let Some(handler) = &self.dead_letter {

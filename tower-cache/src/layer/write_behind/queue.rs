@@ -8,9 +8,12 @@ use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
 use tokio_util::task::TaskTracker;
 
+use ::metrics::{Gauge, Histogram};
+
 use super::EntryId;
 use super::batch::MergeFn;
 use crate::layer::write::Write;
+use crate::metrics::Tally;
 
 /// Durable mode: the id of a write's log entry once appended, `None` if
 /// that failed (the write was then not acknowledged).
@@ -48,15 +51,42 @@ pub struct WriteBehindStats {
     pub dead_letters: u64,
 }
 
-#[derive(Default)]
+/// The counters of a queue; all but `acknowledged` and `delivered` are
+/// also reported as metrics, labelled with the layer's name.
 pub(super) struct Counters {
     pub queued: AtomicI64,
+    pub queue_depth: Gauge,
     pub acknowledged: AtomicU64,
     pub delivered: AtomicU64,
-    pub batches: AtomicU64,
-    pub coalesced: AtomicU64,
-    pub retries: AtomicU64,
-    pub dead_letters: AtomicU64,
+    pub batches: Tally,
+    pub coalesced: Tally,
+    pub retries: Tally,
+    pub dead_letters: Tally,
+    pub flush_seconds: Histogram,
+}
+
+impl Counters {
+    /// The counters of the queue `name`, their metrics registered (at 0)
+    /// with the recorder installed now.
+    fn new(name: &str) -> Self {
+        crate::metrics::describe();
+        let labels = || vec![::metrics::Label::new("cache", name.to_owned())];
+        let tally = |metric: &'static str| Tally::new(::metrics::counter!(metric, labels()));
+        Counters {
+            queued: AtomicI64::new(0),
+            queue_depth: ::metrics::gauge!(crate::metrics::WRITE_BEHIND_QUEUE_DEPTH, labels()),
+            acknowledged: AtomicU64::new(0),
+            delivered: AtomicU64::new(0),
+            batches: tally(crate::metrics::WRITE_BEHIND_BATCHES_TOTAL),
+            coalesced: tally(crate::metrics::WRITE_BEHIND_COALESCED_TOTAL),
+            retries: tally(crate::metrics::WRITE_BEHIND_RETRIES_TOTAL),
+            dead_letters: tally(crate::metrics::WRITE_BEHIND_DEAD_LETTERS_TOTAL),
+            flush_seconds: ::metrics::histogram!(
+                crate::metrics::WRITE_BEHIND_FLUSH_SECONDS,
+                labels()
+            ),
+        }
+    }
 }
 
 /// State shared by the services, the handles and the worker.
@@ -98,7 +128,7 @@ impl<V> Shared<V> {
             recovered: watch::Sender::new(false),
             tasks: TaskTracker::new(),
             worker: Mutex::new(None),
-            counters: Counters::default(),
+            counters: Counters::new(name),
         }
     }
 
@@ -108,10 +138,10 @@ impl<V> Shared<V> {
             queued: u64::try_from(c.queued.load(Ordering::Relaxed)).unwrap_or(0),
             acknowledged: c.acknowledged.load(Ordering::Relaxed),
             delivered: c.delivered.load(Ordering::Relaxed),
-            batches: c.batches.load(Ordering::Relaxed),
-            coalesced: c.coalesced.load(Ordering::Relaxed),
-            retries: c.retries.load(Ordering::Relaxed),
-            dead_letters: c.dead_letters.load(Ordering::Relaxed),
+            batches: c.batches.get(),
+            coalesced: c.coalesced.get(),
+            retries: c.retries.get(),
+            dead_letters: c.dead_letters.get(),
         }
     }
 
@@ -147,9 +177,20 @@ impl<V> Shared<V> {
         }
     }
 
+    /// Counts `delta` more writes waiting for the worker (fewer when
+    /// negative), and sets the gauge to the new depth. A depth changed by
+    /// another caller meanwhile is set again, so whichever caller sets the
+    /// gauge last sets the depth as it stands.
     pub fn queue_depth_changed(&self, delta: i64) {
-        let depth = self.counters.queued.fetch_add(delta, Ordering::Relaxed) + delta;
-        metrics::gauge!("tower_cache_write_behind_queue_depth", "cache" => self.name.to_string())
-            .set(depth.max(0) as f64);
+        let c = &self.counters;
+        let mut depth = c.queued.fetch_add(delta, Ordering::AcqRel) + delta;
+        loop {
+            c.queue_depth.set(depth.max(0) as f64);
+            let now = c.queued.load(Ordering::Acquire);
+            if now == depth {
+                break;
+            }
+            depth = now;
+        }
     }
 }

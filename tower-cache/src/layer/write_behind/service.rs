@@ -137,7 +137,7 @@ where
             // Queue order and pending order are the same: both under the lock.
             let mut pending = shared.lock_pending();
             let value = write.value.clone();
-            if !enqueue(&mut self.sender, &key, write, logged) {
+            if !enqueue(shared, &mut self.sender, &key, write, logged) {
                 return ResponseFuture::ready(Err(WriteBehindClosed.into()));
             }
             pending.entry(key).or_default().push_back((id, value));
@@ -164,7 +164,7 @@ where
                 .seq
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
                 + 1;
-            if !enqueue(&mut self.sender, &key, write, logged) {
+            if !enqueue(shared, &mut self.sender, &key, write, logged) {
                 return ResponseFuture::ready(Err(WriteBehindClosed.into()));
             }
             latest.insert(key.clone(), seq);
@@ -263,12 +263,13 @@ impl<K, V, St> WriteBehind<K, V, St> {
             .counters
             .acknowledged
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        self.shared.queue_depth_changed(1);
     }
 }
 
-/// Hands a write to the worker; `false` when the worker has stopped.
+/// Hands a write to the worker; `false` when the worker has stopped. The
+/// queue's depth counts it before the worker can take it.
 fn enqueue<K: Send + 'static, V: Send + 'static>(
+    shared: &Shared<V>,
     sender: &mut PollSender<Item<K, V>>,
     key: &str,
     write: Write<K, V>,
@@ -279,5 +280,10 @@ fn enqueue<K: Send + 'static, V: Send + 'static>(
         write,
         logged,
     };
-    sender.send_item(item).is_ok()
+    shared.queue_depth_changed(1);
+    let sent = sender.send_item(item).is_ok();
+    if !sent {
+        shared.queue_depth_changed(-1);
+    }
+    sent
 }

@@ -3,8 +3,11 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use ::metrics::Gauge;
+
 use super::StoreError;
 use crate::clock;
+use crate::metrics::Tally;
 
 /// Default wait before Redis is tried again after it failed: 1 s.
 pub const DEFAULT_RETRY_INTERVAL: Duration = Duration::from_secs(1);
@@ -30,6 +33,11 @@ pub(crate) struct Breaker {
     last_success_ms: AtomicU64,
     /// How long a call may take before it times out.
     op_timeout_ms: u64,
+    /// Breakers open now (`tower_cache_l2_breaker_open`), moved by one at
+    /// each opening and closing.
+    open: Gauge,
+    /// Times it opened.
+    outages: Tally,
 }
 
 impl Breaker {
@@ -44,7 +52,14 @@ impl Breaker {
             generation: AtomicU64::new(0),
             last_success_ms: AtomicU64::new(0),
             op_timeout_ms: clock::ms(op_timeout),
+            open: ::metrics::gauge!(crate::metrics::L2_BREAKER_OPEN),
+            outages: Tally::named(crate::metrics::L2_OUTAGES_TOTAL),
         }
+    }
+
+    /// Times it opened.
+    pub(crate) fn outages(&self) -> u64 {
+        self.outages.get()
     }
 
     /// The current generation, for a call made outside [`Breaker::allow`]
@@ -88,7 +103,11 @@ impl Breaker {
             return false;
         }
         self.failures.store(0, Ordering::Relaxed);
-        self.open_until.swap(0, Ordering::AcqRel) != 0
+        let closed = self.open_until.swap(0, Ordering::AcqRel) != 0;
+        if closed {
+            self.open.decrement(1.0);
+        }
+        closed
     }
 
     /// Records a failure; `true` when it opened the breaker. It opens at
@@ -99,10 +118,16 @@ impl Breaker {
     /// otherwise (one slow call among answered ones).
     pub(crate) fn on_failure(&self, error: &StoreError) -> bool {
         let failures = self.failures.fetch_add(1, Ordering::Relaxed) + 1;
-        if self.is_open() {
-            // A failed probe: wait another interval.
-            self.open_until
-                .store(clock::now_ms() + self.retry_ms, Ordering::Release);
+        // A failed probe: wait another interval (unless a success closed
+        // the breaker meanwhile; then this failure counts as any other).
+        let next_probe = clock::now_ms() + self.retry_ms;
+        if self
+            .open_until
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |until| {
+                (until != 0).then_some(next_probe)
+            })
+            .is_ok()
+        {
             return false;
         }
         let stuck = || {
@@ -127,9 +152,19 @@ impl Breaker {
                 .is_ok()
         {
             self.generation.fetch_add(1, Ordering::AcqRel);
+            self.open.increment(1.0);
+            self.outages.incr();
             return true;
         }
         false
+    }
+}
+
+impl Drop for Breaker {
+    fn drop(&mut self) {
+        if self.is_open() {
+            self.open.decrement(1.0);
+        }
     }
 }
 
@@ -154,6 +189,42 @@ mod tests {
         assert_eq!(breaker.allow(), None, "only one probe at a time");
         assert!(breaker.on_success(probe), "the probe closes it");
         assert!(!breaker.is_open());
+    }
+
+    #[tokio::test(start_paused = true)]
+    #[expect(
+        clippy::float_cmp,
+        reason = "gauges moved by whole numbers, held exactly as f64"
+    )]
+    async fn its_gauge_reads_1_while_it_is_open_and_0_once_it_closed() {
+        let recorder = crate::test_support::Metrics::default();
+        let open = || recorder.sum(crate::metrics::L2_BREAKER_OPEN, &[]);
+        let outages = || recorder.sum(crate::metrics::L2_OUTAGES_TOTAL, &[]);
+        let breaker = ::metrics::with_local_recorder(&recorder, || {
+            Breaker::new(3, Duration::from_secs(1), Duration::from_millis(200))
+        });
+        assert_eq!(open(), 0.0);
+        assert!(breaker.on_failure(&StoreError::Unavailable));
+        assert_eq!((open(), outages()), (1.0, 1.0));
+
+        tokio::time::advance(Duration::from_millis(1_001)).await;
+        breaker.allow().expect("a probe");
+        assert!(!breaker.on_failure(&StoreError::Unavailable));
+        assert_eq!(
+            (open(), outages()),
+            (1.0, 1.0),
+            "a failed probe: still open"
+        );
+
+        tokio::time::advance(Duration::from_millis(1_001)).await;
+        let probe = breaker.allow().expect("a probe");
+        assert!(breaker.on_success(probe));
+        assert_eq!(open(), 0.0);
+
+        assert!(breaker.on_failure(&StoreError::Unavailable));
+        assert_eq!((open(), outages()), (1.0, 2.0));
+        drop(breaker);
+        assert_eq!(open(), 0.0, "a breaker gone is open no more");
     }
 
     #[tokio::test(start_paused = true)]

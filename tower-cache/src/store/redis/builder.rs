@@ -114,7 +114,9 @@ impl RedisStoreBuilder {
     }
 
     /// Builds the store without connecting; the connection is made on first
-    /// use and remade whenever it breaks.
+    /// use and remade whenever it breaks. Its metrics (the store-wide ones
+    /// in [`crate::metrics`]) are registered, at 0, with the recorder
+    /// installed now.
     ///
     /// Must be called within a Tokio runtime.
     ///
@@ -132,6 +134,7 @@ impl RedisStoreBuilder {
             .set_max_delay(Duration::from_millis(500));
         let conn =
             ConnectionManager::new_lazy_with_config(client.clone(), config).map_err(backend)?;
+        crate::metrics::describe();
         Ok(RedisStore {
             inner: Arc::new(Inner {
                 client,
@@ -150,6 +153,8 @@ impl RedisStoreBuilder {
                 known: KnownStamps::default(),
                 breaker: Breaker::new(self.failure_threshold, self.retry_interval, self.op_timeout),
                 replay: ReplayQueue::new(self.max_pending),
+                errors: ::metrics::counter!(crate::metrics::L2_ERRORS_TOTAL),
+                corrupt: ::metrics::counter!(crate::metrics::STORE_CORRUPT_TOTAL),
             }),
         })
     }

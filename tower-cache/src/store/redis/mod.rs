@@ -13,6 +13,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use ::metrics::Counter;
 use futures_util::FutureExt;
 use redis::aio::ConnectionManager;
 use redis::{AsyncCommands, Client, Script};
@@ -51,6 +52,10 @@ struct Inner {
     known: KnownStamps,
     breaker: Breaker,
     replay: ReplayQueue,
+    /// `tower_cache_l2_errors_total`.
+    errors: Counter,
+    /// `tower_cache_store_corrupt_total`.
+    corrupt: Counter,
 }
 
 /// The shared L2 store, on Redis through redis-rs.
@@ -387,7 +392,7 @@ impl RedisStore {
                 Ok(v)
             }
             Err(error) => {
-                metrics::counter!("tower_cache_l2_errors_total").increment(1);
+                self.inner.errors.increment(1);
                 if breaker.on_failure(&error) {
                     tracing::warn!(prefix = %self.inner.prefix, %error, "cache Redis unavailable; going to the origin until it returns");
                 } else {

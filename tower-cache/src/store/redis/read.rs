@@ -77,7 +77,7 @@ impl RedisStore {
                 Ok(entry) => entry,
                 Err(error) => {
                     tracing::warn!(key = %rkey, %error, "dropping undecodable cache entry");
-                    metrics::counter!("tower_cache_store_corrupt_total").increment(1);
+                    self.inner.corrupt.increment(1);
                     delete(&mut c, &rkey).await;
                     return Ok(None);
                 }

@@ -6,7 +6,10 @@ use std::future::Future;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use ::metrics::{Counter, Gauge};
+
 use super::StoreError;
+use crate::metrics::Tally;
 
 /// Default bound on removes and tag invalidations kept for replay while
 /// Redis is away: 10 000.
@@ -57,6 +60,12 @@ pub(crate) struct ReplayQueue {
     /// One replay at a time; callers that find work pending wait for the
     /// replay in progress rather than read Redis before it is done.
     turn: tokio::sync::Mutex<()>,
+    /// Items waiting (`tower_cache_invalidations_pending`), moved by the
+    /// change of each update, so that several queues add up.
+    pending_gauge: Gauge,
+    deferred: Counter,
+    replayed: Tally,
+    overflows: Counter,
 }
 
 impl ReplayQueue {
@@ -66,7 +75,21 @@ impl ReplayQueue {
             pending: Mutex::new(Pending::default()),
             has_pending: AtomicBool::new(false),
             turn: tokio::sync::Mutex::new(()),
+            pending_gauge: ::metrics::gauge!(crate::metrics::INVALIDATIONS_PENDING),
+            deferred: ::metrics::counter!(crate::metrics::INVALIDATIONS_DEFERRED_TOTAL),
+            replayed: Tally::named(crate::metrics::INVALIDATIONS_REPLAYED_TOTAL),
+            overflows: ::metrics::counter!(crate::metrics::INVALIDATION_OVERFLOWS_TOTAL),
         }
+    }
+
+    /// Moves the pending gauge from `before` items to `after`.
+    fn pending_changed(&self, before: usize, after: usize) {
+        self.pending_gauge.increment(after as f64 - before as f64);
+    }
+
+    /// How many items were replayed, in all.
+    pub(crate) fn replayed(&self) -> u64 {
+        self.replayed.get()
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Pending> {
@@ -94,9 +117,11 @@ impl ReplayQueue {
             // A namespace-wide invalidation is already due; it covers this.
             return;
         }
-        if p.items.len() >= self.max && !p.items.contains(&invalidation) {
+        let before = p.items.len();
+        if before >= self.max && !p.items.contains(&invalidation) {
             p.items.clear();
             p.overflows += 1;
+            self.overflows.increment(1);
             tracing::warn!(
                 max = self.max,
                 "too many invalidations missed Redis; its namespace will be invalidated whole when it returns"
@@ -104,7 +129,8 @@ impl ReplayQueue {
         } else {
             p.items.insert(invalidation);
         }
-        metrics::counter!("tower_cache_invalidations_deferred_total").increment(1);
+        self.pending_changed(before, p.items.len());
+        self.deferred.increment(1);
         self.has_pending.store(true, Ordering::Release);
     }
 
@@ -127,18 +153,28 @@ impl ReplayQueue {
         };
         let applied = apply(whole, items).await?;
         let mut p = self.lock();
+        let before = p.items.len();
         for item in &applied {
             p.items.remove(item);
         }
+        self.pending_changed(before, p.items.len());
         p.replayed_overflows = p.replayed_overflows.max(overflows);
         self.has_pending.store(!p.is_empty(), Ordering::Release);
         drop(p);
+        self.replayed.add(applied.len() as u64);
         tracing::info!(
             replayed = applied.len(),
             whole,
             "invalidations missed by Redis replayed"
         );
         Ok(Some(applied.len()))
+    }
+}
+
+impl Drop for ReplayQueue {
+    fn drop(&mut self) {
+        let left = self.lock().items.len();
+        self.pending_changed(left, 0);
     }
 }
 
@@ -163,6 +199,42 @@ mod tests {
             .unwrap();
         assert_eq!(done, Some(0));
         assert!(!q.has_pending());
+    }
+
+    #[tokio::test]
+    #[expect(
+        clippy::float_cmp,
+        reason = "gauges moved by whole numbers, held exactly as f64"
+    )]
+    async fn its_metrics_follow_what_waits() {
+        let recorder = crate::test_support::Metrics::default();
+        let sum = |name| recorder.sum(name, &[]);
+        let pending = || sum(crate::metrics::INVALIDATIONS_PENDING);
+        let q = ::metrics::with_local_recorder(&recorder, || ReplayQueue::new(2));
+        for k in ["a", "b", "a"] {
+            q.keep(Invalidation::Key(k.to_owned()));
+        }
+        assert_eq!(pending(), 2.0);
+        assert_eq!(sum(crate::metrics::INVALIDATIONS_DEFERRED_TOTAL), 3.0);
+        q.replay(|_, items| async move { Ok(items[..1].to_vec()) })
+            .await
+            .unwrap();
+        assert_eq!(pending(), 1.0, "what was applied waits no more");
+        assert_eq!(sum(crate::metrics::INVALIDATIONS_REPLAYED_TOTAL), 1.0);
+        for k in ["c", "d"] {
+            q.keep(Invalidation::Key(k.to_owned()));
+        }
+        assert_eq!(sum(crate::metrics::INVALIDATION_OVERFLOWS_TOTAL), 1.0);
+        assert_eq!(
+            pending(),
+            0.0,
+            "the namespace-wide invalidation replaces them"
+        );
+        q.replay(|_, items| async move { Ok(items) }).await.unwrap();
+        q.keep(Invalidation::Tag("t".to_owned()));
+        assert_eq!(pending(), 1.0);
+        drop(q);
+        assert_eq!(pending(), 0.0, "a queue gone holds nothing");
     }
 
     #[tokio::test]

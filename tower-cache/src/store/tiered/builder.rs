@@ -98,7 +98,7 @@ impl TieredStoreBuilder {
             channel: channel.clone(),
             instance,
             breaker: Breaker::new(self.failure_threshold, self.retry_interval, op_timeout),
-            counters: Counters::default(),
+            counters: Counters::new(),
             fences: Fences::new(),
             seen,
             replay: ReplayQueue::new(self.max_pending),

@@ -1,7 +1,6 @@
 //! The invalidation subscriber: applies other instances' notices to this instance's L1.
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use futures_util::StreamExt;
@@ -39,10 +38,7 @@ pub(super) async fn listen(shared: Arc<Shared>, subscribed: watch::Sender<bool>)
             }
         };
         backoff = Duration::from_millis(50);
-        shared
-            .counters
-            .subscriptions
-            .fetch_add(1, Ordering::Relaxed);
+        shared.counters.subscriptions.incr();
         if ever_subscribed {
             shared.clear_l1().await;
             tracing::info!("invalidation channel re-subscribed; L1 cleared");
@@ -91,7 +87,7 @@ pub(super) async fn listen(shared: Arc<Shared>, subscribed: watch::Sender<bool>)
                 }
             };
             if applied.is_ok() {
-                shared.counters.received.fetch_add(1, Ordering::Relaxed);
+                shared.counters.received.incr();
             }
         }
         // Logged once per loss: reconnection attempts log at debug level.

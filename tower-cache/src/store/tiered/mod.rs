@@ -8,7 +8,6 @@ mod seen;
 
 use std::future::Future;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use tokio::sync::watch;
@@ -18,6 +17,7 @@ use super::redis::breaker::Breaker;
 use super::redis::replay::{Invalidation, ReplayQueue};
 use super::{MemoryStore, RedisStore, Resident, Store, StoreError};
 use crate::entry::Entry;
+use crate::metrics::Tally;
 pub use builder::TieredStoreBuilder;
 use channel::{Message, Notice};
 use fence::Fences;
@@ -54,17 +54,32 @@ pub struct TieredStats {
     pub pending_overflows: u64,
 }
 
-#[derive(Default)]
+/// The store's counters, each also reported as a metric.
 struct Counters {
-    l1_hits: AtomicU64,
-    l2_hits: AtomicU64,
-    l2_errors: AtomicU64,
-    l2_skipped: AtomicU64,
-    outages: AtomicU64,
-    published: AtomicU64,
-    received: AtomicU64,
-    subscriptions: AtomicU64,
-    replayed: AtomicU64,
+    l1_hits: Tally,
+    l2_hits: Tally,
+    l2_errors: Tally,
+    l2_skipped: Tally,
+    published: Tally,
+    received: Tally,
+    subscriptions: Tally,
+}
+
+impl Counters {
+    /// The counters, their metrics registered (at 0) with the recorder
+    /// installed now.
+    fn new() -> Self {
+        crate::metrics::describe();
+        Counters {
+            l1_hits: Tally::named(crate::metrics::L1_HITS_TOTAL),
+            l2_hits: Tally::named(crate::metrics::L2_HITS_TOTAL),
+            l2_errors: Tally::named(crate::metrics::L2_ERRORS_TOTAL),
+            l2_skipped: Tally::named(crate::metrics::L2_SKIPPED_TOTAL),
+            published: Tally::named(crate::metrics::INVALIDATIONS_PUBLISHED_TOTAL),
+            received: Tally::named(crate::metrics::INVALIDATIONS_RECEIVED_TOTAL),
+            subscriptions: Tally::named(crate::metrics::INVALIDATION_SUBSCRIPTIONS_TOTAL),
+        }
+    }
 }
 
 /// What the store and its invalidation subscriber share.
@@ -143,6 +158,11 @@ impl Drop for Inner {
 ///   L2 entry of its namespace on recovery
 ///   ([`RedisStore::invalidate_all`]): L2 starts cold, but never serves
 ///   what was removed while it was away.
+/// - **Metrics**, registered at 0 when the store is built: L1 and L2 hits
+///   (`tower_cache_l1_hits_total`, `tower_cache_l2_hits_total`), the
+///   breaker (`tower_cache_l2_breaker_open`), pending invalidations
+///   (`tower_cache_invalidations_pending`) and the rest of
+///   [`TieredStats`]; see [`crate::metrics`].
 ///
 /// Cloning is cheap and shares everything. The background subscriber stops
 /// at [`TieredStore::shutdown`], or when the last clone is dropped.
@@ -237,16 +257,16 @@ impl TieredStore {
         let c = &shared.counters;
         let (pending, overflows) = shared.replay.counts();
         TieredStats {
-            l1_hits: c.l1_hits.load(Ordering::Relaxed),
-            l2_hits: c.l2_hits.load(Ordering::Relaxed),
-            l2_errors: c.l2_errors.load(Ordering::Relaxed),
-            l2_skipped: c.l2_skipped.load(Ordering::Relaxed),
-            outages: c.outages.load(Ordering::Relaxed),
-            invalidations_published: c.published.load(Ordering::Relaxed),
-            invalidations_received: c.received.load(Ordering::Relaxed),
-            subscriptions: c.subscriptions.load(Ordering::Relaxed),
+            l1_hits: c.l1_hits.get(),
+            l2_hits: c.l2_hits.get(),
+            l2_errors: c.l2_errors.get(),
+            l2_skipped: c.l2_skipped.get(),
+            outages: shared.breaker.outages(),
+            invalidations_published: c.published.get(),
+            invalidations_received: c.received.get(),
+            subscriptions: c.subscriptions.get(),
             invalidations_pending: pending,
-            invalidations_replayed: c.replayed.load(Ordering::Relaxed),
+            invalidations_replayed: shared.replay.replayed(),
             pending_overflows: overflows,
         }
     }
@@ -260,7 +280,7 @@ impl Shared {
         Fut: Future<Output = Result<T, StoreError>>,
     {
         let Some(generation) = self.breaker.allow() else {
-            self.counters.l2_skipped.fetch_add(1, Ordering::Relaxed);
+            self.counters.l2_skipped.incr();
             return None;
         };
         if self.replay.has_pending()
@@ -289,10 +309,8 @@ impl Shared {
     }
 
     fn on_l2_error(&self, error: &StoreError) {
-        self.counters.l2_errors.fetch_add(1, Ordering::Relaxed);
-        metrics::counter!("tower_cache_l2_errors_total").increment(1);
+        self.counters.l2_errors.incr();
         if self.breaker.on_failure(error) {
-            self.counters.outages.fetch_add(1, Ordering::Relaxed);
             tracing::warn!(%error, "cache L2 (Redis) unavailable; serving from L1 until it returns");
         } else {
             tracing::debug!(%error, "cache L2 (Redis) call failed");
@@ -342,7 +360,7 @@ impl Shared {
         let channel = self.channel.as_str();
         let published = self.l2_call(|| l2.publish(channel, &msgs)).await.is_some();
         if published {
-            self.counters.published.fetch_add(1, Ordering::Relaxed);
+            self.counters.published.incr();
         }
         published
     }
@@ -350,8 +368,7 @@ impl Shared {
     /// Applies to L2, and publishes, the removes and tag invalidations that
     /// missed it.
     async fn replay_pending(&self) -> Result<(), StoreError> {
-        let replayed = self
-            .replay
+        self.replay
             .replay(|whole, items| async move {
                 let (keys, tags) = Invalidation::split(&items);
                 let versions = self.l2.apply_invalidations(whole, &keys, &tags).await?;
@@ -374,17 +391,10 @@ impl Shared {
                     }));
                 }
                 self.l2.publish(&self.channel, &messages).await?;
-                self.counters
-                    .published
-                    .fetch_add(messages.len() as u64, Ordering::Relaxed);
+                self.counters.published.add(messages.len() as u64);
                 Ok(items)
             })
             .await?;
-        if let Some(replayed) = replayed {
-            self.counters
-                .replayed
-                .fetch_add(replayed as u64, Ordering::Relaxed);
-        }
         Ok(())
     }
 }
@@ -415,7 +425,7 @@ impl TieredStore {
         if !shared.seen.admits(&entry).await {
             return (None, version);
         }
-        shared.counters.l2_hits.fetch_add(1, Ordering::Relaxed);
+        shared.counters.l2_hits.incr();
         shared.fill_l1(key, entry.clone(), before).await;
         (Some(entry), version)
     }
@@ -425,7 +435,7 @@ impl Store for TieredStore {
     fn resident(&self, key: &str, now_ms: u64) -> Option<Resident> {
         let shared = &*self.inner.shared;
         let hit = shared.l1.resident(key, now_ms)?;
-        shared.counters.l1_hits.fetch_add(1, Ordering::Relaxed);
+        shared.counters.l1_hits.incr();
         Some(hit)
     }
 
@@ -433,7 +443,7 @@ impl Store for TieredStore {
         let shared = &*self.inner.shared;
         // The hit path, inline.
         if let Ok(Some(hit)) = shared.l1.get(key).await {
-            shared.counters.l1_hits.fetch_add(1, Ordering::Relaxed);
+            shared.counters.l1_hits.incr();
             return Ok(Some(hit));
         }
         Ok(self.read_l2(key, false).await.0)
@@ -446,7 +456,7 @@ impl Store for TieredStore {
         let shared = &*self.inner.shared;
         let latest = || shared.seen.latest();
         if let Ok(Some(hit)) = shared.l1.get(key).await {
-            shared.counters.l1_hits.fetch_add(1, Ordering::Relaxed);
+            shared.counters.l1_hits.incr();
             return Ok((Some(hit), latest()));
         }
         let (entry, version) = self.read_l2(key, true).await;
