@@ -97,6 +97,7 @@ pub mod http;
 pub mod layer;
 pub mod metrics;
 pub mod store;
+mod sync;
 #[cfg(test)]
 mod test_support;
 

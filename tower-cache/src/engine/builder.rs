@@ -1,7 +1,6 @@
 //! The [`Cache`] builder: its knobs and their defaults.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
@@ -36,7 +35,7 @@ impl<St: Store> CacheBuilder<St> {
         Cache {
             inner: Arc::new(Inner {
                 store: self.store,
-                flights: Arc::new(Mutex::new(HashMap::new())),
+                flights: Arc::default(),
                 refresh_permits: Arc::new(Semaphore::new(self.max_refreshes)),
                 invalidations: Invalidations::new(),
                 tasks: TaskTracker::new(),

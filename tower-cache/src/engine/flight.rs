@@ -1,15 +1,50 @@
 //! Single-flight: one load per key at a time, its outcome shared.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
 
 use tokio::sync::watch;
 
 use super::JoinedError;
 use crate::entry::Entry;
+use crate::sync::{Arc, Mutex, PoisonError};
 
 /// The loads in flight, by key.
-pub(crate) type FlightMap = Mutex<HashMap<Box<str>, Arc<Flight>>>;
+#[derive(Default)]
+pub(crate) struct FlightMap {
+    map: Mutex<HashMap<Box<str>, Arc<Flight>>>,
+}
+
+/// A caller's part in the load of a key.
+pub(crate) enum Role {
+    /// It runs the load and publishes the outcome.
+    Leader(FlightGuard),
+    /// Another caller runs it; wait for its outcome.
+    Waiter(Arc<Flight>),
+}
+
+impl FlightMap {
+    /// Joins the load of `key` in flight, or starts one led by the caller.
+    pub(crate) fn join_or_lead(flights: &Arc<Self>, key: &str) -> Role {
+        let mut map = flights.map.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(flight) = map.get(key) {
+            return Role::Waiter(flight.clone());
+        }
+        let flight = Arc::new(Flight::new());
+        map.insert(key.into(), flight.clone());
+        drop(map);
+        Role::Leader(FlightGuard::new(flights.clone(), key, flight))
+    }
+
+    /// Forgets the load of `key` in flight, if any: callers from now on
+    /// start a new one instead of waiting for it. Its leader still
+    /// publishes to those already waiting.
+    pub(crate) fn forget(&self, key: &str) {
+        self.map
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(key);
+    }
+}
 
 /// The outcome of a load, as every waiter sees it.
 #[derive(Clone)]
@@ -75,11 +110,10 @@ impl FlightGuard {
         self.release();
     }
 
+    /// Frees the key, unless it was forgotten and another load of it
+    /// started since.
     fn release(&self) {
-        let mut map = self
-            .map
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut map = self.map.map.lock().unwrap_or_else(PoisonError::into_inner);
         if map
             .get(&self.key)
             .is_some_and(|f| Arc::ptr_eq(f, &self.flight))

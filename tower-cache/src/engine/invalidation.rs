@@ -9,8 +9,10 @@
 //! slot can make a load skip storing (a miss later), never store a value
 //! that should have been invalidated.
 
+use std::future::Future;
 use std::hash::{BuildHasher, Hash, Hasher};
-use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::sync::atomic::{AtomicU64, Ordering};
 
 /// Slots of the striped generation table.
 const STRIPES: usize = 1024;
@@ -21,6 +23,19 @@ pub(crate) struct Invalidations {
     hasher: std::hash::RandomState,
 }
 
+/// What [`Invalidations::store_unless_invalidated`] did with a value.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Guarded<E> {
+    Stored,
+    /// Its key or a tag was invalidated after the load began: not written.
+    Overtaken,
+    /// The write failed.
+    Failed(E),
+    /// An invalidation raced with the write: removed again (with the
+    /// remove's error, if it failed).
+    Removed(Option<E>),
+}
+
 #[derive(Clone, Copy)]
 enum Name<'a> {
     Key(&'a str),
@@ -29,9 +44,14 @@ enum Name<'a> {
 
 impl Invalidations {
     pub(crate) fn new() -> Self {
+        Self::with_stripes(STRIPES)
+    }
+
+    /// A table of `stripes` slots (at least one).
+    pub(crate) fn with_stripes(stripes: usize) -> Self {
         Invalidations {
             seq: AtomicU64::new(0),
-            stripes: (0..STRIPES).map(|_| AtomicU64::new(0)).collect(),
+            stripes: (0..stripes.max(1)).map(|_| AtomicU64::new(0)).collect(),
             hasher: std::hash::RandomState::new(),
         }
     }
@@ -42,7 +62,7 @@ impl Invalidations {
             Name::Key(k) => (0u8, k).hash(&mut h),
             Name::Tag(t) => (1u8, t).hash(&mut h),
         }
-        &self.stripes[usize::try_from(h.finish() % STRIPES as u64).unwrap_or(0)]
+        &self.stripes[usize::try_from(h.finish() % self.stripes.len() as u64).unwrap_or(0)]
     }
 
     fn bump(&self, name: Name<'_>) {
@@ -73,5 +93,38 @@ impl Invalidations {
             || tags
                 .iter()
                 .any(|t| self.slot(Name::Tag(t)).load(Ordering::SeqCst) > generation)
+    }
+
+    /// Writes what a load that started at `generation` produced, unless
+    /// `key` or one of `tags` was invalidated since. The check runs again
+    /// after the write: an invalidation that raced with it (recorded
+    /// before its own remove, as [`key`](Self::key) asks) has either been
+    /// seen before the write, or is seen after it and the value removed
+    /// again, or its remove comes after the write. In every order, the
+    /// store does not keep the value.
+    pub(crate) async fn store_unless_invalidated<E, P, PF, R, RF>(
+        &self,
+        generation: u64,
+        key: &str,
+        tags: &[String],
+        put: P,
+        remove: R,
+    ) -> Guarded<E>
+    where
+        P: FnOnce() -> PF,
+        PF: Future<Output = Result<(), E>>,
+        R: FnOnce() -> RF,
+        RF: Future<Output = Result<(), E>>,
+    {
+        if self.since(generation, key, tags) {
+            return Guarded::Overtaken;
+        }
+        if let Err(error) = put().await {
+            return Guarded::Failed(error);
+        }
+        if self.since(generation, key, tags) {
+            return Guarded::Removed(remove().await.err());
+        }
+        Guarded::Stored
     }
 }

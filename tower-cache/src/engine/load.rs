@@ -2,12 +2,12 @@
 
 use std::fmt;
 use std::future::Future;
-use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
 
-use super::flight::{Flight, FlightGuard, Shared};
+use super::flight::{FlightGuard, FlightMap, Role, Shared};
+use super::invalidation::Guarded;
 use super::policy::{Freshness, Policy};
 use super::{Cache, Fetched, Fill, JoinedError, LoadError, Loaded, Loader, PendingFill, Profile};
 use crate::clock;
@@ -49,11 +49,6 @@ pub(crate) enum Checked<T, E, F> {
     Done(Result<Fetched<T>, LoadError<E>>),
     /// The check skipped the stored entry; the loader was not used.
     Skipped(F),
-}
-
-enum Role {
-    Leader(FlightGuard),
-    Waiter(Arc<Flight>),
 }
 
 // Every method here names the loader's types (`T`, `E`, `Fut`) with their
@@ -178,17 +173,7 @@ impl<St: Store> Cache<St> {
     }
 
     fn join_or_lead(&self, key: &str) -> Role {
-        let mut flights = self
-            .inner
-            .flights
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if let Some(flight) = flights.get(key) {
-            return Role::Waiter(flight.clone());
-        }
-        let flight = Arc::new(Flight::new());
-        flights.insert(key.into(), flight.clone());
-        Role::Leader(FlightGuard::new(self.inner.flights.clone(), key, flight))
+        FlightMap::join_or_lead(&self.inner.flights, key)
     }
 
     /// Starts a background reload of `key` unless one is running or the
@@ -569,19 +554,32 @@ impl<St: Store> Cache<St> {
     /// again after the write: an invalidation that raced with it removes
     /// the entry.
     async fn store_loaded(&self, key: &str, profile: &Profile, entry: &Entry, generation: u64) {
-        let invalidations = &self.inner.invalidations;
-        if invalidations.since(generation, key, entry.tags()) {
-            tracing::debug!(cache = %profile.name(), key, "invalidated while loading; not stored");
-            return;
-        }
-        if let Err(error) = self.inner.store.put(key, entry.clone()).await {
-            tracing::debug!(cache = %profile.name(), key, %error, "store write failed");
-            return;
-        }
-        if invalidations.since(generation, key, entry.tags()) {
-            tracing::debug!(cache = %profile.name(), key, "invalidated while storing; removed");
-            if let Err(error) = self.inner.store.remove(key).await {
-                tracing::debug!(key, %error, "store remove failed");
+        let store = &self.inner.store;
+        let guarded = self
+            .inner
+            .invalidations
+            .store_unless_invalidated(
+                generation,
+                key,
+                entry.tags(),
+                || store.put(key, entry.clone()),
+                || store.remove(key),
+            )
+            .await;
+        let name = profile.name();
+        match guarded {
+            Guarded::Stored => {}
+            Guarded::Overtaken => {
+                tracing::debug!(cache = %name, key, "invalidated while loading; not stored");
+            }
+            Guarded::Failed(error) => {
+                tracing::debug!(cache = %name, key, %error, "store write failed");
+            }
+            Guarded::Removed(error) => {
+                tracing::debug!(cache = %name, key, "invalidated while storing; removed");
+                if let Some(error) = error {
+                    tracing::debug!(key, %error, "store remove failed");
+                }
             }
         }
     }

@@ -244,14 +244,7 @@ impl<St: Store> Cache<St> {
     /// returned.
     pub async fn remove(&self, key: &str) {
         self.inner.invalidations.key(key);
-        {
-            let mut flights = self
-                .inner
-                .flights
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            flights.remove(key);
-        }
+        self.inner.flights.forget(key);
         if let Err(error) = self.inner.store.remove(key).await {
             tracing::warn!(key, %error, "store remove failed");
         }
