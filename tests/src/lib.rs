@@ -268,3 +268,25 @@ where
 }
 
 pub mod origin;
+
+/// How many times `server` ran each of `commands` (lower-case names, as
+/// `INFO commandstats` gives them: `get`, `mget`, `evalsha`), in all.
+pub fn command_calls(server: &RedisServer, commands: &[&str]) -> u64 {
+    let info: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query(&mut server.connection())
+        .expect("INFO commandstats");
+    info.lines()
+        .filter_map(|l| l.strip_prefix("cmdstat_")?.split_once(':'))
+        .filter(|(name, _)| commands.contains(name))
+        .filter_map(|(_, stats)| {
+            stats
+                .split("calls=")
+                .nth(1)?
+                .split(',')
+                .next()?
+                .parse::<u64>()
+                .ok()
+        })
+        .sum()
+}

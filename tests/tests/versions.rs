@@ -10,7 +10,7 @@ use std::time::Duration;
 use tokio::sync::Notify;
 use tower_cache::store::{MemoryStore, RedisStore, Store, StoreError, TieredStore};
 use tower_cache::{Cache, Entry, Fetched, Fill, Loaded, Policy, Profile};
-use tower_cache_tests::{PATIENCE, RedisServer, wait_until};
+use tower_cache_tests::{PATIENCE, RedisServer, command_calls, wait_until};
 
 const SKEW_MS: u64 = 5_000;
 
@@ -165,28 +165,9 @@ async fn a_miss_reads_the_version_with_the_entry() {
     // Loads the scripts into Redis.
     cache.remove_tag("warm").await;
     read(&cache, &db).await;
-    let calls = |server: &RedisServer| -> u64 {
-        let info: String = redis::cmd("INFO")
-            .arg("commandstats")
-            .query(&mut server.connection())
-            .unwrap();
-        info.lines()
-            .filter_map(|l| l.strip_prefix("cmdstat_"))
-            // Round trips: every store operation is one script or one
-            // `MGET` (the commands scripts run are counted apart).
-            .filter(|l| {
-                l.starts_with("evalsha:") || l.starts_with("eval:") || l.starts_with("mget:")
-            })
-            .filter_map(|l| {
-                l.split("calls=")
-                    .nth(1)?
-                    .split(',')
-                    .next()?
-                    .parse::<u64>()
-                    .ok()
-            })
-            .sum()
-    };
+    // Round trips: every store operation is one script or one `MGET`
+    // (the commands scripts run are counted apart).
+    let calls = |server: &RedisServer| command_calls(server, &["evalsha", "eval", "mget"]);
     let _: () = redis::cmd("CONFIG")
         .arg("RESETSTAT")
         .query(&mut server.connection())

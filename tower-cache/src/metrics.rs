@@ -53,6 +53,8 @@
 //! | `tower_cache_invalidations_published_total` | counter | invalidations a tiered store published for other instances |
 //! | `tower_cache_invalidations_received_total` | counter | invalidations a tiered store received from other instances |
 //! | `tower_cache_invalidation_subscriptions_total` | counter | times a tiered store (re)subscribed to the invalidation channel |
+//! | `tower_cache_hot_hits_total` | counter | reads answered by a copy of a hot key's entry ([`HotKeys`](crate::store::HotKeys)) |
+//! | `tower_cache_hot_key_reads` | gauge | label `rank` (1 = hottest): the reads the hot-key sketch counted for the key at that rank, 0 when no key is |
 //!
 //! The hit ratio of a route is
 //! `(hit + stale) / (hit + stale + miss + coalesced + bypass)`:
@@ -141,6 +143,11 @@ pub const INVALIDATIONS_RECEIVED_TOTAL: &str = "tower_cache_invalidations_receiv
 /// `tower_cache_invalidation_subscriptions_total`: (re)subscriptions to
 /// the invalidation channel.
 pub const INVALIDATION_SUBSCRIPTIONS_TOTAL: &str = "tower_cache_invalidation_subscriptions_total";
+/// Counter: reads answered by a copy of a hot key's entry.
+pub const HOT_HITS_TOTAL: &str = "tower_cache_hot_hits_total";
+/// Gauge, label `rank`: the reads counted for the key at that rank of the
+/// hot keys.
+pub const HOT_KEY_READS: &str = "tower_cache_hot_key_reads";
 
 /// The values of the `result` label of [`REQUESTS_TOTAL`].
 pub mod result {
@@ -389,6 +396,20 @@ pub const ALL: &[Metric] = &[
         NONE,
         "Times a tiered store (re)subscribed to the invalidation channel.",
     ),
+    metric(
+        HOT_HITS_TOTAL,
+        C,
+        Unit::Count,
+        NONE,
+        "Reads answered by a copy of a hot key's entry.",
+    ),
+    metric(
+        HOT_KEY_READS,
+        G,
+        Unit::Count,
+        &["rank"],
+        "Reads the hot-key sketch counted for the key at this rank (1 = hottest); 0 when no key is.",
+    ),
 ];
 
 /// Gives the installed recorder the unit and description of every metric
@@ -472,7 +493,7 @@ mod tests {
     #[tokio::test]
     async fn every_metric_is_described_and_reads_zero_before_any_event() {
         use crate::layer::write::Write;
-        use crate::store::{MemoryStore, RedisStore, TieredStore};
+        use crate::store::{HotKeys, MemoryStore, RedisStore, TieredStore};
         use crate::{Cache, WriteBehindLayer};
 
         let recorder = PrometheusBuilder::new().build_recorder();
@@ -490,6 +511,7 @@ mod tests {
                 Ok::<_, std::io::Error>(())
             }));
             let l2 = RedisStore::new("redis://127.0.0.1:1").expect("a valid URL");
+            let _hot = HotKeys::new(l2.clone());
             (profile, queue, TieredStore::new(MemoryStore::default(), l2))
         });
         let text = handle.render();

@@ -386,6 +386,11 @@ impl MemoryStore {
         self.cache.insert(Box::from(key), Arc::new(slot));
     }
 
+    /// Drops the entry under `key`, without waiting.
+    pub(crate) fn discard(&self, key: &str) {
+        self.cache.invalidate(key);
+    }
+
     /// Drops every entry.
     pub fn clear(&self) {
         self.cache.invalidate_all();

@@ -35,12 +35,17 @@ use std::sync::Arc;
 
 use crate::entry::Entry;
 
+mod hot;
 mod memory;
 #[cfg(feature = "redis")]
 mod redis;
 #[cfg(feature = "redis")]
 mod tiered;
 
+pub use hot::{
+    DEFAULT_HOT_KEYS, DEFAULT_HOT_MAX_BYTES, DEFAULT_HOT_MIN_READS, DEFAULT_HOT_TTL, HotKeys,
+    HotKeysBuilder,
+};
 pub use memory::{
     DEFAULT_MAX_BYTES, ENTRY_OVERHEAD_BYTES, Footprint, MemoryStats, MemoryStore,
     MemoryStoreBuilder, Resident,
