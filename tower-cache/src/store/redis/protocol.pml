@@ -30,9 +30,10 @@
  * What the model assumes of time (not modelled):
  *   - a tombstone outlives every load that began before it (its keep is
  *     longer than the longest load);
- *   - a lease holder stops counting as the loader when its lease expires
- *     (its load deadline is within the lease's TTL); what it loaded may
- *     still be written, under rule 1's check.
+ *   - a lease holder stops counting as the loader when its lease expires:
+ *     the lease is taken for the load timeout plus a margin, and the
+ *     holder's load ends at its load timeout; what it loaded may still be
+ *     written, under rule 1's check.
  */
 
 #define INSTANCES 3
@@ -129,19 +130,18 @@ load:
         goto gone
     :: true -> skip
     fi;
-    /* The write script on [entry, tombstone]: refused when a remove
-     * came after the load began */
+    /* The write script on [entry, tombstone, lease]: refused when a
+     * remove came after the load began; then the lease is released if it
+     * still holds this instance's token (GET == token, then DEL). Its load
+     * is over either way; only the lease's expiry or a remove ends
+     * another's claim. */
     atomic {
         if
         :: tomb > v0 -> skip
         :: else ->
             entry = got;
             assert(!(removed && got == OLD))  /* l2_fresh_after_remove */
-        fi
-    }
-    /* Release: GET lease == token then DEL. Its load is over either way;
-     * only the lease's expiry or a remove ends another's claim. */
-    atomic {
+        fi;
         if
         :: holding[id] -> holding[id] = false; holders--
         :: else
