@@ -414,6 +414,7 @@ impl MemoryStore {
 
     /// The entry under `key` as [`Store::resident`] reads it, whether it is
     /// in sync or not: with `true` when it is.
+    #[inline]
     pub(crate) fn held(&self, key: &str, now_ms: u64) -> Option<(Resident, bool)> {
         let slot = self.cache.get(key)?;
         if now_ms >= slot.evict_at {
