@@ -345,3 +345,41 @@ async fn a_remove_made_while_redis_was_away_leaves_no_stale_value_after_it_retur
     assert!(open.is_some(), "A uses L2 again");
     assert_eq!(services[0].clone().oneshot(7).await.unwrap(), new);
 }
+
+/// Past `max_unsynced` with Redis down, a hot key on a route with a
+/// stale-while-revalidate window is served stale at once while one
+/// background reload brings the new value: hundreds of readers, one
+/// origin load.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn past_max_unsynced_a_hot_key_is_served_stale_while_one_reload_runs() {
+    let mut server = RedisServer::start();
+    let database = Origin::default();
+    let Pair {
+        caches,
+        origins,
+        services,
+    } = pair(&server, &database, Duration::from_secs(2), &products(), 7).await;
+    let loads = origins[0].total();
+
+    server.stop();
+    database.write(7);
+    let new = database.value(7);
+    let readers: Vec<_> = (0..200)
+        .map(|_| {
+            let (a, new) = (services[0].clone(), new.clone());
+            tokio::spawn(tokio::time::timeout(PATIENCE, async move {
+                while a.clone().oneshot(7).await.unwrap() != new {
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+            }))
+        })
+        .collect();
+    for reader in readers {
+        assert!(reader.await.unwrap().is_ok(), "a reader saw the write");
+    }
+    assert_eq!(origins[0].total() - loads, 1, "one reload for 200 readers");
+    assert!(
+        caches[0].store().stats().l1_unsynced > 0,
+        "the entry out of sync was served while it reloaded"
+    );
+}
