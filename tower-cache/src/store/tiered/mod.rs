@@ -638,8 +638,9 @@ impl Store for TieredStore {
     }
 
     /// L2's version, or when L2 cannot be asked the latest one seen here
-    /// (an entry loaded then never reaches L2, and L1 is cleared when L2
-    /// returns): never an error.
+    /// (an entry loaded then never reaches L2, and L1 is marked out of
+    /// sync when L2 returns, so it is not served before L2 vouches for
+    /// it): never an error.
     async fn version(&self) -> Result<u64, StoreError> {
         let shared = &*self.inner.shared;
         match shared.l2_call(|| shared.l2.version_direct()).await {
