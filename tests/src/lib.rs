@@ -222,6 +222,33 @@ impl RedisServer {
         })
     }
 
+    /// Freezes the server (`SIGSTOP`), as a stalled host would: its
+    /// connections stay open and nothing answers on them, until
+    /// [`resume`](RedisServer::resume).
+    ///
+    /// # Panics
+    /// When the server is not running or the signal cannot be sent.
+    pub fn pause(&self) {
+        self.signal("-STOP");
+    }
+
+    /// Lets a [`paused`](RedisServer::pause) server run again (`SIGCONT`).
+    ///
+    /// # Panics
+    /// When the server is not running or the signal cannot be sent.
+    pub fn resume(&self) {
+        self.signal("-CONT");
+    }
+
+    fn signal(&self, signal: &str) {
+        let pid = self.child.as_ref().expect("a running redis-server").id();
+        let sent = Command::new("kill")
+            .args([signal, &pid.to_string()])
+            .status()
+            .expect("run kill");
+        assert!(sent.success(), "kill {signal} {pid}");
+    }
+
     /// A blocking redis-rs connection, for inspecting or corrupting state.
     pub fn connection(&self) -> redis::Connection {
         redis::Client::open(self.url())

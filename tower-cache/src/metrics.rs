@@ -40,6 +40,7 @@
 //! | metric | type | meaning |
 //! |---|---|---|
 //! | `tower_cache_l1_hits_total` | counter | tiered store reads answered by L1 |
+//! | `tower_cache_l1_unsynced_total` | counter | tiered store reads answered by an L1 entry held out of sync, to be revalidated |
 //! | `tower_cache_l2_hits_total` | counter | tiered store reads answered by L2 (and copied into L1) |
 //! | `tower_cache_l2_errors_total` | counter | Redis operations that failed (error or timeout) |
 //! | `tower_cache_l2_skipped_total` | counter | tiered store operations that skipped Redis, its circuit breaker open |
@@ -112,6 +113,9 @@ pub const WRITE_BEHIND_RETRIES_TOTAL: &str = "tower_cache_write_behind_retries_t
 pub const WRITE_BEHIND_DEAD_LETTERS_TOTAL: &str = "tower_cache_write_behind_dead_letters_total";
 /// `tower_cache_l1_hits_total`: tiered reads answered by L1.
 pub const L1_HITS_TOTAL: &str = "tower_cache_l1_hits_total";
+/// `tower_cache_l1_unsynced_total`: tiered reads answered by an L1 entry
+/// held out of sync, to be revalidated.
+pub const L1_UNSYNCED_TOTAL: &str = "tower_cache_l1_unsynced_total";
 /// `tower_cache_l2_hits_total`: tiered reads answered by L2.
 pub const L2_HITS_TOTAL: &str = "tower_cache_l2_hits_total";
 /// `tower_cache_l2_errors_total`: Redis operations that failed.
@@ -304,6 +308,13 @@ pub const ALL: &[Metric] = &[
         Unit::Count,
         NONE,
         "Tiered store reads answered by L1.",
+    ),
+    metric(
+        L1_UNSYNCED_TOTAL,
+        C,
+        Unit::Count,
+        NONE,
+        "Tiered store reads answered by an L1 entry held out of sync (the invalidation channel was lost), to be revalidated.",
     ),
     metric(
         L2_HITS_TOTAL,

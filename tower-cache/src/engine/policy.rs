@@ -113,6 +113,13 @@ impl Policy {
 
     /// After an entry stops being fresh, serve it for `window` more while
     /// one background reload per key replaces it. Default: off.
+    ///
+    /// It also decides how a route serves an entry that a
+    /// [`TieredStore`](crate::store::TieredStore) holds in L1 but could not
+    /// keep in sync (its invalidation channel was lost) while Redis cannot
+    /// vouch for it: with a window, the entry is served stale at once while
+    /// one background reload replaces it; without one, it is a miss, and
+    /// the callers of the key wait for one load.
     #[must_use]
     pub fn stale_while_revalidate(mut self, window: Duration) -> Self {
         self.swr = window;

@@ -31,6 +31,9 @@ struct Slot {
     entry: Entry,
     /// When this copy leaves L1; never later than `entry.stale_until`.
     evict_at: u64,
+    /// The store's sync epoch when this copy was stored: one older than the
+    /// store's is out of sync ([`MemoryStore::mark_unsynced`]).
+    epoch: u64,
     /// A form of the entry decoded by its reader, made once by the first
     /// read that asks for it.
     decoded: OnceLock<Kept>,
@@ -235,6 +238,9 @@ pub struct MemoryStore {
     cache: Cache<Box<str>, Arc<Slot>, foldhash::fast::RandomState>,
     counters: Arc<Counters>,
     budget: Arc<DecodedBudget>,
+    /// The sync epoch: entries stored under an older one are not served
+    /// by reads, only handed to [`MemoryStore::held`].
+    epoch: Arc<AtomicU64>,
     max_bytes: u64,
 }
 
@@ -335,6 +341,7 @@ impl MemoryStoreBuilder {
             cache: builder.build_with_hasher(foldhash::fast::RandomState::default()),
             counters,
             budget,
+            epoch: Arc::new(AtomicU64::new(0)),
             max_bytes: self.max_bytes,
         }
     }
@@ -380,6 +387,7 @@ impl MemoryStore {
         let slot = Slot {
             entry,
             evict_at,
+            epoch: self.epoch.load(Ordering::Acquire),
             decoded: OnceLock::new(),
             budget: self.budget.clone(),
         };
@@ -394,6 +402,33 @@ impl MemoryStore {
     /// Drops every entry.
     pub fn clear(&self) {
         self.cache.invalidate_all();
+    }
+
+    /// Marks every entry held now as out of sync, in O(1): reads
+    /// ([`Store::get`], [`Store::resident`]) no longer serve them, but
+    /// [`MemoryStore::held`] still hands them out (the tiered store serves
+    /// them as stale while they are reloaded). An entry stored afterwards
+    /// is in sync.
+    #[cfg_attr(
+        not(feature = "redis"),
+        expect(dead_code, reason = "only the tiered store marks its L1")
+    )]
+    pub(crate) fn mark_unsynced(&self) {
+        self.epoch.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// The entry under `key` as [`Store::resident`] reads it, whether it is
+    /// in sync or not: with `true` when it is.
+    #[inline]
+    pub(crate) fn held(&self, key: &str, now_ms: u64) -> Option<(Resident, bool)> {
+        let slot = self.cache.get(key)?;
+        if now_ms >= slot.evict_at {
+            self.cache.invalidate(key);
+            return None;
+        }
+        // The one check the sync epoch adds to a hit.
+        let synced = slot.epoch == self.epoch.load(Ordering::Acquire);
+        Some((Resident(slot), synced))
     }
 
     /// Current sizes and counters. Runs moka's pending maintenance first, so
@@ -422,13 +457,10 @@ impl Store for MemoryStore {
             .map(|held| held.entry().clone()))
     }
 
+    /// Not an entry the tiered store has marked out of sync.
     fn resident(&self, key: &str, now_ms: u64) -> Option<Resident> {
-        let slot = self.cache.get(key)?;
-        if now_ms >= slot.evict_at {
-            self.cache.invalidate(key);
-            return None;
-        }
-        Some(Resident(slot))
+        let (resident, synced) = self.held(key, now_ms)?;
+        synced.then_some(resident)
     }
 
     async fn put(&self, key: &str, entry: Entry) -> Result<(), StoreError> {
@@ -476,6 +508,25 @@ mod tests {
         assert!(!stale.is_fresh_at(clock::now_ms()));
         tokio::time::advance(Duration::from_millis(600)).await;
         assert!(store.get("k").await.unwrap().is_none());
+    }
+
+    #[tokio::test]
+    async fn an_entry_marked_out_of_sync_is_held_but_not_served() {
+        let store = MemoryStore::default();
+        store.put("old", entry(b"o", 60_000)).await.unwrap();
+        store.mark_unsynced();
+        store.put("new", entry(b"n", 60_000)).await.unwrap();
+        let now = clock::now_ms();
+        assert!(store.get("old").await.unwrap().is_none());
+        assert!(store.resident("old", now).is_none());
+        let (held, synced) = store.held("old", now).expect("still held");
+        assert_eq!(&held.entry().value()[..], b"o");
+        assert!(!synced);
+        assert!(store.held("new", now).is_some_and(|(_, synced)| synced));
+        assert!(store.resident("new", now).is_some());
+        // Stored again, it is in sync.
+        store.put("old", entry(b"o2", 60_000)).await.unwrap();
+        assert!(store.get("old").await.unwrap().is_some());
     }
 
     #[tokio::test]

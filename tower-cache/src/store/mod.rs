@@ -57,7 +57,9 @@ pub use redis::{
     RedisStore, RedisStoreBuilder,
 };
 #[cfg(feature = "redis")]
-pub use tiered::{DEFAULT_L1_TTL, TieredStats, TieredStore, TieredStoreBuilder};
+pub use tiered::{
+    DEFAULT_L1_TTL, DEFAULT_MAX_UNSYNCED, TieredStats, TieredStore, TieredStoreBuilder,
+};
 
 /// What a store can fail with. The engine treats every error as "the cache
 /// is unavailable" and goes to the origin: a store error never reaches the

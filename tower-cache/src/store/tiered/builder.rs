@@ -11,6 +11,7 @@ use super::super::redis::replay::{DEFAULT_MAX_PENDING_INVALIDATIONS, ReplayQueue
 use super::super::{MemoryStore, RedisStore};
 use super::fence::Fences;
 use super::seen::Seen;
+use super::unsynced::{DEFAULT_MAX_UNSYNCED, MIN_UNSYNCED};
 use super::{Counters, DEFAULT_L1_TTL, Inner, Shared, TieredStore, listener};
 
 /// Builds a [`TieredStore`].
@@ -24,6 +25,7 @@ pub struct TieredStoreBuilder {
     publish_puts: bool,
     channel: Option<String>,
     max_pending: usize,
+    max_unsynced: Duration,
 }
 
 impl TieredStoreBuilder {
@@ -80,6 +82,22 @@ impl TieredStoreBuilder {
         self
     }
 
+    /// Longest time L1 serves an entry while it cannot hear of other
+    /// instances' invalidations: counted from when the invalidation channel
+    /// was last known to work (a notice, or the answer to the ping the
+    /// subscriber sends every fifth of this window), or from when the
+    /// entry was stored if that is later. Past it, every entry L1 holds is
+    /// marked out of sync and is reloaded on its next read (see
+    /// [`TieredStore`]'s *Out of sync*), so a write on another instance is
+    /// seen within about this window even without pub/sub. Entries are
+    /// marked again each window for as long as the channel is down. At
+    /// least 10 ms. Default: [`DEFAULT_MAX_UNSYNCED`] (5 s).
+    #[must_use]
+    pub fn max_unsynced(mut self, window: Duration) -> Self {
+        self.max_unsynced = window;
+        self
+    }
+
     /// Builds the store and starts its invalidation subscriber (task
     /// `tower_cache.invalidations`). Must be called within a Tokio runtime.
     pub fn build(self) -> TieredStore {
@@ -102,6 +120,7 @@ impl TieredStoreBuilder {
             fences: Fences::new(),
             seen,
             replay: ReplayQueue::new(self.max_pending),
+            max_unsynced: self.max_unsynced.max(MIN_UNSYNCED),
         });
         let (tx, rx) = watch::channel(false);
         let listener = tokio::spawn(
@@ -131,6 +150,7 @@ impl TieredStore {
             publish_puts: true,
             channel: None,
             max_pending: DEFAULT_MAX_PENDING_INVALIDATIONS,
+            max_unsynced: DEFAULT_MAX_UNSYNCED,
         }
     }
 }

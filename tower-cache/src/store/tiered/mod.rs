@@ -5,6 +5,7 @@ mod channel;
 mod fence;
 mod listener;
 mod seen;
+mod unsynced;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -16,12 +17,14 @@ use tokio::task::JoinHandle;
 use super::redis::breaker::Breaker;
 use super::redis::replay::{Invalidation, ReplayQueue};
 use super::{MemoryStore, RedisStore, Resident, Store, StoreError};
+use crate::clock;
 use crate::entry::Entry;
 use crate::metrics::Tally;
 pub use builder::TieredStoreBuilder;
 use channel::{Message, Notice};
 use fence::Fences;
 use seen::Seen;
+pub use unsynced::DEFAULT_MAX_UNSYNCED;
 
 /// Default cap on how long an L1 copy lives: 30 s.
 pub const DEFAULT_L1_TTL: Duration = Duration::from_secs(30);
@@ -30,6 +33,9 @@ pub const DEFAULT_L1_TTL: Duration = Duration::from_secs(30);
 pub struct TieredStats {
     /// Reads answered by L1.
     pub l1_hits: u64,
+    /// Reads answered by an L1 entry held out of sync, to be revalidated
+    /// (see *Out of sync* on [`TieredStore`]).
+    pub l1_unsynced: u64,
     /// Reads answered by L2 (and copied into L1).
     pub l2_hits: u64,
     /// L2 operations that failed (error or timeout).
@@ -57,6 +63,7 @@ pub struct TieredStats {
 /// The store's counters, each also reported as a metric.
 struct Counters {
     l1_hits: Tally,
+    l1_unsynced: Tally,
     l2_hits: Tally,
     l2_errors: Tally,
     l2_skipped: Tally,
@@ -72,6 +79,7 @@ impl Counters {
         crate::metrics::describe();
         Counters {
             l1_hits: Tally::named(crate::metrics::L1_HITS_TOTAL),
+            l1_unsynced: Tally::named(crate::metrics::L1_UNSYNCED_TOTAL),
             l2_hits: Tally::named(crate::metrics::L2_HITS_TOTAL),
             l2_errors: Tally::named(crate::metrics::L2_ERRORS_TOTAL),
             l2_skipped: Tally::named(crate::metrics::L2_SKIPPED_TOTAL),
@@ -97,6 +105,8 @@ struct Shared {
     seen: Seen,
     /// What missed L2; replayed before L2 is read again.
     replay: ReplayQueue,
+    /// How long L1 serves entries while the invalidation channel is down.
+    max_unsynced: Duration,
 }
 
 struct Inner {
@@ -144,10 +154,45 @@ impl Drop for Inner {
 ///   [`TieredStoreBuilder::failure_threshold`] consecutive failures
 ///   (default 3) a circuit breaker stops calling L2, logs one warning, and
 ///   probes it again every [`TieredStoreBuilder::retry_interval`] (default
-///   1 s). When L2 answers again the store logs once, clears its L1 (it may
-///   have missed invalidations) and carries on. Only a call started after
-///   the breaker opened can close it. The invalidation subscription
-///   reconnects by itself and clears L1 when it comes back.
+///   1 s). When L2 answers again the store logs once, marks its L1 out of
+///   sync (it may have missed invalidations; see below) and carries on.
+///   Only a call started after the breaker opened can close it. The
+///   invalidation subscription reconnects by itself and marks L1 out of
+///   sync when it comes back.
+/// - **Out of sync, not dropped**: when the invalidation channel comes
+///   back (or L2 does), every entry L1 holds is marked out of sync, in
+///   O(1) (a sync epoch moves; an entry stored under an older one is out
+///   of sync), instead of L1 being cleared. An entry out of sync is never
+///   a hit ([`Store::resident`] and the L1 itself do not serve it); a read
+///   of it asks L2, which is the truth when it answers. L2's entry, when
+///   it has one, answers and replaces it in L1 (no origin load when Redis
+///   kept its data). When L2 has none, the read is a miss: the entry may
+///   have been removed, or its tag invalidated, while this instance could
+///   not hear of it, so a value invalidated while Redis was away is not
+///   served once Redis answers. Its callers share one load per key (the
+///   engine's single flight), so a Redis restart costs at most one origin
+///   load per hot key per instance. When L2 cannot be asked (the breaker
+///   is open, or the channel is down and L2 times out), the read answers
+///   with the L1 entry **to be revalidated**: its freshness ended, so the
+///   engine treats it as any entry past its TTL under the reading route's
+///   policy. On a route with a stale-while-revalidate window (or an entry
+///   with its own, as an HTTP origin sends them) it is served stale at
+///   once while one background reload per key replaces it; on a route
+///   without one it is a miss, since the route never serves a value that
+///   may be stale (with only a stale-if-error window, it is served if the
+///   reload fails). An entry an invalidation seen here refuses is never
+///   answered. L1 is marked once L2 answers again after the channel comes
+///   back (the reads revalidating it then find L2), and at the latest
+///   [`TieredStoreBuilder::max_unsynced`] after the channel was lost.
+/// - **Bounded staleness while cut off**: the subscriber pings the channel
+///   (every fifth of [`TieredStoreBuilder::max_unsynced`], at most every
+///   second). While the channel is lost (its connection ended or a ping
+///   went unanswered, as with a paused Redis), L1 is marked out of sync
+///   `max_unsynced` (default 5 s) after the channel last answered, and
+///   again every `max_unsynced` until it is back: no L1 entry is served as
+///   fresh for longer than that after the channel was lost or after it was
+///   stored, so a write on another instance is seen here within about
+///   that window even though its notice cannot travel.
 /// - **Nothing removed or overwritten during an outage comes back**: a
 ///   remove or tag invalidation that could not reach L2 (error, timeout,
 ///   breaker open), and the key of a write L2 did not take, is kept (up to
@@ -231,6 +276,14 @@ impl TieredStore {
         let _ = rx.wait_for(|subscribed| *subscribed).await;
     }
 
+    /// Whether the invalidation subscriber is subscribed now: `false` from
+    /// when it finds the channel lost (its connection ended, or a ping went
+    /// unanswered) until it is subscribed again.
+    #[must_use]
+    pub fn subscribed(&self) -> bool {
+        *self.inner.subscribed.borrow()
+    }
+
     /// Stops the invalidation subscriber (task `tower_cache.invalidations`)
     /// and waits for it to end; later calls return at once. The store
     /// still reads and writes both levels afterwards, but its L1 no longer
@@ -258,6 +311,7 @@ impl TieredStore {
         let (pending, overflows) = shared.replay.counts();
         TieredStats {
             l1_hits: c.l1_hits.get(),
+            l1_unsynced: c.l1_unsynced.get(),
             l2_hits: c.l2_hits.get(),
             l2_errors: c.l2_errors.get(),
             l2_skipped: c.l2_skipped.get(),
@@ -301,11 +355,16 @@ impl Shared {
         }
     }
 
-    async fn on_l2_success(&self, generation: u64) {
-        if self.breaker.on_success(generation) {
-            tracing::info!("cache L2 (Redis) is back; clearing L1 of what it may have missed");
-            self.clear_l1().await;
+    /// Records a call that succeeded; when it closed the breaker, marks L1
+    /// out of sync (it may have missed invalidations meanwhile) and
+    /// returns `true`.
+    async fn on_l2_success(&self, generation: u64) -> bool {
+        if !self.breaker.on_success(generation) {
+            return false;
         }
+        tracing::info!("cache L2 (Redis) is back; L1 entries are revalidated as they are read");
+        self.mark_unsynced().await;
+        true
     }
 
     fn on_l2_error(&self, error: &StoreError) {
@@ -321,6 +380,15 @@ impl Shared {
         let mut generation = self.fences.global.write().await;
         *generation += 1;
         self.l1.clear();
+    }
+
+    /// Marks every L1 entry out of sync: each is revalidated on its next
+    /// read (see *Out of sync* on [`TieredStore`]). A copy of an L2 read
+    /// under way is not made.
+    async fn mark_unsynced(&self) {
+        let mut generation = self.fences.global.write().await;
+        *generation += 1;
+        self.l1.mark_unsynced();
     }
 
     async fn drop_key_from_l1(&self, key: &str) {
@@ -401,33 +469,47 @@ impl Shared {
 
 impl TieredStore {
     /// Reads L2 (and copies a hit into L1); with `versioned`, L2's
-    /// invalidation version is read in the same call.
-    async fn read_l2(&self, key: &str, versioned: bool) -> (Option<Entry>, Option<u64>) {
+    /// invalidation version is read in the same call. `None` when L2 could
+    /// not be asked (breaker open, error, timeout).
+    async fn read_l2(&self, key: &str, versioned: bool) -> Option<(Option<Entry>, Option<u64>)> {
         let shared = &*self.inner.shared;
         let before = shared.fences.snapshot(key).await;
-        let read = if versioned {
+        let (entry, version) = if versioned {
             shared
                 .l2_call(|| shared.l2.get_versioned_direct(key))
                 .await
                 .map(|(entry, version)| {
                     shared.seen.observe(version);
                     (entry, Some(version))
-                })
+                })?
         } else {
             shared
                 .l2_call(|| shared.l2.get_direct(key))
                 .await
-                .map(|entry| (entry, None))
+                .map(|entry| (entry, None))?
         };
-        let Some((Some(entry), version)) = read else {
-            return (None, read.and_then(|(_, version)| version));
+        let Some(entry) = entry else {
+            return Some((None, version));
         };
         if !shared.seen.admits(&entry).await {
-            return (None, version);
+            return Some((None, version));
         }
         shared.counters.l2_hits.incr();
         shared.fill_l1(key, entry.clone(), before).await;
-        (Some(entry), version)
+        Some((Some(entry), version))
+    }
+
+    /// What a read answers with an entry L1 holds out of sync when L2
+    /// could not be asked: the entry, to be revalidated (no longer fresh),
+    /// unless an invalidation seen here refuses it.
+    async fn revalidate(&self, unsynced: Option<Resident>) -> Option<Entry> {
+        let shared = &*self.inner.shared;
+        let entry = unsynced?.entry().clone();
+        if !shared.seen.admits(&entry).await {
+            return None;
+        }
+        shared.counters.l1_unsynced.incr();
+        Some(unsynced::to_revalidate(entry, clock::now_ms()))
     }
 }
 
@@ -441,12 +523,21 @@ impl Store for TieredStore {
 
     async fn get(&self, key: &str) -> Result<Option<Entry>, StoreError> {
         let shared = &*self.inner.shared;
-        // The hit path, inline.
-        if let Ok(Some(hit)) = shared.l1.get(key).await {
-            shared.counters.l1_hits.incr();
-            return Ok(Some(hit));
-        }
-        Ok(self.read_l2(key, false).await.0)
+        let unsynced = match shared.l1.held(key, clock::now_ms()) {
+            // The hit path, inline.
+            Some((hit, true)) => {
+                shared.counters.l1_hits.incr();
+                return Ok(Some(hit.entry().clone()));
+            }
+            Some((held, false)) => Some(held),
+            None => None,
+        };
+        // L2 is the truth when it answers: an entry it no longer has may
+        // have been removed while L1 could not hear of it.
+        Ok(match self.read_l2(key, false).await {
+            Some((entry, _)) => entry,
+            None => self.revalidate(unsynced).await,
+        })
     }
 
     /// L2's version with the read, or the latest one seen here when L1
@@ -455,12 +546,18 @@ impl Store for TieredStore {
     async fn get_versioned(&self, key: &str) -> Result<(Option<Entry>, u64), StoreError> {
         let shared = &*self.inner.shared;
         let latest = || shared.seen.latest();
-        if let Ok(Some(hit)) = shared.l1.get(key).await {
-            shared.counters.l1_hits.incr();
-            return Ok((Some(hit), latest()));
-        }
-        let (entry, version) = self.read_l2(key, true).await;
-        Ok((entry, version.unwrap_or_else(latest)))
+        let unsynced = match shared.l1.held(key, clock::now_ms()) {
+            Some((hit, true)) => {
+                shared.counters.l1_hits.incr();
+                return Ok((Some(hit.entry().clone()), latest()));
+            }
+            Some((held, false)) => Some(held),
+            None => None,
+        };
+        Ok(match self.read_l2(key, true).await {
+            Some((entry, version)) => (entry, version.unwrap_or_else(latest)),
+            None => (self.revalidate(unsynced).await, latest()),
+        })
     }
 
     async fn put(&self, key: &str, entry: Entry) -> Result<(), StoreError> {
@@ -541,8 +638,9 @@ impl Store for TieredStore {
     }
 
     /// L2's version, or when L2 cannot be asked the latest one seen here
-    /// (an entry loaded then never reaches L2, and L1 is cleared when L2
-    /// returns): never an error.
+    /// (an entry loaded then never reaches L2, and L1 is marked out of
+    /// sync when L2 returns, so it is not served before L2 vouches for
+    /// it): never an error.
     async fn version(&self) -> Result<u64, StoreError> {
         let shared = &*self.inner.shared;
         match shared.l2_call(|| shared.l2.version_direct()).await {
