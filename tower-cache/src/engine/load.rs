@@ -8,6 +8,7 @@ use std::time::Instant;
 use bytes::Bytes;
 
 use super::flight::{Flight, FlightGuard, Shared};
+use super::lease::Leased;
 use super::policy::{Freshness, Policy};
 use super::{Cache, Fetched, Fill, JoinedError, LoadError, Loaded, Loader, PendingFill, Profile};
 use crate::clock;
@@ -213,7 +214,7 @@ impl<St: Store> Cache<St> {
         let profile = profile.clone();
         self.spawn("refresh", async move {
             let _permit = permit;
-            let (value, streamed) = cache.run_load(guard, &profile, load, None).await;
+            let (value, streamed) = cache.run_load(guard, &profile, load, None, true).await;
             // No caller reads a streamed value: it is read to its end for
             // the store alone.
             drop(value);
@@ -225,6 +226,9 @@ impl<St: Store> Cache<St> {
 
     /// Runs `load` for the flight `guard` leads: stores a cacheable result,
     /// publishes the outcome to waiters, and returns what the leader gets.
+    /// With `across`, the load is first leased across instances: a value
+    /// another instance loaded meanwhile is served without loading (see
+    /// [`Cache::lease_or_wait`]).
     /// A streamed value ([`Loaded::Streaming`]) is returned at once, with
     /// its store still to come and the flight it is to finish: the caller
     /// awaits it with [`Cache::store_streamed`], or
@@ -235,6 +239,7 @@ impl<St: Store> Cache<St> {
         profile: &Profile,
         load: L,
         version: Option<u64>,
+        across: bool,
     ) -> (Result<Outcome<T>, LoadError<E>>, Option<Streamed>)
     where
         L: Loader<Value = T, Error = E, Future = Fut>,
@@ -242,7 +247,21 @@ impl<St: Store> Cache<St> {
         T: Send + 'static,
         E: fmt::Display + Send + 'static,
     {
-        let (result, shared) = match self.load_once(guard.key(), profile, load, version).await {
+        let (version, token) = if across {
+            match self.lease_or_wait(guard.key(), profile, version).await {
+                Leased::Found(entry) => {
+                    guard.finish(Shared::Stored(entry.clone()));
+                    return (Ok(Outcome::Joined(entry)), None);
+                }
+                Leased::Load { version, token } => (version, token),
+            }
+        } else {
+            (version, None)
+        };
+        let loaded = self
+            .load_once(guard.key(), profile, load, version, token)
+            .await;
+        let (result, shared) = match loaded {
             Ok(Produced::Streaming(value, filling)) => {
                 let streamed = Streamed {
                     guard: Some(guard),
@@ -278,13 +297,16 @@ impl<St: Store> Cache<St> {
     /// cacheable result unless its key or tags were invalidated meanwhile.
     /// `version` is the store's invalidation version if the caller read it
     /// just before (with its last read of the key); else it is read here.
-    /// A streamed value comes back with what storing it later needs.
+    /// A streamed value comes back with what storing it later needs. The
+    /// key's lease `token` holds, if any, is released once the load is
+    /// done (with the write of its value when there is one).
     async fn load_once<L, T, E, Fut>(
         &self,
         key: &str,
         profile: &Profile,
         load: L,
         version: Option<u64>,
+        token: Option<u64>,
     ) -> Result<Produced<T>, LoadError<E>>
     where
         L: Loader<Value = T, Error = E, Future = Fut>,
@@ -310,6 +332,9 @@ impl<St: Store> Cache<St> {
         let timer = tokio::time::Instant::now();
         let result = tokio::time::timeout(profile.policy().load_timeout, load.load()).await;
         let took = started.elapsed();
+        if !matches!(result, Ok(Ok(Loaded::Store(_) | Loaded::Streaming(..)))) {
+            self.release(key, profile, token).await;
+        }
         match result {
             Err(_) => {
                 profile.record_load(took);
@@ -328,7 +353,8 @@ impl<St: Store> Cache<St> {
                 let load_ms = u32::try_from(took.as_millis()).unwrap_or(u32::MAX);
                 let entry =
                     make_entry(profile.policy(), fill, started_ms, load_ms).with_version(version);
-                self.store_loaded(key, profile, &entry, generation).await;
+                self.store_loaded(key, profile, &entry, generation, token)
+                    .await;
                 Ok(Produced::Stored(entry))
             }
             Ok(Ok(Loaded::Pass(value))) => {
@@ -348,6 +374,7 @@ impl<St: Store> Cache<St> {
                     key: key.into(),
                     generation,
                     version,
+                    token,
                     started_ms,
                     started,
                     timer,
@@ -370,27 +397,29 @@ impl<St: Store> Cache<St> {
         T: Send + 'static,
         E: fmt::Display + Send + 'static,
     {
-        Ok(match self.load_once(key, profile, load, None).await? {
-            Produced::Stored(entry) => Outcome::Stored(entry),
-            Produced::Pass(value) => Outcome::Pass(value),
-            Produced::Failed(value, _) => Outcome::Failed(value),
-            Produced::Streaming(value, filling) => {
-                let streamed = Streamed {
-                    guard: None,
-                    filling,
-                };
-                if self.inner.cancel.is_cancelled() {
-                    streamed.abandon();
-                } else {
-                    let cache = self.clone();
-                    let profile = profile.clone();
-                    self.spawn("fill", async move {
-                        cache.store_streamed(&profile, streamed).await;
-                    });
+        Ok(
+            match self.load_once(key, profile, load, None, None).await? {
+                Produced::Stored(entry) => Outcome::Stored(entry),
+                Produced::Pass(value) => Outcome::Pass(value),
+                Produced::Failed(value, _) => Outcome::Failed(value),
+                Produced::Streaming(value, filling) => {
+                    let streamed = Streamed {
+                        guard: None,
+                        filling,
+                    };
+                    if self.inner.cancel.is_cancelled() {
+                        streamed.abandon();
+                    } else {
+                        let cache = self.clone();
+                        let profile = profile.clone();
+                        self.spawn("fill", async move {
+                            cache.store_streamed(&profile, streamed).await;
+                        });
+                    }
+                    Outcome::Pass(value)
                 }
-                Outcome::Pass(value)
-            }
-        })
+            },
+        )
     }
 
     /// Awaits the fill of a streamed load, within what is left of the load
@@ -405,6 +434,7 @@ impl<St: Store> Cache<St> {
             key,
             generation,
             version,
+            token,
             started_ms,
             started,
             timer,
@@ -431,10 +461,14 @@ impl<St: Store> Cache<St> {
                 let load_ms = u32::try_from(took.as_millis()).unwrap_or(u32::MAX);
                 let entry =
                     make_entry(profile.policy(), fill, started_ms, load_ms).with_version(version);
-                self.store_loaded(key, profile, &entry, generation).await;
+                self.store_loaded(key, profile, &entry, generation, token)
+                    .await;
                 Shared::Stored(entry)
             }
         };
+        if !matches!(shared, Shared::Stored(_)) {
+            self.release(key, profile, token).await;
+        }
         if let Some(mut guard) = guard {
             guard.finish(shared);
         }
@@ -459,6 +493,10 @@ impl<St: Store> Cache<St> {
     {
         // Whether this caller's answer is another caller's load, waited for.
         let mut coalesced = false;
+        // A reload (no recheck: the caller wants the origin's answer, not
+        // the stored one) takes no lease: waiting would serve the stored
+        // entry.
+        let across = recheck.is_some();
         let outcome: Result<Outcome<T>, LoadError<E>> = match self.join_or_lead(key) {
             Role::Leader(mut guard) => {
                 // A load may have finished between this caller's read and
@@ -479,7 +517,8 @@ impl<St: Store> Cache<St> {
                 if self.inner.cancel.is_cancelled() {
                     // Shut down: no task would run the load; run it here.
                     // Nor would one await a streamed value's store.
-                    let (result, streamed) = self.run_load(guard, profile, load, version).await;
+                    let (result, streamed) =
+                        self.run_load(guard, profile, load, version, across).await;
                     if let Some(streamed) = streamed {
                         streamed.abandon();
                     }
@@ -493,8 +532,9 @@ impl<St: Store> Cache<St> {
                     let cache = self.clone();
                     let task_profile = profile.clone();
                     self.spawn("load", async move {
-                        let (result, streamed) =
-                            cache.run_load(guard, &task_profile, load, version).await;
+                        let (result, streamed) = cache
+                            .run_load(guard, &task_profile, load, version, across)
+                            .await;
                         let _ = tx.send(result);
                         if let Some(streamed) = streamed {
                             cache.store_streamed(&task_profile, streamed).await;
@@ -518,8 +558,11 @@ impl<St: Store> Cache<St> {
                 }
             }
         };
+        if matches!(outcome, Ok(Outcome::Joined(_))) {
+            coalesced = true;
+        }
         let result = match (outcome, stale) {
-            (Ok(Outcome::Stored(entry)), _) => Ok(Fetched::Miss(entry)),
+            (Ok(Outcome::Stored(entry) | Outcome::Joined(entry)), _) => Ok(Fetched::Miss(entry)),
             (Ok(Outcome::Pass(value)), _) => Ok(Fetched::Passed(value)),
             (Ok(Outcome::Failed(_)) | Err(_), Some(entry)) => {
                 tracing::debug!(cache = %profile.name(), key, "reload failed; serving stale");
@@ -565,16 +608,29 @@ impl<St: Store> Cache<St> {
     }
 
     /// Stores what a load that started at `generation` produced, unless
-    /// its key or one of its tags was invalidated since. The check runs
-    /// again after the write: an invalidation that raced with it removes
-    /// the entry.
-    async fn store_loaded(&self, key: &str, profile: &Profile, entry: &Entry, generation: u64) {
+    /// its key or one of its tags was invalidated since, and releases the
+    /// key's lease `token` holds. The check runs again after the write: an
+    /// invalidation that raced with it removes the entry.
+    async fn store_loaded(
+        &self,
+        key: &str,
+        profile: &Profile,
+        entry: &Entry,
+        generation: u64,
+        token: Option<u64>,
+    ) {
         let invalidations = &self.inner.invalidations;
         if invalidations.since(generation, key, entry.tags()) {
             tracing::debug!(cache = %profile.name(), key, "invalidated while loading; not stored");
+            self.release(key, profile, token).await;
             return;
         }
-        if let Err(error) = self.inner.store.put(key, entry.clone()).await {
+        let store = &self.inner.store;
+        let put = match token {
+            Some(token) => store.put_released(key, entry.clone(), token).await,
+            None => store.put(key, entry.clone()).await,
+        };
+        if let Err(error) = put {
             tracing::debug!(cache = %profile.name(), key, %error, "store write failed");
             return;
         }
@@ -598,6 +654,8 @@ enum Recheck {
 /// What the caller that ran a load gets back.
 enum Outcome<T> {
     Stored(Entry),
+    /// Another instance's load, waited for: no loader ran here.
+    Joined(Entry),
     Pass(T),
     Failed(T),
 }
@@ -619,6 +677,8 @@ struct Filling {
     key: Box<str>,
     generation: u64,
     version: u64,
+    /// The key's lease, released once the value is stored.
+    token: Option<u64>,
     started_ms: u64,
     /// When the load started, for its duration.
     started: Instant,

@@ -32,6 +32,7 @@ mod error;
 mod flight;
 mod hit;
 mod invalidation;
+mod lease;
 mod load;
 mod loader;
 mod policy;
