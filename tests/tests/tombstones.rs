@@ -4,13 +4,16 @@
 
 #![allow(clippy::unwrap_used)] // a failed setup step should fail the test loudly
 
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
+use futures::future::BoxFuture;
 use redis::Commands;
-use tower_cache::Entry;
-use tower_cache::store::{RedisStore, Store};
-use tower_cache_tests::RedisServer;
+use tokio::sync::Notify;
+use tower_cache::store::{MemoryStore, RedisStore, Store, TieredStore};
+use tower_cache::{Cache, Entry, Fill, Loaded, Policy, Profile};
+use tower_cache_tests::{PATIENCE, RedisServer};
 
 /// Generous per-operation timeout: nothing here is about timeouts.
 const OP_TIMEOUT: Duration = Duration::from_secs(5);
@@ -72,10 +75,10 @@ async fn a_tombstone_never_moves_back_and_is_kept_max_load_time() {
     let second: u64 = conn.get("tc:x:{k}").unwrap();
     assert!(second > first, "{second} after {first}");
     // A later version somehow there already is kept.
-    let _: () = conn.set("tc:x:{k}", second + 1_000).unwrap();
+    let _: () = conn.set("tc:x:{k}", second + 1_000_000_000).unwrap();
     store.remove("k").await.unwrap();
     let third: u64 = conn.get("tc:x:{k}").unwrap();
-    assert_eq!(third, second + 1_000);
+    assert_eq!(third, second + 1_000_000_000);
     let pttl: i64 = conn.pttl("tc:x:{k}").unwrap();
     assert!((1..=7_000).contains(&pttl), "kept {pttl} ms");
 }
@@ -139,4 +142,110 @@ async fn a_remove_that_missed_redis_leaves_its_tombstone_when_replayed() {
     assert_eq!(value(&store, "k").await, None, "the old value is refused");
     let tombstone: bool = server.connection().exists("tc:x:{k}").unwrap();
     assert!(tombstone);
+}
+
+/// One instance of a service: a cache over an L1 and an L2 of its own,
+/// on connections of its own, as a process of its own would have.
+async fn instance(server: &RedisServer) -> Cache<TieredStore> {
+    let store = TieredStore::builder(MemoryStore::new(16 << 20), redis_store(server))
+        .l1_ttl(Duration::from_secs(3_600))
+        .build();
+    store.ready().await;
+    Cache::new(store)
+}
+
+fn profile() -> Profile {
+    Profile::new("product", Policy::ttl(Duration::from_secs(600)).jitter(0.0))
+}
+
+/// Reads the product row from `db` when called; with `gate`, tells
+/// `started` once it has read and waits for `gate` before answering.
+fn db_load(
+    db: &Arc<Mutex<&'static str>>,
+    gate: Option<(Arc<Notify>, Arc<Notify>)>,
+) -> impl FnOnce() -> BoxFuture<'static, Result<Loaded<()>, std::io::Error>> + Send + 'static {
+    let db = db.clone();
+    move || {
+        Box::pin(async move {
+            let value = *db.lock().unwrap();
+            if let Some((started, gate)) = gate {
+                started.notify_one();
+                gate.notified().await;
+            }
+            Ok(Loaded::Store(Fill::new(value)))
+        })
+    }
+}
+
+fn text(entry: Option<Entry>) -> Option<String> {
+    entry.map(|e| String::from_utf8(e.value().to_vec()).unwrap())
+}
+
+/// A load of the product on `loader` that reads the old row, then, while
+/// it is still running, a write of the row and a remove of the key on
+/// `remover`; the load then finishes and stores. What `loader`'s caller
+/// got.
+async fn remove_during_a_load<St: Store>(
+    loader: &Cache<St>,
+    remover: &Cache<St>,
+    db: &Arc<Mutex<&'static str>>,
+) -> Option<String> {
+    let (started, gate) = (Arc::new(Notify::new()), Arc::new(Notify::new()));
+    let slow = tokio::spawn({
+        let (cache, load) = (
+            loader.clone(),
+            db_load(db, Some((started.clone(), gate.clone()))),
+        );
+        async move { cache.fetch("products/1", &profile(), load).await.unwrap() }
+    });
+    tokio::time::timeout(PATIENCE, started.notified())
+        .await
+        .unwrap();
+    *db.lock().unwrap() = "new";
+    remover.remove("products/1").await;
+    gate.notify_one();
+    let own = tokio::time::timeout(PATIENCE, slow).await.unwrap().unwrap();
+    text(own.entry().cloned())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_load_overtaken_by_a_write_and_remove_elsewhere_is_served_nowhere() {
+    let server = RedisServer::start();
+    let (a, b) = (instance(&server).await, instance(&server).await);
+    let db = Arc::new(Mutex::new("old"));
+    let own = remove_during_a_load(&a, &b, &db).await;
+    assert_eq!(
+        own.as_deref(),
+        Some("old"),
+        "A's caller, who asked before the write, gets what A read"
+    );
+    // Neither L2 nor either L1 has A's old value.
+    let l2 = redis_store(&server);
+    assert_eq!(value(&l2, "products/1").await, None, "L2 refused it");
+    for (name, cache) in [("A", &a), ("B", &b)] {
+        let l1 = text(cache.store().l1().get("products/1").await.unwrap());
+        assert_eq!(l1, None, "{name}'s L1");
+    }
+    // And every read from now on is the new row.
+    for cache in [&a, &b, &a] {
+        let fetched = cache
+            .fetch("products/1", &profile(), db_load(&db, None))
+            .await
+            .unwrap();
+        assert_eq!(text(fetched.entry().cloned()).as_deref(), Some("new"));
+    }
+    assert_eq!(value(&l2, "products/1").await.as_deref(), Some("new"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn over_a_store_of_one_process_a_remove_during_a_load_still_wins() {
+    let cache = Cache::new(MemoryStore::default());
+    let db = Arc::new(Mutex::new("old"));
+    remove_during_a_load(&cache, &cache, &db).await;
+    assert_eq!(text(cache.store().get("products/1").await.unwrap()), None);
+    let fetched = cache
+        .fetch("products/1", &profile(), db_load(&db, None))
+        .await
+        .unwrap();
+    assert_eq!(text(fetched.entry().cloned()).as_deref(), Some("new"));
 }
