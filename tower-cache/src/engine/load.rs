@@ -397,29 +397,28 @@ impl<St: Store> Cache<St> {
         T: Send + 'static,
         E: fmt::Display + Send + 'static,
     {
-        Ok(
-            match self.load_once(key, profile, load, None, None).await? {
-                Produced::Stored(entry) => Outcome::Stored(entry),
-                Produced::Pass(value) => Outcome::Pass(value),
-                Produced::Failed(value, _) => Outcome::Failed(value),
-                Produced::Streaming(value, filling) => {
-                    let streamed = Streamed {
-                        guard: None,
-                        filling,
-                    };
-                    if self.inner.cancel.is_cancelled() {
-                        streamed.abandon();
-                    } else {
-                        let cache = self.clone();
-                        let profile = profile.clone();
-                        self.spawn("fill", async move {
-                            cache.store_streamed(&profile, streamed).await;
-                        });
-                    }
-                    Outcome::Pass(value)
+        let produced = self.load_once(key, profile, load, None, None).await?;
+        Ok(match produced {
+            Produced::Stored(entry) => Outcome::Stored(entry),
+            Produced::Pass(value) => Outcome::Pass(value),
+            Produced::Failed(value, _) => Outcome::Failed(value),
+            Produced::Streaming(value, filling) => {
+                let streamed = Streamed {
+                    guard: None,
+                    filling,
+                };
+                if self.inner.cancel.is_cancelled() {
+                    streamed.abandon();
+                } else {
+                    let cache = self.clone();
+                    let profile = profile.clone();
+                    self.spawn("fill", async move {
+                        cache.store_streamed(&profile, streamed).await;
+                    });
                 }
-            },
-        )
+                Outcome::Pass(value)
+            }
+        })
     }
 
     /// Awaits the fill of a streamed load, within what is left of the load

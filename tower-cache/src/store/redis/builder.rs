@@ -118,7 +118,7 @@ impl RedisStoreBuilder {
     }
 
     /// How long a key remove refuses the writes of loads that began
-    /// before it: its tombstone (`{prefix}x:{{key}}`) is kept this long.
+    /// before it: its tombstone ([`RedisStore::tombstone_key`]) is kept this long.
     /// Keep it above the longest [`Policy::load_timeout`](crate::Policy::load_timeout)
     /// of the layers using the store: a load that takes longer than this
     /// after a remove of its key can store the value it read before the

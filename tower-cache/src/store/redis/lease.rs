@@ -1,7 +1,7 @@
 //! Leases on loads across instances: the instance that takes a key's lease loads it, the others wait for its value.
 //!
-//! A lease is one small key beside the entry (`{prefix}l:{key}`, in the
-//! entry's Redis Cluster slot) holding its holder's token, set only if
+//! A lease is one small key beside the entry (`{prefix}l:` and the key in
+//! braces, in the entry's Redis Cluster slot) holding its holder's token, set only if
 //! absent (`SET NX PX`) and expiring by itself: a holder that dies leaves
 //! it for at most its time to live. The holder releases it when its load
 //! is done, in the same script as its write when it has a value to store

@@ -81,7 +81,12 @@ struct Inner {
 ///   invalidation versions under `{prefix}t:{tag}`, the namespace-wide one
 ///   ([`RedisStore::invalidate_all`]) under `{prefix}all` and the
 ///   namespace's invalidation version counter under `{prefix}v` (default
-///   prefix [`DEFAULT_PREFIX`]).
+///   prefix [`DEFAULT_PREFIX`]). A key's tombstone lives under
+///   `{prefix}x:` and its load lease under `{prefix}l:`, each followed by
+///   the key in braces (`tc:x:{products/1}`, [`RedisStore::tombstone_key`],
+///   [`RedisStore::lease_key`]): hash-tagged with the key, so that on a
+///   Redis Cluster they share the entry's slot; every script touches one key's
+///   family or the namespace's keys, never both.
 /// - **Redis-side expiry** at the end of the entry's stale window, and
 ///   never more than [`RedisStoreBuilder::max_ttl`] (default 24 h) after
 ///   it is written.
@@ -96,6 +101,22 @@ struct Inner {
 ///   A tag's version is kept `max_ttl` and an entry never lives longer
 ///   than that after its write, so the tag's version outlives every entry
 ///   it invalidates.
+/// - **Key removes win over loads on every instance**: a
+///   [`remove`](Store::remove) moves the counter forward and, in one
+///   script on the key's own keys, deletes the entry and its lease and
+///   leaves a tombstone of the new version, kept
+///   [`RedisStoreBuilder::max_load_time`] (default 60 s). The write of an
+///   entry whose [`Entry::version`] is older than the tombstone is refused
+///   in the script that would store it: a value read from the origin
+///   before the remove, by any instance, is never stored after it. The
+///   limit: a load that takes longer than `max_load_time` after a remove
+///   can still store what it read before it.
+/// - **One load per key across instances**: [`Store::lease`] is one
+///   `SET NX PX` of the key's lease with the loader's token, for its load
+///   timeout; the holder's write releases it in the same script
+///   ([`Store::put_released`]), [`Store::release`] otherwise, and a holder
+///   that dies leaves it until it expires. The limit: a holder slower than
+///   its lease loses it, and a second instance loads too.
 /// - **Garbage reads as a miss**: bytes that are not a valid envelope (a
 ///   checksum that fails, an entry written under another key, another
 ///   format version) are deleted, counted in
