@@ -160,17 +160,36 @@ impl Origin {
     }
 }
 
-/// How many times a lease was asked for (`SET`, which nothing else here
-/// sends).
-fn lease_tries(server: &RedisServer) -> u64 {
+/// What `INFO section` says after `field` on its line.
+fn info(server: &RedisServer, section: &str, field: &str) -> Option<String> {
     let info: String = redis::cmd("INFO")
-        .arg("commandstats")
+        .arg(section)
         .query(&mut server.connection())
         .unwrap();
     info.lines()
-        .find_map(|l| l.strip_prefix("cmdstat_set:calls="))
+        .find_map(|l| l.strip_prefix(field))
+        .map(|v| v.trim().to_owned())
+}
+
+/// How many times a lease was asked for (`SET`, which nothing else here
+/// sends).
+fn lease_tries(server: &RedisServer) -> u64 {
+    info(server, "commandstats", "cmdstat_set:calls=")
         .and_then(|l| l.split(',').next()?.parse().ok())
         .unwrap_or(0)
+}
+
+/// Waits until an instance holds the lease on `products/1` and reads the
+/// origin.
+async fn wait_for_a_loading_holder(server: &RedisServer, origin: &Origin) {
+    let mut conn = server.connection();
+    let leased = wait_until(PATIENCE, || {
+        let held: bool = conn.exists("tc:l:{products/1}").unwrap();
+        let loading = origin.calls() == 1;
+        async move { held && loading }
+    })
+    .await;
+    assert!(leased.is_some(), "an instance holds the lease and loads");
 }
 
 /// Reads `key` on `cache`: the value and how long the caller waited.
@@ -259,14 +278,7 @@ async fn a_lease_whose_holder_died_expires_and_another_instance_loads() {
         let (a, profile, origin) = (a.clone(), profile.clone(), origin.clone());
         async move { a.fetch("products/1", &profile, origin.load(PATIENCE)).await }
     });
-    let mut conn = server.connection();
-    let leased = wait_until(PATIENCE, || {
-        let held: bool = conn.exists("tc:l:{products/1}").unwrap();
-        let loading = origin.calls() == 1;
-        async move { held && loading }
-    })
-    .await;
-    assert!(leased.is_some(), "A holds the lease and reads the origin");
+    wait_for_a_loading_holder(&server, &origin).await;
     // ...and dies: its load stops, its lease is left in Redis.
     a.shutdown().await;
     hung.abort();
@@ -281,7 +293,8 @@ async fn a_lease_whose_holder_died_expires_and_another_instance_loads() {
     );
     // A lease left with a longer life than this caller's load timeout
     // (by a holder configured otherwise) is waited for no longer than it.
-    let _: () = conn
+    let _: () = server
+        .connection()
         .pset_ex("tc:l:{products/2}", "another holder", 600_000)
         .unwrap();
     let (value, waited) = read(&b, &profile, &origin, "products/2").await;
@@ -379,4 +392,60 @@ async fn a_waiter_whose_lease_a_remove_dropped_loads_anew_and_never_serves_the_o
             .unwrap();
         assert_eq!(&fetched.entry().unwrap().value()[..], b"new");
     }
+}
+
+/// The process id of the redis-server behind `server`.
+fn pid(server: &RedisServer) -> String {
+    info(server, "server", "process_id:").unwrap()
+}
+
+/// Sends `signal` to the process `pid`.
+fn signal(pid: &str, signal: &str) {
+    let sent = std::process::Command::new("kill")
+        .args([signal, pid])
+        .status()
+        .unwrap();
+    assert!(sent.success(), "kill {signal} {pid}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_redis_paused_while_a_lease_is_held_callers_load_in_process() {
+    let server = RedisServer::start();
+    let op_timeout = Duration::from_millis(200);
+    let a = instance(&server, op_timeout).await;
+    let b = instance(&server, op_timeout).await;
+    let origin = Origin::default();
+    let load_timeout = PATIENCE * 2;
+    let profile = profile(Policy::ttl(Duration::from_secs(60)).load_timeout(load_timeout));
+    // A holds the lease, loading slowly...
+    let slow = tokio::spawn({
+        let (a, profile, origin) = (a.clone(), profile.clone(), origin.clone());
+        async move {
+            a.fetch("products/1", &profile, origin.load(Duration::from_secs(2)))
+                .await
+        }
+    });
+    wait_for_a_loading_holder(&server, &origin).await;
+    // ...when Redis stops answering.
+    let redis = pid(&server);
+    signal(&redis, "-STOP");
+    let tasks: Vec<_> = (0..200)
+        .map(|_| {
+            let (b, profile, origin) = (b.clone(), profile.clone(), origin.clone());
+            tokio::spawn(async move { read(&b, &profile, &origin, "products/1").await })
+        })
+        .collect();
+    let mut answered = Vec::new();
+    for task in tasks {
+        answered.push(task.await.unwrap());
+    }
+    signal(&redis, "-CONT");
+    for (_, waited) in &answered {
+        assert!(
+            *waited < PATIENCE / 3,
+            "a caller waited {waited:?}: for the lease, not for its own load"
+        );
+    }
+    assert_eq!(origin.calls(), 2, "B loaded once, in process");
+    assert!(slow.await.unwrap().is_ok());
 }
