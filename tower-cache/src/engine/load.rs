@@ -8,6 +8,7 @@ use bytes::Bytes;
 
 use super::flight::{FlightGuard, FlightMap, Role, Shared};
 use super::invalidation::Guarded;
+use super::lease::Leased;
 use super::policy::{Freshness, Policy};
 use super::{Cache, Fetched, Fill, JoinedError, LoadError, Loaded, Loader, PendingFill, Profile};
 use crate::clock;
@@ -198,7 +199,7 @@ impl<St: Store> Cache<St> {
         let profile = profile.clone();
         self.spawn("refresh", async move {
             let _permit = permit;
-            let (value, streamed) = cache.run_load(guard, &profile, load, None).await;
+            let (value, streamed) = cache.run_load(guard, &profile, load, None, true).await;
             // No caller reads a streamed value: it is read to its end for
             // the store alone.
             drop(value);
@@ -210,6 +211,9 @@ impl<St: Store> Cache<St> {
 
     /// Runs `load` for the flight `guard` leads: stores a cacheable result,
     /// publishes the outcome to waiters, and returns what the leader gets.
+    /// With `across`, the load is first leased across instances: a value
+    /// another instance loaded meanwhile is served without loading (see
+    /// [`Cache::lease_or_wait`]).
     /// A streamed value ([`Loaded::Streaming`]) is returned at once, with
     /// its store still to come and the flight it is to finish: the caller
     /// awaits it with [`Cache::store_streamed`], or
@@ -220,6 +224,7 @@ impl<St: Store> Cache<St> {
         profile: &Profile,
         load: L,
         version: Option<u64>,
+        across: bool,
     ) -> (Result<Outcome<T>, LoadError<E>>, Option<Streamed>)
     where
         L: Loader<Value = T, Error = E, Future = Fut>,
@@ -227,7 +232,21 @@ impl<St: Store> Cache<St> {
         T: Send + 'static,
         E: fmt::Display + Send + 'static,
     {
-        let (result, shared) = match self.load_once(guard.key(), profile, load, version).await {
+        let (version, token) = if across {
+            match self.lease_or_wait(guard.key(), profile, version).await {
+                Leased::Found(entry) => {
+                    guard.finish(Shared::Stored(entry.clone()));
+                    return (Ok(Outcome::Joined(entry)), None);
+                }
+                Leased::Load { version, token } => (version, token),
+            }
+        } else {
+            (version, None)
+        };
+        let loaded = self
+            .load_once(guard.key(), profile, load, version, token)
+            .await;
+        let (result, shared) = match loaded {
             Ok(Produced::Streaming(value, filling)) => {
                 let streamed = Streamed {
                     guard: Some(guard),
@@ -263,13 +282,16 @@ impl<St: Store> Cache<St> {
     /// cacheable result unless its key or tags were invalidated meanwhile.
     /// `version` is the store's invalidation version if the caller read it
     /// just before (with its last read of the key); else it is read here.
-    /// A streamed value comes back with what storing it later needs.
+    /// A streamed value comes back with what storing it later needs. The
+    /// key's lease `token` holds, if any, is released once the load is
+    /// done (with the write of its value when there is one).
     async fn load_once<L, T, E, Fut>(
         &self,
         key: &str,
         profile: &Profile,
         load: L,
         version: Option<u64>,
+        token: Option<u64>,
     ) -> Result<Produced<T>, LoadError<E>>
     where
         L: Loader<Value = T, Error = E, Future = Fut>,
@@ -295,6 +317,9 @@ impl<St: Store> Cache<St> {
         let timer = tokio::time::Instant::now();
         let result = tokio::time::timeout(profile.policy().load_timeout, load.load()).await;
         let took = started.elapsed();
+        if !matches!(result, Ok(Ok(Loaded::Store(_) | Loaded::Streaming(..)))) {
+            self.release(key, profile, token).await;
+        }
         match result {
             Err(_) => {
                 profile.record_load(took);
@@ -313,7 +338,8 @@ impl<St: Store> Cache<St> {
                 let load_ms = u32::try_from(took.as_millis()).unwrap_or(u32::MAX);
                 let entry =
                     make_entry(profile.policy(), fill, started_ms, load_ms).with_version(version);
-                self.store_loaded(key, profile, &entry, generation).await;
+                self.store_loaded(key, profile, &entry, generation, token)
+                    .await;
                 Ok(Produced::Stored(entry))
             }
             Ok(Ok(Loaded::Pass(value))) => {
@@ -333,6 +359,7 @@ impl<St: Store> Cache<St> {
                     key: key.into(),
                     generation,
                     version,
+                    token,
                     started_ms,
                     started,
                     timer,
@@ -355,7 +382,8 @@ impl<St: Store> Cache<St> {
         T: Send + 'static,
         E: fmt::Display + Send + 'static,
     {
-        Ok(match self.load_once(key, profile, load, None).await? {
+        let produced = self.load_once(key, profile, load, None, None).await?;
+        Ok(match produced {
             Produced::Stored(entry) => Outcome::Stored(entry),
             Produced::Pass(value) => Outcome::Pass(value),
             Produced::Failed(value, _) => Outcome::Failed(value),
@@ -390,6 +418,7 @@ impl<St: Store> Cache<St> {
             key,
             generation,
             version,
+            token,
             started_ms,
             started,
             timer,
@@ -416,10 +445,14 @@ impl<St: Store> Cache<St> {
                 let load_ms = u32::try_from(took.as_millis()).unwrap_or(u32::MAX);
                 let entry =
                     make_entry(profile.policy(), fill, started_ms, load_ms).with_version(version);
-                self.store_loaded(key, profile, &entry, generation).await;
+                self.store_loaded(key, profile, &entry, generation, token)
+                    .await;
                 Shared::Stored(entry)
             }
         };
+        if !matches!(shared, Shared::Stored(_)) {
+            self.release(key, profile, token).await;
+        }
         if let Some(mut guard) = guard {
             guard.finish(shared);
         }
@@ -444,6 +477,10 @@ impl<St: Store> Cache<St> {
     {
         // Whether this caller's answer is another caller's load, waited for.
         let mut coalesced = false;
+        // A reload (no recheck: the caller wants the origin's answer, not
+        // the stored one) takes no lease: waiting would serve the stored
+        // entry.
+        let across = recheck.is_some();
         let outcome: Result<Outcome<T>, LoadError<E>> = match self.join_or_lead(key) {
             Role::Leader(mut guard) => {
                 // A load may have finished between this caller's read and
@@ -464,7 +501,8 @@ impl<St: Store> Cache<St> {
                 if self.inner.cancel.is_cancelled() {
                     // Shut down: no task would run the load; run it here.
                     // Nor would one await a streamed value's store.
-                    let (result, streamed) = self.run_load(guard, profile, load, version).await;
+                    let (result, streamed) =
+                        self.run_load(guard, profile, load, version, across).await;
                     if let Some(streamed) = streamed {
                         streamed.abandon();
                     }
@@ -478,8 +516,9 @@ impl<St: Store> Cache<St> {
                     let cache = self.clone();
                     let task_profile = profile.clone();
                     self.spawn("load", async move {
-                        let (result, streamed) =
-                            cache.run_load(guard, &task_profile, load, version).await;
+                        let (result, streamed) = cache
+                            .run_load(guard, &task_profile, load, version, across)
+                            .await;
                         let _ = tx.send(result);
                         if let Some(streamed) = streamed {
                             cache.store_streamed(&task_profile, streamed).await;
@@ -503,8 +542,11 @@ impl<St: Store> Cache<St> {
                 }
             }
         };
+        if matches!(outcome, Ok(Outcome::Joined(_))) {
+            coalesced = true;
+        }
         let result = match (outcome, stale) {
-            (Ok(Outcome::Stored(entry)), _) => Ok(Fetched::Miss(entry)),
+            (Ok(Outcome::Stored(entry) | Outcome::Joined(entry)), _) => Ok(Fetched::Miss(entry)),
             (Ok(Outcome::Pass(value)), _) => Ok(Fetched::Passed(value)),
             (Ok(Outcome::Failed(_)) | Err(_), Some(entry)) => {
                 tracing::debug!(cache = %profile.name(), key, "reload failed; serving stale");
@@ -550,10 +592,17 @@ impl<St: Store> Cache<St> {
     }
 
     /// Stores what a load that started at `generation` produced, unless
-    /// its key or one of its tags was invalidated since. The check runs
-    /// again after the write: an invalidation that raced with it removes
-    /// the entry.
-    async fn store_loaded(&self, key: &str, profile: &Profile, entry: &Entry, generation: u64) {
+    /// its key or one of its tags was invalidated since, and releases the
+    /// key's lease `token` holds. The check runs again after the write: an
+    /// invalidation that raced with it removes the entry.
+    async fn store_loaded(
+        &self,
+        key: &str,
+        profile: &Profile,
+        entry: &Entry,
+        generation: u64,
+        token: Option<u64>,
+    ) {
         let store = &self.inner.store;
         let guarded = self
             .inner
@@ -562,7 +611,12 @@ impl<St: Store> Cache<St> {
                 generation,
                 key,
                 entry.tags(),
-                || store.put(key, entry.clone()),
+                || async move {
+                    match token {
+                        Some(token) => store.put_released(key, entry.clone(), token).await,
+                        None => store.put(key, entry.clone()).await,
+                    }
+                },
                 || store.remove(key),
             )
             .await;
@@ -571,6 +625,7 @@ impl<St: Store> Cache<St> {
             Guarded::Stored => {}
             Guarded::Overtaken => {
                 tracing::debug!(cache = %name, key, "invalidated while loading; not stored");
+                self.release(key, profile, token).await;
             }
             Guarded::Failed(error) => {
                 tracing::debug!(cache = %name, key, %error, "store write failed");
@@ -596,6 +651,8 @@ enum Recheck {
 /// What the caller that ran a load gets back.
 enum Outcome<T> {
     Stored(Entry),
+    /// Another instance's load, waited for: no loader ran here.
+    Joined(Entry),
     Pass(T),
     Failed(T),
 }
@@ -617,6 +674,8 @@ struct Filling {
     key: Box<str>,
     generation: u64,
     version: u64,
+    /// The key's lease, released once the value is stored.
+    token: Option<u64>,
     started_ms: u64,
     /// When the load started, for its duration.
     started: Instant,

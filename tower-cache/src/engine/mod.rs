@@ -32,6 +32,7 @@ mod error;
 mod flight;
 mod hit;
 mod invalidation;
+mod lease;
 mod load;
 mod loader;
 mod policy;
@@ -80,6 +81,15 @@ pub(crate) struct Inner<St> {
 ///   [`Policy::load_timeout`] frees its key. The caller that loaded counts
 ///   as a miss, each waiter as coalesced ([`ProfileStats::coalesced`],
 ///   `tower_cache_requests_total{result="coalesced"}`).
+/// - **One load per key across instances** over a store they share (an
+///   L2), unless the policy turns it off
+///   ([`Policy::cross_instance_lease`]): the leader of a miss takes the
+///   key's [lease](crate::store::Store::lease) for its load timeout and
+///   loads, or waits for the value of the instance holding it and serves
+///   that (counted coalesced). It never waits for another instance longer
+///   than the load timeout, loads at once when the store fails, and loads
+///   anew when a remove of the key ends the lease. A lease holder slower
+///   than its lease loses it, and another instance loads too.
 /// - **Background refreshes** (stale-while-revalidate, refresh-ahead,
 ///   `XFetch`) run on tasks owned by the cache, one per key at a time, at
 ///   most [`CacheBuilder::max_refreshes`] at once (default 64); a refresh
@@ -89,7 +99,12 @@ pub(crate) struct Inner<St> {
 ///   carries) or [`Cache::put`] on its key does not leave its result in
 ///   the store, so a reader that loaded the old value from the database
 ///   cannot put it back after a write deleted it. Callers that were already
-///   waiting for that load still get its result.
+///   waiting for that load still get its result. Over a store shared by
+///   instances this holds across them for tag invalidations and for key
+///   removes: a [`Cache::remove`] on one instance refuses the write of a
+///   value another instance read before it (a tombstone in the store,
+///   kept [`RedisStoreBuilder::max_load_time`](crate::store::RedisStoreBuilder::max_load_time);
+///   a load longer than that can still store its old value).
 /// - **After [`Cache::shutdown`]** loads run on the caller's task, so
 ///   requests still being served get answers.
 /// - **Store trouble is a miss**: a store error never reaches the caller.

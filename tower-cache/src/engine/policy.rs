@@ -27,6 +27,7 @@ pub const DEFAULT_LOAD_TIMEOUT: Duration = Duration::from_secs(10);
 /// | [`early_refresh`](Policy::early_refresh) | off | probabilistic early refresh (XFetch) with factor β |
 /// | [`refresh_ahead_at`](Policy::refresh_ahead_at) | off | reload in the background past this fraction of the TTL |
 /// | [`load_timeout`](Policy::load_timeout) | 10 s | a load taking longer fails, freeing its key |
+/// | [`cross_instance_lease`](Policy::cross_instance_lease) | on | one load per key across the instances sharing an L2 |
 ///
 /// ```
 /// use std::time::Duration;
@@ -48,11 +49,12 @@ pub struct Policy {
     pub(crate) beta: f64,
     pub(crate) refresh_at: Option<f64>,
     pub(crate) load_timeout: Duration,
+    pub(crate) lease: bool,
 }
 
 impl Default for Policy {
     /// TTL 60 s, jitter ±10 %, no stale serving, negative TTL 5 s, no early
-    /// refresh, load timeout 10 s.
+    /// refresh, load timeout 10 s, one load per key across instances.
     fn default() -> Self {
         Policy {
             ttl: DEFAULT_TTL,
@@ -63,6 +65,7 @@ impl Default for Policy {
             beta: 0.0,
             refresh_at: None,
             load_timeout: DEFAULT_LOAD_TIMEOUT,
+            lease: true,
         }
     }
 }
@@ -173,6 +176,42 @@ impl Policy {
     #[must_use]
     pub fn load_timeout(mut self, timeout: Duration) -> Self {
         self.load_timeout = timeout;
+        self
+    }
+
+    /// One load per key across instances: with a store shared between
+    /// instances (an L2: [`RedisStore`](crate::store::RedisStore),
+    /// [`TieredStore`](crate::store::TieredStore)), the instance whose miss
+    /// comes first takes the key's [lease](crate::store::Store::lease) in
+    /// the store, for the [load timeout](Policy::load_timeout), and loads;
+    /// the others wait for its value (they look for it every 10 ms at
+    /// first, at most every 100 ms) and serve it without a load. Default:
+    /// on; it does nothing over a store of one process
+    /// ([`MemoryStore`](crate::store::MemoryStore)), where the in-process
+    /// single flight is one load per key already.
+    ///
+    /// A waiting instance loads by itself when the lease ends without a
+    /// value (its holder's load failed, or a remove of the key dropped the
+    /// lease: the value it was loading is older than the remove), when the
+    /// load timeout passes (a holder that died leaves its lease that long
+    /// at most), and at once when the store fails or its circuit breaker
+    /// is open: it never waits longer than the load timeout for another
+    /// instance, and Redis trouble falls back to the in-process single
+    /// flight. The limit: a lease holder slower than the load timeout
+    /// loses its lease, and another instance loads too.
+    ///
+    /// `false` loads on every instance's miss (one load per key per
+    /// instance).
+    ///
+    /// ```
+    /// use tower_cache::Policy;
+    ///
+    /// let per_instance = Policy::default().cross_instance_lease(false);
+    /// # let _ = per_instance;
+    /// ```
+    #[must_use]
+    pub fn cross_instance_lease(mut self, enabled: bool) -> Self {
+        self.lease = enabled;
         self
     }
 

@@ -32,6 +32,7 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::time::Duration;
 
 use crate::entry::Entry;
 
@@ -52,9 +53,9 @@ pub use memory::{
 };
 #[cfg(feature = "redis")]
 pub use redis::{
-    DEFAULT_CONNECT_TIMEOUT, DEFAULT_FAILURE_THRESHOLD, DEFAULT_MAX_PENDING_INVALIDATIONS,
-    DEFAULT_MAX_TTL, DEFAULT_OP_TIMEOUT, DEFAULT_PREFIX, DEFAULT_RETRY_INTERVAL, RedisQueue,
-    RedisStore, RedisStoreBuilder,
+    DEFAULT_CONNECT_TIMEOUT, DEFAULT_FAILURE_THRESHOLD, DEFAULT_MAX_LOAD_TIME,
+    DEFAULT_MAX_PENDING_INVALIDATIONS, DEFAULT_MAX_TTL, DEFAULT_OP_TIMEOUT, DEFAULT_PREFIX,
+    DEFAULT_RETRY_INTERVAL, RedisQueue, RedisStore, RedisStoreBuilder,
 };
 #[cfg(feature = "redis")]
 pub use tiered::{
@@ -85,6 +86,21 @@ pub enum StoreError {
     Config(String),
 }
 
+/// What [`Store::lease`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Lease {
+    /// The lease is the caller's: it loads the key, then
+    /// [`release`](Store::release)s it.
+    Granted,
+    /// Another holder has it (a load of the key in flight on another
+    /// instance): wait for its value.
+    Taken,
+    /// The store is not shared between instances, so no lease is needed:
+    /// the in-process single flight is one load per key already.
+    Local,
+}
+
 /// A byte-level, asynchronous key-value store of [`Entry`] values.
 ///
 /// Invalidations are ordered by **versions, not clocks**: every tag (and
@@ -104,6 +120,17 @@ pub enum StoreError {
 ///   may answer `Ok`), and a write that fails never leaves an older value
 ///   to be served;
 /// - be safe to call from many tasks at once.
+///
+/// A store shared by several instances (an L2) also orders **key removes
+/// against loads**: a [`remove`](Store::remove) moves the invalidation
+/// version forward and leaves a tombstone of that version under the key,
+/// and a [`put`](Store::put) of an entry whose [`Entry::version`] is older
+/// than the key's tombstone (a value read from the origin before the
+/// remove, by whichever instance) is refused. And it hands out
+/// [`lease`](Store::lease)s, so that one instance loads a key while the
+/// others wait for its value. A store held by one process alone
+/// ([`MemoryStore`]) needs neither: the engine orders both within a
+/// process.
 pub trait Store: Send + Sync + 'static {
     /// Reads the entry stored under `key`.
     fn get<'a>(
@@ -113,13 +140,23 @@ pub trait Store: Send + Sync + 'static {
 
     /// Stores `entry` under `key`, replacing what was there. The store keeps
     /// it at most until [`Entry::stale_until`].
+    ///
+    /// A shared store refuses (answering `Ok`) an entry whose
+    /// [`Entry::version`] is older than the tombstone a
+    /// [`remove`](Store::remove) of `key` left: it was read from the origin
+    /// before that remove.
     fn put<'a>(
         &'a self,
         key: &'a str,
         entry: Entry,
     ) -> impl Future<Output = Result<(), StoreError>> + Send + 'a;
 
-    /// Removes the entry under `key`, if any.
+    /// Removes the entry under `key`, if any. A shared store moves its
+    /// invalidation [`version`](Store::version) forward, leaves a tombstone
+    /// of it under `key` (which refuses the [`put`](Store::put) of a value
+    /// loaded before this call, for as long as the store keeps tombstones)
+    /// and drops the key's [`lease`](Store::lease), so that an instance
+    /// waiting for the value loads it anew.
     fn remove<'a>(
         &'a self,
         key: &'a str,
@@ -173,6 +210,57 @@ pub trait Store: Send + Sync + 'static {
         let _ = (key, now_ms);
         None
     }
+
+    /// Takes the lease on loading `key` for at most `ttl`, under `token`
+    /// (random per load): [`Lease::Granted`] when the caller now holds it,
+    /// [`Lease::Taken`] when another does. A lease ends when its holder
+    /// [`release`](Store::release)s it, when `ttl` runs out (its holder
+    /// died), or at a [`remove`](Store::remove) of `key`.
+    ///
+    /// Default: [`Lease::Local`], for a store not shared between instances.
+    fn lease<'a>(
+        &'a self,
+        key: &'a str,
+        token: u64,
+        ttl: Duration,
+    ) -> impl Future<Output = Result<Lease, StoreError>> + Send + 'a {
+        let _ = (key, token, ttl);
+        std::future::ready(Ok(Lease::Local))
+    }
+
+    /// Gives up the lease on `key` if `token` still holds it (a lease that
+    /// expired and was taken by another is left to its new holder): what
+    /// a load that stores nothing (it failed, timed out, or its value is
+    /// not cacheable) does when it is done.
+    ///
+    /// Default: nothing to do.
+    fn release<'a>(
+        &'a self,
+        key: &'a str,
+        token: u64,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send + 'a {
+        let _ = (key, token);
+        std::future::ready(Ok(()))
+    }
+
+    /// [`put`](Store::put), then [`release`](Store::release) of the lease
+    /// `token` holds: what a load that held `key`'s lease stores. The
+    /// lease is released whether or not the write was taken.
+    ///
+    /// Default: `put`, then `release`; a shared store does both in one
+    /// round trip.
+    fn put_released<'a>(
+        &'a self,
+        key: &'a str,
+        entry: Entry,
+        token: u64,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send + 'a {
+        async move {
+            let put = self.put(key, entry).await;
+            self.release(key, token).await?;
+            put
+        }
+    }
 }
 
 /// A boxed future returned by [`DynStore`].
@@ -196,6 +284,22 @@ pub trait DynStore: Send + Sync + 'static {
     fn get_versioned_dyn<'a>(&'a self, key: &'a str) -> BoxStoreFuture<'a, (Option<Entry>, u64)>;
     /// See [`Store::resident`].
     fn resident_dyn(&self, key: &str, now_ms: u64) -> Option<Resident>;
+    /// See [`Store::lease`].
+    fn lease_dyn<'a>(
+        &'a self,
+        key: &'a str,
+        token: u64,
+        ttl: Duration,
+    ) -> BoxStoreFuture<'a, Lease>;
+    /// See [`Store::release`].
+    fn release_dyn<'a>(&'a self, key: &'a str, token: u64) -> BoxStoreFuture<'a, ()>;
+    /// See [`Store::put_released`].
+    fn put_released_dyn<'a>(
+        &'a self,
+        key: &'a str,
+        entry: Entry,
+        token: u64,
+    ) -> BoxStoreFuture<'a, ()>;
 }
 
 impl<St: Store> DynStore for St {
@@ -219,6 +323,25 @@ impl<St: Store> DynStore for St {
     }
     fn get_versioned_dyn<'a>(&'a self, key: &'a str) -> BoxStoreFuture<'a, (Option<Entry>, u64)> {
         Box::pin(self.get_versioned(key))
+    }
+    fn lease_dyn<'a>(
+        &'a self,
+        key: &'a str,
+        token: u64,
+        ttl: Duration,
+    ) -> BoxStoreFuture<'a, Lease> {
+        Box::pin(self.lease(key, token, ttl))
+    }
+    fn release_dyn<'a>(&'a self, key: &'a str, token: u64) -> BoxStoreFuture<'a, ()> {
+        Box::pin(self.release(key, token))
+    }
+    fn put_released_dyn<'a>(
+        &'a self,
+        key: &'a str,
+        entry: Entry,
+        token: u64,
+    ) -> BoxStoreFuture<'a, ()> {
+        Box::pin(self.put_released(key, entry, token))
     }
 }
 
@@ -291,6 +414,29 @@ impl Store for SharedStore {
     ) -> impl Future<Output = Result<(Option<Entry>, u64), StoreError>> + Send + 'a {
         self.0.get_versioned_dyn(key)
     }
+    fn lease<'a>(
+        &'a self,
+        key: &'a str,
+        token: u64,
+        ttl: Duration,
+    ) -> impl Future<Output = Result<Lease, StoreError>> + Send + 'a {
+        self.0.lease_dyn(key, token, ttl)
+    }
+    fn release<'a>(
+        &'a self,
+        key: &'a str,
+        token: u64,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send + 'a {
+        self.0.release_dyn(key, token)
+    }
+    fn put_released<'a>(
+        &'a self,
+        key: &'a str,
+        entry: Entry,
+        token: u64,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send + 'a {
+        self.0.put_released_dyn(key, entry, token)
+    }
 }
 
 impl<St: Store> Store for Arc<St> {
@@ -327,5 +473,28 @@ impl<St: Store> Store for Arc<St> {
         key: &'a str,
     ) -> impl Future<Output = Result<(Option<Entry>, u64), StoreError>> + Send + 'a {
         (**self).get_versioned(key)
+    }
+    fn lease<'a>(
+        &'a self,
+        key: &'a str,
+        token: u64,
+        ttl: Duration,
+    ) -> impl Future<Output = Result<Lease, StoreError>> + Send + 'a {
+        (**self).lease(key, token, ttl)
+    }
+    fn release<'a>(
+        &'a self,
+        key: &'a str,
+        token: u64,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send + 'a {
+        (**self).release(key, token)
+    }
+    fn put_released<'a>(
+        &'a self,
+        key: &'a str,
+        entry: Entry,
+        token: u64,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send + 'a {
+        (**self).put_released(key, entry, token)
     }
 }

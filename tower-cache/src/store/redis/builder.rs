@@ -8,7 +8,7 @@ use redis::{Client, Script};
 
 use super::breaker::{Breaker, DEFAULT_FAILURE_THRESHOLD, DEFAULT_RETRY_INTERVAL};
 use super::replay::{DEFAULT_MAX_PENDING_INVALIDATIONS, ReplayQueue};
-use super::scripts::{INVALIDATE, PUT, READ, STAMPS, VERSION};
+use super::scripts::{INVALIDATE, READ, STAMPS, VERSION};
 use super::stamps::KnownStamps;
 use super::{Inner, RedisStore};
 use crate::store::StoreError;
@@ -19,6 +19,9 @@ pub const DEFAULT_OP_TIMEOUT: Duration = Duration::from_millis(200);
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 /// Default longest lifetime of an entry in Redis: 24 h.
 pub const DEFAULT_MAX_TTL: Duration = Duration::from_secs(24 * 60 * 60);
+/// Default longest load a key remove is ordered against: 60 s (six times
+/// [`Policy`](crate::Policy)'s default load timeout).
+pub const DEFAULT_MAX_LOAD_TIME: Duration = Duration::from_secs(60);
 /// Default key namespace prefix.
 pub const DEFAULT_PREFIX: &str = "tc:";
 /// What closes a namespace prefix; a prefix may not contain it elsewhere.
@@ -32,6 +35,7 @@ pub struct RedisStoreBuilder {
     op_timeout: Duration,
     connect_timeout: Duration,
     max_ttl: Duration,
+    max_load_time: Duration,
     failure_threshold: u64,
     retry_interval: Duration,
     max_pending: usize,
@@ -113,6 +117,18 @@ impl RedisStoreBuilder {
         self
     }
 
+    /// How long a key remove refuses the writes of loads that began
+    /// before it: its tombstone ([`RedisStore::tombstone_key`]) is kept this long.
+    /// Keep it above the longest [`Policy::load_timeout`](crate::Policy::load_timeout)
+    /// of the layers using the store: a load that takes longer than this
+    /// after a remove of its key can store the value it read before the
+    /// remove. Default: [`DEFAULT_MAX_LOAD_TIME`] (60 s).
+    #[must_use]
+    pub fn max_load_time(mut self, max_load_time: Duration) -> Self {
+        self.max_load_time = max_load_time;
+        self
+    }
+
     /// Builds the store without connecting; the connection is made on first
     /// use and remade whenever it breaks. Its metrics (the store-wide ones
     /// in [`crate::metrics`]) are registered, at 0, with the recorder
@@ -145,9 +161,9 @@ impl RedisStoreBuilder {
                 prefix,
                 op_timeout: self.op_timeout,
                 max_ttl: self.max_ttl,
+                max_load_time: self.max_load_time,
                 invalidate: Script::new(INVALIDATE),
                 version: Script::new(VERSION),
-                put: Script::new(PUT),
                 read: Script::new(READ),
                 stamps: Script::new(STAMPS),
                 known: KnownStamps::default(),
@@ -186,6 +202,7 @@ impl RedisStore {
             op_timeout: DEFAULT_OP_TIMEOUT,
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             max_ttl: DEFAULT_MAX_TTL,
+            max_load_time: DEFAULT_MAX_LOAD_TIME,
             failure_threshold: DEFAULT_FAILURE_THRESHOLD,
             retry_interval: DEFAULT_RETRY_INTERVAL,
             max_pending: DEFAULT_MAX_PENDING_INVALIDATIONS,

@@ -2,11 +2,13 @@
 
 pub(super) mod breaker;
 mod builder;
+mod lease;
 mod queue;
 mod read;
 pub(super) mod replay;
 mod scripts;
 mod stamps;
+mod tombstone;
 mod versioned;
 
 use std::future::Future;
@@ -18,14 +20,15 @@ use futures_util::FutureExt;
 use redis::aio::ConnectionManager;
 use redis::{AsyncCommands, Client, Script};
 
-use super::{Store, StoreError};
+use super::{Lease, Store, StoreError};
 use crate::clock;
 use crate::entry::Entry;
 use breaker::Breaker;
 pub use breaker::{DEFAULT_FAILURE_THRESHOLD, DEFAULT_RETRY_INTERVAL};
 use builder::backend;
 pub use builder::{
-    DEFAULT_CONNECT_TIMEOUT, DEFAULT_MAX_TTL, DEFAULT_OP_TIMEOUT, DEFAULT_PREFIX, RedisStoreBuilder,
+    DEFAULT_CONNECT_TIMEOUT, DEFAULT_MAX_LOAD_TIME, DEFAULT_MAX_TTL, DEFAULT_OP_TIMEOUT,
+    DEFAULT_PREFIX, RedisStoreBuilder,
 };
 pub use queue::RedisQueue;
 pub use replay::DEFAULT_MAX_PENDING_INVALIDATIONS;
@@ -43,9 +46,10 @@ struct Inner {
     tag_prefix: String,
     op_timeout: Duration,
     max_ttl: Duration,
+    /// How long a key's tombstone is kept.
+    max_load_time: Duration,
     invalidate: Script,
     version: Script,
-    put: Script,
     read: Script,
     stamps: Script,
     /// The invalidation versions last read, which let a hit be one `MGET`.
@@ -77,7 +81,12 @@ struct Inner {
 ///   invalidation versions under `{prefix}t:{tag}`, the namespace-wide one
 ///   ([`RedisStore::invalidate_all`]) under `{prefix}all` and the
 ///   namespace's invalidation version counter under `{prefix}v` (default
-///   prefix [`DEFAULT_PREFIX`]).
+///   prefix [`DEFAULT_PREFIX`]). A key's tombstone lives under
+///   `{prefix}x:` and its load lease under `{prefix}l:`, each followed by
+///   the key in braces (`tc:x:{products/1}`, [`RedisStore::tombstone_key`],
+///   [`RedisStore::lease_key`]): hash-tagged with the key, so that on a
+///   Redis Cluster they share the entry's slot; every script touches one key's
+///   family or the namespace's keys, never both.
 /// - **Redis-side expiry** at the end of the entry's stale window, and
 ///   never more than [`RedisStoreBuilder::max_ttl`] (default 24 h) after
 ///   it is written.
@@ -92,6 +101,22 @@ struct Inner {
 ///   A tag's version is kept `max_ttl` and an entry never lives longer
 ///   than that after its write, so the tag's version outlives every entry
 ///   it invalidates.
+/// - **Key removes win over loads on every instance**: a
+///   [`remove`](Store::remove) moves the counter forward and, in one
+///   script on the key's own keys, deletes the entry and its lease and
+///   leaves a tombstone of the new version, kept
+///   [`RedisStoreBuilder::max_load_time`] (default 60 s). The write of an
+///   entry whose [`Entry::version`] is older than the tombstone is refused
+///   in the script that would store it: a value read from the origin
+///   before the remove, by any instance, is never stored after it. The
+///   limit: a load that takes longer than `max_load_time` after a remove
+///   can still store what it read before it.
+/// - **One load per key across instances**: [`Store::lease`] is one
+///   `SET NX PX` of the key's lease with the loader's token, for its load
+///   timeout; the holder's write releases it in the same script
+///   ([`Store::put_released`]), [`Store::release`] otherwise, and a holder
+///   that dies leaves it until it expires. The limit: a holder slower than
+///   its lease loses it, and a second instance loads too.
 /// - **Garbage reads as a miss**: bytes that are not a valid envelope (a
 ///   checksum that fails, an entry written under another key, another
 ///   format version) are deleted, counted in
@@ -181,6 +206,32 @@ impl RedisStore {
         k.push_str("e:");
         k.push_str(key);
         k
+    }
+
+    /// `{prefix}{kind}{{key}}`: a key of `key`'s own family, hash-tagged
+    /// with `key` so that it shares the entry's Redis Cluster slot.
+    fn family_key(&self, kind: &str, key: &str) -> String {
+        let prefix = &self.inner.prefix;
+        let mut k = String::with_capacity(prefix.len() + kind.len() + key.len() + 2);
+        k.push_str(prefix);
+        k.push_str(kind);
+        k.push('{');
+        k.push_str(key);
+        k.push('}');
+        k
+    }
+
+    /// The Redis key of `key`'s tombstone: the version of its latest
+    /// remove ([`Store::remove`]), which refuses older loads' writes.
+    #[must_use]
+    pub fn tombstone_key(&self, key: &str) -> String {
+        self.family_key("x:", key)
+    }
+
+    /// The Redis key of `key`'s load lease ([`Store::lease`]).
+    #[must_use]
+    pub fn lease_key(&self, key: &str) -> String {
+        self.family_key("l:", key)
     }
 
     /// What every tag key starts with.
@@ -302,14 +353,17 @@ impl RedisStore {
         if all {
             stamp(&mut pipe, self.all_key());
         }
-        for key in keys {
-            pipe.del(self.entry_key(key)).ignore();
-        }
         for tag in tags {
             stamp(&mut pipe, &self.tag_key(tag));
         }
         self.timed(async {
             let mut c = self.connection();
+            if !keys.is_empty() {
+                // Removes as `Store::remove` makes them: tombstones of one
+                // version, taken first.
+                let version = self.bump_version(&mut c).await?;
+                self.bury_all(&mut pipe, keys, version);
+            }
             pipe.query_async::<Vec<u64>>(&mut c)
                 .await
                 .map_err(redis_error)
@@ -406,15 +460,27 @@ impl RedisStore {
     /// Stores the entry until the end of its stale window, and never
     /// longer than [`RedisStoreBuilder::max_ttl`]: an invalidation version
     /// is kept `max_ttl`, so it outlives every entry it invalidates. An
-    /// entry whose tags (or namespace) were invalidated at a version after
-    /// its own is not stored (one loaded before an invalidation and
-    /// written after it); that is not an error. An entry with no version
-    /// gets the current one first (one more round trip). `Ok(false)` when
+    /// entry is not stored (that is not an error) when its tags (or
+    /// namespace) were invalidated at a version after its own, or when its
+    /// key was removed after its version was read: a value loaded before
+    /// an invalidation and written after it. An entry with no version gets
+    /// the current one first (one more round trip). `Ok(false)` when
     /// refused.
     pub(crate) fn put_direct<'a>(
         &'a self,
         key: &'a str,
         entry: Entry,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send + 'a {
+        self.put_leased_direct(key, entry, None)
+    }
+
+    /// [`RedisStore::put_direct`], releasing in the same round trip the
+    /// key's lease if `token` holds it.
+    pub(crate) fn put_leased_direct<'a>(
+        &'a self,
+        key: &'a str,
+        entry: Entry,
+        token: Option<u64>,
     ) -> impl Future<Output = Result<bool, StoreError>> + Send + 'a {
         let rkey = self.entry_key(key);
         async move {
@@ -429,38 +495,30 @@ impl RedisStore {
                 let ttl_ms = entry.stale_until.saturating_sub(now).min(self.keep_ms());
                 let mut c = self.connection();
                 if ttl_ms == 0 {
-                    return c
-                        .del::<_, i64>(rkey)
-                        .await
-                        .map(|_| true)
-                        .map_err(redis_error);
+                    c.del::<_, i64>(rkey).await.map_err(redis_error)?;
+                    if let Some(token) = token {
+                        self.release_on(&mut c, key, token).await?;
+                    }
+                    return Ok(true);
                 }
-                let payload = entry.encode(&rkey);
-                let mut put = self.inner.put.key(&rkey);
-                put.key(self.all_key());
-                for tag in entry.tags() {
-                    put.key(self.tag_key(tag));
-                }
-                put.arg(payload.as_ref())
-                    .arg(ttl_ms)
-                    .arg(entry.version().unwrap_or(0))
-                    .invoke_async::<i64>(&mut c)
+                self.put_unless_removed(&mut c, key, &rkey, &entry, ttl_ms, token)
                     .await
-                    .map(|stored| stored == 1)
-                    .map_err(redis_error)
             })
             .await
         }
     }
 
+    /// Moves the namespace's invalidation counter forward (one command),
+    /// then deletes the entry and its lease and leaves a tombstone of the
+    /// new version (one script on the key's own keys).
     pub(crate) fn remove_direct<'a>(
         &'a self,
         key: &'a str,
     ) -> impl Future<Output = Result<(), StoreError>> + Send + 'a {
-        let rkey = self.entry_key(key);
         self.timed(async move {
             let mut c = self.connection();
-            c.del::<_, i64>(rkey).await.map(|_| ()).map_err(redis_error)
+            let version = self.bump_version(&mut c).await?;
+            self.bury(&mut c, key, version).await
         })
     }
 
@@ -535,5 +593,23 @@ impl Store for RedisStore {
 
     async fn get_versioned(&self, key: &str) -> Result<(Option<Entry>, u64), StoreError> {
         self.guarded(|| self.get_versioned_direct(key)).await
+    }
+
+    async fn lease(&self, key: &str, token: u64, ttl: Duration) -> Result<Lease, StoreError> {
+        self.guarded(|| self.lease_direct(key, token, ttl)).await
+    }
+
+    async fn release(&self, key: &str, token: u64) -> Result<(), StoreError> {
+        self.guarded(|| self.release_direct(key, token)).await
+    }
+
+    async fn put_released(&self, key: &str, entry: Entry, token: u64) -> Result<(), StoreError> {
+        let put = self
+            .guarded(|| self.put_leased_direct(key, entry, Some(token)))
+            .await;
+        if put.is_err() {
+            self.inner.replay.keep(Invalidation::Key(key.to_owned()));
+        }
+        put.map(|_| ())
     }
 }

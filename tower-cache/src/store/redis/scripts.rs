@@ -1,4 +1,4 @@
-//! The Lua scripts the Redis store runs: invalidation with versions, the version read, the checked write, the read of an entry with its versions and the read of versions alone.
+//! The Lua scripts the Redis store runs: invalidation with versions, the version read, the read of an entry with its versions and the read of versions alone (a key's remove, its checked write and its lease have theirs beside them, in `tombstone.rs` and `lease.rs`).
 //!
 //! An L2 hit runs none of them: it is one `MGET` (see `read.rs`).
 
@@ -71,26 +71,6 @@ end
 return v
 "
 );
-
-/// Stores an envelope (`ARGV[1]`, `PX` `ARGV[2]`) at `KEYS[1]` unless the
-/// namespace (`KEYS[2]`) or one of its tags (`KEYS[3..]`) was invalidated
-/// at a version after the entry's (`ARGV[3]`): a value loaded before an
-/// invalidation and written after it is refused here, and so never
-/// outlives the tag key that would refuse it on read. A tag key holding
-/// anything but a version refuses the write. Returns 1 when stored.
-pub(super) const PUT: &str = r"
-local version = tonumber(ARGV[3])
-for i = 2, #KEYS do
-  local s = redis.pcall('GET', KEYS[i])
-  if type(s) == 'table' then return 0 end
-  if s then
-    local n = tonumber(s)
-    if not n or n > version then return 0 end
-  end
-end
-redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-return 1
-";
 
 /// Reads the invalidation versions an entry needs, all at one instant:
 /// the namespace's counter (`KEYS[1]`), the namespace-wide version

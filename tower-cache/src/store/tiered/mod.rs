@@ -16,7 +16,7 @@ use tokio::task::JoinHandle;
 
 use super::redis::breaker::Breaker;
 use super::redis::replay::{Invalidation, ReplayQueue};
-use super::{MemoryStore, RedisStore, Resident, Store, StoreError};
+use super::{Lease, MemoryStore, RedisStore, Resident, Store, StoreError};
 use crate::clock;
 use crate::entry::Entry;
 use crate::metrics::Tally;
@@ -142,6 +142,9 @@ impl Drop for Inner {
 ///   the key (or any tag invalidation) was applied while L2 was being read,
 ///   so a value read just before a remove is never put back into L1 after
 ///   it.
+/// - **One load per key across instances**: [`Store::lease`] and
+///   [`Store::release`] are L2's (see [`RedisStore`]), so every instance
+///   on one Redis takes the same key's lease.
 /// - **Writes and removes** go to both. Every remove and tag invalidation,
 ///   and by default every write, is published on a Redis channel; every
 ///   other `TieredStore` on that channel drops the key or tag from its L1.
@@ -468,6 +471,45 @@ impl Shared {
 }
 
 impl TieredStore {
+    /// Writes both levels, releasing in L2 the key's lease `token` holds.
+    async fn put_leased(
+        &self,
+        key: &str,
+        entry: Entry,
+        token: Option<u64>,
+    ) -> Result<(), StoreError> {
+        let shared = &*self.inner.shared;
+        let l2_entry = entry.clone();
+        // `Some(false)`: L2 refused an entry loaded before an invalidation.
+        let stored = shared
+            .l2_call(|| shared.l2.put_leased_direct(key, l2_entry, token))
+            .await;
+        let admitted = stored != Some(false) && shared.seen.admits(&entry).await;
+        {
+            // Written after L2, under the key's fence, so a concurrent read
+            // of the old L2 value cannot overwrite it in L1.
+            let mut generation = shared.fences.stripe(key).write().await;
+            *generation += 1;
+            if admitted {
+                shared.l1.put_capped(key, entry, Some(shared.l1_ttl));
+            } else {
+                let _ = shared.l1.remove(key).await;
+            }
+        }
+        // A write L2 did not take (or other instances did not hear of)
+        // becomes a pending remove of the key: L2 never serves a value
+        // older than one the application saw written.
+        let kept = match stored {
+            None => false,
+            Some(false) => true,
+            Some(true) => !shared.publish_puts || shared.publish(Notice::Key(key.to_owned())).await,
+        };
+        if !kept {
+            shared.replay.keep(Invalidation::Key(key.to_owned()));
+        }
+        Ok(())
+    }
+
     /// Reads L2 (and copies a hit into L1); with `versioned`, L2's
     /// invalidation version is read in the same call. `None` when L2 could
     /// not be asked (breaker open, error, timeout).
@@ -561,34 +603,12 @@ impl Store for TieredStore {
     }
 
     async fn put(&self, key: &str, entry: Entry) -> Result<(), StoreError> {
-        let shared = &*self.inner.shared;
-        let l2_entry = entry.clone();
-        // `Some(false)`: L2 refused an entry loaded before an invalidation.
-        let stored = shared.l2_call(|| shared.l2.put_direct(key, l2_entry)).await;
-        let admitted = stored != Some(false) && shared.seen.admits(&entry).await;
-        {
-            // Written after L2, under the key's fence, so a concurrent read
-            // of the old L2 value cannot overwrite it in L1.
-            let mut generation = shared.fences.stripe(key).write().await;
-            *generation += 1;
-            if admitted {
-                shared.l1.put_capped(key, entry, Some(shared.l1_ttl));
-            } else {
-                let _ = shared.l1.remove(key).await;
-            }
-        }
-        // A write L2 did not take (or other instances did not hear of)
-        // becomes a pending remove of the key: L2 never serves a value
-        // older than one the application saw written.
-        let kept = match stored {
-            None => false,
-            Some(false) => true,
-            Some(true) => !shared.publish_puts || shared.publish(Notice::Key(key.to_owned())).await,
-        };
-        if !kept {
-            shared.replay.keep(Invalidation::Key(key.to_owned()));
-        }
-        Ok(())
+        self.put_leased(key, entry, None).await
+    }
+
+    /// L2's write and release in one round trip.
+    async fn put_released(&self, key: &str, entry: Entry, token: u64) -> Result<(), StoreError> {
+        self.put_leased(key, entry, Some(token)).await
     }
 
     async fn remove(&self, key: &str) -> Result<(), StoreError> {
@@ -650,5 +670,23 @@ impl Store for TieredStore {
             }
             None => Ok(shared.seen.latest()),
         }
+    }
+
+    /// L2's lease. [`StoreError::Unavailable`] when L2 cannot be asked
+    /// (breaker open, error, timeout): the caller loads on its own.
+    async fn lease(&self, key: &str, token: u64, ttl: Duration) -> Result<Lease, StoreError> {
+        let shared = &*self.inner.shared;
+        shared
+            .l2_call(|| shared.l2.lease_direct(key, token, ttl))
+            .await
+            .ok_or(StoreError::Unavailable)
+    }
+
+    async fn release(&self, key: &str, token: u64) -> Result<(), StoreError> {
+        let shared = &*self.inner.shared;
+        shared
+            .l2_call(|| shared.l2.release_direct(key, token))
+            .await
+            .ok_or(StoreError::Unavailable)
     }
 }

@@ -1,0 +1,214 @@
+//! Key removes ordered against loads across instances: a remove leaves a tombstone of its version under the key, and the write of a value loaded before it is refused.
+//!
+//! # The protocol
+//!
+//! - A load records the namespace's invalidation counter before it reads
+//!   the origin ([`Entry::version`], the load version).
+//! - A remove of a key moves the counter forward (one command, [`BUMP`]),
+//!   then, in one script on the key's own keys ([`REMOVE`]: the entry, its
+//!   tombstone, its lease), deletes the entry and the lease and raises the
+//!   tombstone to the remove's version, kept
+//!   [`max_load_time`](super::RedisStoreBuilder::max_load_time).
+//! - The write of a loaded value ([`PUT_UNLESS_REMOVED`], on the entry and
+//!   its tombstone) is refused when the tombstone is above the load
+//!   version: the value was read before the remove, by whichever instance.
+//!
+//! Each script touches one key's family only, which shares one Redis
+//! Cluster slot (the key is the hash tag of all three); the counter is
+//! moved and read by commands of its own.
+//!
+//! The limit: a tombstone is kept `max_load_time`; a load that takes
+//! longer than that after a remove of its key can still store the value it
+//! read before the remove.
+
+use std::sync::LazyLock;
+
+use redis::aio::ConnectionManager;
+use redis::{AsyncCommands, ErrorKind, Script, ServerErrorKind, Value};
+
+use super::lease::token_arg;
+use super::read::{is_after, stamp};
+use super::stamps::Stamp;
+use super::{RedisStore, redis_error};
+use crate::clock;
+use crate::entry::Entry;
+use crate::store::StoreError;
+
+/// Moves the namespace's invalidation counter (`KEYS[1]`) forward, as an
+/// invalidation does, and returns it: one more than it was, and never
+/// below Redis's clock in microseconds, so that a counter that was lost
+/// (evicted, deleted, overwritten with garbage) starts again above every
+/// version handed out before. Whatever else sits at the key is replaced.
+pub(super) const BUMP: &str = r"
+local raw = redis.pcall('GET', KEYS[1])
+local cur = type(raw) == 'string' and tonumber(raw) or nil
+local t = redis.call('TIME')
+local v = tonumber(t[1]) * 1000000 + tonumber(t[2])
+if cur and cur >= v then v = cur + 1 end
+redis.call('SET', KEYS[1], string.format('%.0f', v))
+return v
+";
+
+/// Removes a key: deletes its entry (`KEYS[1]`) and its lease
+/// (`KEYS[3]`), and raises its tombstone (`KEYS[2]`) to the remove's
+/// version (`ARGV[1]`), never lowering it, kept `ARGV[2]` ms. A tombstone
+/// key holding anything else is replaced.
+pub(super) const REMOVE: &str = r"
+redis.call('DEL', KEYS[1], KEYS[3])
+local v = tonumber(ARGV[1])
+local raw = redis.pcall('GET', KEYS[2])
+local cur = type(raw) == 'string' and tonumber(raw) or nil
+if cur and cur > v then v = cur end
+redis.call('SET', KEYS[2], string.format('%.0f', v), 'PX', ARGV[2])
+return 1
+";
+
+/// Stores an envelope (`ARGV[1]`, `PX` `ARGV[2]`) at `KEYS[1]` unless the
+/// key's tombstone (`KEYS[2]`) is above the entry's load version
+/// (`ARGV[3]`): a value read from the origin before a remove of the key is
+/// refused. A tombstone holding anything but a version refuses the write
+/// and is deleted. Then releases the key's lease (`KEYS[3]`) if it holds
+/// the token `ARGV[4]` (none when empty), and deletes one that never
+/// expires (every lease does: that one is garbage). Returns 1 when stored.
+pub(super) const PUT_UNLESS_REMOVED: &str = r"
+local stored = 0
+local raw = redis.pcall('GET', KEYS[2])
+local n = type(raw) == 'string' and tonumber(raw) or nil
+if raw and not n then
+  redis.call('DEL', KEYS[2])
+elseif not n or n <= tonumber(ARGV[3]) then
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+  stored = 1
+end
+local held = redis.pcall('GET', KEYS[3])
+if (ARGV[4] ~= '' and held == ARGV[4]) or (held and redis.call('PTTL', KEYS[3]) == -1) then
+  redis.call('DEL', KEYS[3])
+end
+return stored
+";
+
+static BUMP_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(BUMP));
+static REMOVE_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(REMOVE));
+static PUT_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(PUT_UNLESS_REMOVED));
+
+impl RedisStore {
+    /// How long a tombstone is kept, in milliseconds.
+    pub(super) fn tombstone_ms(&self) -> u64 {
+        clock::ms(self.inner.max_load_time).max(1)
+    }
+
+    /// Moves the namespace's invalidation counter forward; its new value.
+    pub(super) async fn bump_version(&self, c: &mut ConnectionManager) -> Result<u64, StoreError> {
+        BUMP_SCRIPT
+            .key(self.version_key())
+            .invoke_async(c)
+            .await
+            .map_err(redis_error)
+    }
+
+    /// Deletes `key`'s entry and lease, and raises its tombstone to
+    /// `version`.
+    pub(super) async fn bury(
+        &self,
+        c: &mut ConnectionManager,
+        key: &str,
+        version: u64,
+    ) -> Result<(), StoreError> {
+        REMOVE_SCRIPT
+            .key(self.entry_key(key))
+            .key(self.tombstone_key(key))
+            .key(self.lease_key(key))
+            .arg(version)
+            .arg(self.tombstone_ms())
+            .invoke_async::<i64>(c)
+            .await
+            .map(|_| ())
+            .map_err(redis_error)
+    }
+
+    /// The pipeline that removes `keys` at `version` (the replay of removes
+    /// that missed Redis): [`REMOVE`] once per key.
+    pub(super) fn bury_all(&self, pipe: &mut redis::Pipeline, keys: &[&str], version: u64) {
+        let keep_ms = self.tombstone_ms();
+        for key in keys {
+            pipe.cmd("EVAL")
+                .arg(REMOVE)
+                .arg(3)
+                .arg(self.entry_key(key))
+                .arg(self.tombstone_key(key))
+                .arg(self.lease_key(key))
+                .arg(version)
+                .arg(keep_ms)
+                .ignore();
+        }
+    }
+
+    /// Stores `entry` at `rkey` for `ttl_ms` unless a remove of `key` was
+    /// made after its version was read, and releases the lease `token`
+    /// holds; then reads the namespace's and the entry's tags' invalidation
+    /// versions, in the same round trip, and deletes what it stored when
+    /// one is after the entry's (a value loaded before an invalidation and
+    /// written after it). `true` when stored and kept.
+    ///
+    /// The versions are read after the write: an invalidation made before
+    /// the write is seen, and one made after it outlives the entry (both
+    /// are kept `max_ttl`). In between, readers refuse the entry by the
+    /// same versions.
+    pub(super) async fn put_unless_removed(
+        &self,
+        c: &mut ConnectionManager,
+        key: &str,
+        rkey: &str,
+        entry: &Entry,
+        ttl_ms: u64,
+        token: Option<u64>,
+    ) -> Result<bool, StoreError> {
+        let payload = entry.encode(rkey);
+        let token = token.map(token_arg).unwrap_or_default();
+        let mut pipe = redis::pipe();
+        pipe.cmd("EVALSHA")
+            .arg(PUT_SCRIPT.get_hash())
+            .arg(3)
+            .arg(rkey)
+            .arg(self.tombstone_key(key))
+            .arg(self.lease_key(key))
+            .arg(payload.as_ref())
+            .arg(ttl_ms)
+            .arg(entry.version().unwrap_or(0))
+            .arg(&token);
+        pipe.get(self.all_key());
+        for tag in entry.tags() {
+            pipe.get(self.tag_key(tag));
+        }
+        // A tag key of another type answers an error of its own, which
+        // refuses the write as garbage would.
+        pipe.ignore_errors();
+        let mut reply: Vec<redis::RedisResult<Value>> =
+            pipe.query_async(c).await.map_err(redis_error)?;
+        if matches!(reply.first(), Some(Err(e)) if e.kind() == ErrorKind::Server(ServerErrorKind::NoScript))
+        {
+            PUT_SCRIPT.load_async(c).await.map_err(redis_error)?;
+            reply = pipe.query_async(c).await.map_err(redis_error)?;
+        }
+        let mut reply = reply.into_iter();
+        let stored = match reply.next() {
+            Some(Ok(Value::Int(stored))) => stored == 1,
+            Some(Err(e)) => return Err(redis_error(e)),
+            _ => false,
+        };
+        let stamps: Vec<Stamp> = reply
+            .map(|v| match v {
+                Ok(Value::Nil) => None,
+                Ok(Value::BulkString(raw)) => stamp(&raw),
+                _ => Some(u64::MAX),
+            })
+            .collect();
+        if stamps.len() != entry.tags().len() + 1 || is_after(entry, stamps[0], &stamps[1..]) {
+            if stored {
+                let _: redis::RedisResult<i64> = c.del(rkey).await;
+            }
+            return Ok(false);
+        }
+        Ok(stored)
+    }
+}
