@@ -70,7 +70,7 @@ async fn redis_expires_at_end_of_stale_window() {
         .with_stale(Duration::from_secs(60))
         .with_stored_at(before - 2_000);
     store.put("k", e.clone()).await.unwrap();
-    let pttl: i64 = conn.pttl("tc:e:k").unwrap();
+    let pttl: i64 = conn.pttl("tc:e:{k}").unwrap();
     let after = tower_cache::now_ms();
     // What was left of the stale window between the two clock reads, give
     // or take a millisecond of rounding.
@@ -93,7 +93,7 @@ async fn redis_expires_at_end_of_stale_window() {
         .unwrap();
     tokio::time::sleep(Duration::from_millis(400)).await;
     assert_eq!(store.get("short").await.unwrap(), None);
-    let exists: bool = conn.exists("tc:e:short").unwrap();
+    let exists: bool = conn.exists("tc:e:{short}").unwrap();
     assert!(!exists, "Redis dropped the key itself");
 }
 
@@ -103,7 +103,7 @@ async fn garbage_in_redis_reads_as_miss_and_is_removed() {
     let store = redis_store(&server);
     let mut conn = server.connection();
 
-    let valid = entry("v", 60_000).encode("tc:e:truncated");
+    let valid = entry("v", 60_000).encode("tc:e:{truncated}");
     let mut unknown_version = valid.to_vec();
     unknown_version[2] = 42;
     let cases: Vec<(&str, Vec<u8>)> = vec![
@@ -113,13 +113,13 @@ async fn garbage_in_redis_reads_as_miss_and_is_removed() {
         ("version", unknown_version),
     ];
     for (name, bytes) in cases {
-        let _: () = conn.set(format!("tc:e:{name}"), bytes).unwrap();
+        let _: () = conn.set(format!("tc:e:{{{name}}}"), bytes).unwrap();
         assert_eq!(
             store.get(name).await.unwrap(),
             None,
             "{name} reads as a miss"
         );
-        let exists: bool = conn.exists(format!("tc:e:{name}")).unwrap();
+        let exists: bool = conn.exists(format!("tc:e:{{{name}}}")).unwrap();
         assert!(!exists, "{name} was removed");
     }
 }
@@ -188,7 +188,7 @@ async fn concurrent_tag_invalidations_never_move_the_timestamp_back() {
     for t in tasks {
         t.await.unwrap().unwrap();
     }
-    let stamp: u64 = server.connection().get("tc:t:hot").unwrap();
+    let stamp: u64 = server.connection().get("{tc:}t:hot").unwrap();
     assert_eq!(stamp, store.version().await.unwrap(), "the latest version");
     let before = entry("x", 60_000)
         .with_tags(["hot"])
@@ -525,7 +525,7 @@ async fn removes_during_an_outage_are_replayed_on_recovery() {
     })
     .await;
     assert!(recovered.is_some(), "replayed: {:?}", store.stats());
-    let exists: bool = server.connection().exists("tc:e:gone").unwrap();
+    let exists: bool = server.connection().exists("tc:e:{gone}").unwrap();
     assert!(!exists, "the remove reached Redis");
     for reader in [&store, &other] {
         assert_eq!(value(reader, "gone").await, None);
@@ -592,8 +592,8 @@ async fn entry_never_outlives_the_tag_timestamp_that_invalidates_it() {
     // Both read at the same instant of Redis's clock.
     let (entry_ttl, tag_ttl): (i64, i64) = redis::pipe()
         .atomic()
-        .pttl("tc:e:k")
-        .pttl("tc:t:p")
+        .pttl("tc:e:{k}")
+        .pttl("{tc:}t:p")
         .query(&mut conn)
         .unwrap();
     assert!(
@@ -601,7 +601,7 @@ async fn entry_never_outlives_the_tag_timestamp_that_invalidates_it() {
         "entry {entry_ttl} ms, tag {tag_ttl} ms"
     );
     tokio::time::sleep(Duration::from_millis(900)).await;
-    let tag_left: bool = conn.exists("tc:t:p").unwrap();
+    let tag_left: bool = conn.exists("{tc:}t:p").unwrap();
     assert!(!tag_left, "the tag timestamp expired");
     assert_eq!(value(&store, "k").await, None);
 }
@@ -638,7 +638,7 @@ async fn l1_copy_is_reread_from_l2_after_l1_ttl() {
     assert_eq!(value(&reader, "k").await.as_deref(), Some("old"));
     // Changed underneath, with no invalidation message.
     let _: () = conn
-        .set("tc:e:k", entry("new", 60_000).encode("tc:e:k").to_vec())
+        .set("tc:e:{k}", entry("new", 60_000).encode("tc:e:{k}").to_vec())
         .unwrap();
     assert_eq!(value(&reader, "k").await.as_deref(), Some("old"), "from L1");
     tokio::time::sleep(Duration::from_millis(1_100)).await;
@@ -661,7 +661,7 @@ async fn custom_prefix_names_every_redis_key() {
     let mut conn = server.connection();
     let mut keys: Vec<String> = conn.keys("*").unwrap();
     keys.sort();
-    assert_eq!(keys, ["shop:e:k", "shop:t:other", "shop:v"]);
+    assert_eq!(keys, ["shop:e:{k}", "{shop:}t:other", "{shop:}v"]);
     assert_eq!(value(&store, "k").await.as_deref(), Some("v"));
 }
 
@@ -672,9 +672,9 @@ async fn remove_tag_never_moves_a_later_timestamp_back() {
     // A version an hour ahead of the counter.
     let future = store.version().await.unwrap() + 3_600_000_000;
     let mut conn = server.connection();
-    let _: () = conn.set("tc:t:t", future).unwrap();
+    let _: () = conn.set("{tc:}t:t", future).unwrap();
     store.remove_tag("t").await.unwrap();
-    let stamp: u64 = conn.get("tc:t:t").unwrap();
+    let stamp: u64 = conn.get("{tc:}t:t").unwrap();
     assert_eq!(stamp, future);
 }
 

@@ -48,8 +48,8 @@ pub use memory::{
 #[cfg(feature = "redis")]
 pub use redis::{
     DEFAULT_CONNECT_TIMEOUT, DEFAULT_FAILURE_THRESHOLD, DEFAULT_MAX_PENDING_INVALIDATIONS,
-    DEFAULT_MAX_TTL, DEFAULT_OP_TIMEOUT, DEFAULT_PREFIX, DEFAULT_RETRY_INTERVAL, RedisQueue,
-    RedisStore, RedisStoreBuilder,
+    DEFAULT_MAX_TTL, DEFAULT_OP_TIMEOUT, DEFAULT_PREFIX, DEFAULT_RETRY_INTERVAL, RedisConnection,
+    RedisQueue, RedisStore, RedisStoreBuilder,
 };
 #[cfg(feature = "redis")]
 pub use tiered::{DEFAULT_L1_TTL, TieredStats, TieredStore, TieredStoreBuilder};

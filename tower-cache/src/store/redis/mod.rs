@@ -2,6 +2,8 @@
 
 pub(super) mod breaker;
 mod builder;
+mod connection;
+mod keys;
 mod queue;
 mod read;
 pub(super) mod replay;
@@ -15,8 +17,7 @@ use std::time::Duration;
 
 use ::metrics::Counter;
 use futures_util::FutureExt;
-use redis::aio::ConnectionManager;
-use redis::{AsyncCommands, Client, Script};
+use redis::{AsyncCommands, Client, Value};
 
 use super::{Store, StoreError};
 use crate::clock;
@@ -27,27 +28,26 @@ use builder::backend;
 pub use builder::{
     DEFAULT_CONNECT_TIMEOUT, DEFAULT_MAX_TTL, DEFAULT_OP_TIMEOUT, DEFAULT_PREFIX, RedisStoreBuilder,
 };
+use connection::Lua;
+pub use connection::RedisConnection;
+use keys::Keys;
 pub use queue::RedisQueue;
 pub use replay::DEFAULT_MAX_PENDING_INVALIDATIONS;
 use replay::{Invalidation, ReplayQueue};
-use scripts::INVALIDATE;
 use stamps::KnownStamps;
 
 struct Inner {
-    client: Client,
-    conn: ConnectionManager,
-    prefix: String,
-    /// `{prefix}all`, `{prefix}v` and `{prefix}t:`, made once.
-    all_key: String,
-    version_key: String,
-    tag_prefix: String,
+    /// One client per node named (one for a single node, one per seed
+    /// for a cluster), for connections of one's own (pub/sub).
+    clients: Vec<Client>,
+    conn: RedisConnection,
+    keys: Keys,
     op_timeout: Duration,
     max_ttl: Duration,
-    invalidate: Script,
-    version: Script,
-    put: Script,
-    read: Script,
-    stamps: Script,
+    invalidate: Lua,
+    version: Lua,
+    check: Lua,
+    stamps: Lua,
     /// The invalidation versions last read, which let a hit be one `MGET`.
     known: KnownStamps,
     breaker: Breaker,
@@ -58,26 +58,33 @@ struct Inner {
     corrupt: Counter,
 }
 
-/// The shared L2 store, on Redis through redis-rs.
+/// The shared L2 store, on Redis through redis-rs: a single node
+/// ([`RedisStore::builder`]) or a Redis Cluster ([`RedisStore::cluster`]).
 ///
-/// - **One multiplexed connection** ([`ConnectionManager`]) that reconnects
+/// - **One multiplexed connection** ([`RedisConnection`]) that reconnects
 ///   by itself; the store can be built while Redis is down and starts
-///   working when it comes up.
+///   working when it comes up. On a cluster, redis-rs's async cluster
+///   client sends each command to the master of its key's slot, follows
+///   redirects and finds a promoted replica after a failover.
 /// - **One timeout per operation** (default [`DEFAULT_OP_TIMEOUT`],
 ///   200 ms), however many commands the operation sends: a slow Redis
 ///   costs a request at most that long.
 /// - **A hit is one plain command**: `MGET` of the entry and the
-///   namespace's invalidation counter. The invalidation versions that
+///   namespace's invalidation counter (on a cluster, where they are in
+///   two slots, two `GET`s sent at once: one round trip). The invalidation versions that
 ///   decide whether it may be served are kept in process with the counter
 ///   value they were read at; every invalidation moves the counter, so
 ///   while it has not moved they are current. They are read again (one
 ///   more round trip) after an invalidation, for a tag not read before,
 ///   and at least every 10 s.
-/// - **A key namespace**: entries live under `{prefix}e:{key}`, tag
-///   invalidation versions under `{prefix}t:{tag}`, the namespace-wide one
-///   ([`RedisStore::invalidate_all`]) under `{prefix}all` and the
-///   namespace's invalidation version counter under `{prefix}v` (default
-///   prefix [`DEFAULT_PREFIX`]).
+/// - **A key namespace**, the same on a single node and a cluster: for
+///   the prefix `P` (default [`DEFAULT_PREFIX`], `tc:`), the entry of key
+///   `K` lives under `P` `e:{K}` (hashed on `K`, so entries spread over
+///   every slot), and the namespace's keys share the slot of `{P}`: tag
+///   invalidation versions under `{P}t:TAG`, the namespace-wide one
+///   ([`RedisStore::invalidate_all`]) under `{P}all` and the namespace's
+///   invalidation version counter under `{P}v`. Every script declares the
+///   keys it touches, all in one slot.
 /// - **Redis-side expiry** at the end of the entry's stale window, and
 ///   never more than [`RedisStoreBuilder::max_ttl`] (default 24 h) after
 ///   it is written.
@@ -135,7 +142,8 @@ pub struct RedisStore {
 impl std::fmt::Debug for RedisStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RedisStore")
-            .field("prefix", &self.inner.prefix)
+            .field("prefix", &self.inner.keys.prefix())
+            .field("cluster", &self.inner.conn.is_cluster())
             .field("op_timeout", &self.inner.op_timeout)
             .finish()
     }
@@ -145,18 +153,35 @@ impl RedisStore {
     /// The key namespace prefix, closed by `:`.
     #[must_use]
     pub fn prefix(&self) -> &str {
-        &self.inner.prefix
+        self.inner.keys.prefix()
     }
 
-    /// The redis-rs client, for connections of one's own (pub/sub).
+    /// The redis-rs client, for connections of one's own (pub/sub); on a
+    /// cluster, the first seed node's (see [`clients`](Self::clients)).
     #[must_use]
     pub fn client(&self) -> &Client {
-        &self.inner.client
+        &self.inner.clients[0]
     }
 
-    /// A handle on the multiplexed connection.
+    /// One redis-rs client per node the store was given: the single node,
+    /// or every seed node of a cluster. A `PUBLISH` on any node of a
+    /// cluster reaches the subscribers of every node, so a subscriber that
+    /// loses its node can take the next one.
     #[must_use]
-    pub fn connection(&self) -> ConnectionManager {
+    pub fn clients(&self) -> &[Client] {
+        &self.inner.clients
+    }
+
+    /// Whether the store is on a Redis Cluster.
+    #[must_use]
+    pub fn is_cluster(&self) -> bool {
+        self.inner.conn.is_cluster()
+    }
+
+    /// A handle on the multiplexed connection (a single node's or the
+    /// cluster's).
+    #[must_use]
+    pub fn connection(&self) -> RedisConnection {
         self.inner.conn.clone()
     }
 
@@ -173,36 +198,29 @@ impl RedisStore {
         self.inner.max_ttl
     }
 
-    /// The Redis key an entry is stored under.
+    /// The Redis key an entry is stored under: `P` `e:{K}` for the prefix
+    /// `P` and the key `K` (so that the entry's slot is hashed on `K`).
     #[must_use]
     pub fn entry_key(&self, key: &str) -> String {
-        let mut k = String::with_capacity(self.inner.prefix.len() + 2 + key.len());
-        k.push_str(&self.inner.prefix);
-        k.push_str("e:");
-        k.push_str(key);
-        k
+        self.inner.keys.entry(key)
     }
 
-    /// What every tag key starts with.
-    fn tag_prefix(&self) -> &str {
-        &self.inner.tag_prefix
+    /// The Redis key of a tag's invalidation version: `{P}t:TAG`, in the
+    /// namespace's slot.
+    #[must_use]
+    pub fn tag_key(&self, tag: &str) -> String {
+        self.inner.keys.tag(tag)
     }
 
-    fn tag_key(&self, tag: &str) -> String {
-        let mut k = String::with_capacity(self.inner.tag_prefix.len() + tag.len());
-        k.push_str(&self.inner.tag_prefix);
-        k.push_str(tag);
-        k
-    }
-
-    /// The key of the namespace-wide invalidation version.
+    /// The key of the namespace-wide invalidation version, `{P}all`.
     fn all_key(&self) -> &str {
-        &self.inner.all_key
+        self.inner.keys.all()
     }
 
-    /// The key of the namespace's invalidation version counter.
-    fn version_key(&self) -> &str {
-        &self.inner.version_key
+    /// The key of the namespace's invalidation version counter, `{P}v`.
+    #[must_use]
+    pub fn version_key(&self) -> &str {
+        self.inner.keys.version()
     }
 
     /// How long an invalidation version is kept, in milliseconds.
@@ -267,7 +285,7 @@ impl RedisStore {
                 .key(skey)
                 .key(self.version_key())
                 .arg(keep_ms)
-                .invoke_async::<u64>(&mut c)
+                .invoke::<u64>(&mut c)
                 .await
                 .map_err(redis_error)
         })
@@ -275,10 +293,12 @@ impl RedisStore {
     }
 
     /// Applies removes and tag invalidations, optionally a namespace-wide
-    /// invalidation first, in one pipeline under one timeout; returns the
-    /// invalidations' versions (the namespace's first when `all`, then
-    /// one per tag). Used to replay what could not reach Redis while it
-    /// was away.
+    /// invalidation first, under one timeout; returns the invalidations'
+    /// versions (the namespace's first when `all`, then one per tag). The
+    /// invalidations go in one pipeline to the namespace's slot, the
+    /// removes to their entries' slots (one more pipeline on a single
+    /// node), both at once. Used to replay what could not reach Redis
+    /// while it was away.
     pub(crate) async fn apply_invalidations(
         &self,
         all: bool,
@@ -289,30 +309,42 @@ impl RedisStore {
             return Ok(Vec::new());
         }
         let keep_ms = self.keep_ms();
-        let version_key = self.version_key();
-        let mut pipe = redis::pipe();
-        let stamp = |pipe: &mut redis::Pipeline, skey: &str| {
-            pipe.cmd("EVAL")
-                .arg(INVALIDATE)
-                .arg(2)
-                .arg(skey)
-                .arg(version_key)
-                .arg(keep_ms);
-        };
-        if all {
-            stamp(&mut pipe, self.all_key());
-        }
-        for key in keys {
-            pipe.del(self.entry_key(key)).ignore();
-        }
-        for tag in tags {
-            stamp(&mut pipe, &self.tag_key(tag));
-        }
+        let stamp_keys: Vec<String> = all
+            .then(|| self.all_key().to_owned())
+            .into_iter()
+            .chain(tags.iter().map(|tag| self.tag_key(tag)))
+            .collect();
+        let calls: Vec<connection::Step<'_>> = stamp_keys
+            .iter()
+            .map(|skey| {
+                let mut call = self.inner.invalidate.key(skey);
+                call.key(self.version_key()).arg(keep_ms);
+                call.into()
+            })
+            .collect();
+        let dels: Vec<redis::Cmd> = keys
+            .iter()
+            .map(|key| redis::Cmd::del(self.entry_key(key)))
+            .collect();
         self.timed(async {
-            let mut c = self.connection();
-            pipe.query_async::<Vec<u64>>(&mut c)
-                .await
-                .map_err(redis_error)
+            let (mut c, mut d) = (self.connection(), self.connection());
+            let (stamps, removed) = futures_util::join!(
+                async {
+                    if calls.is_empty() {
+                        return Ok(Vec::new());
+                    }
+                    c.run(&calls, connection::Spread::OneSlot).await
+                },
+                d.run_each(dels)
+            );
+            for removed in removed {
+                removed.map_err(redis_error)?;
+            }
+            stamps
+                .map_err(redis_error)?
+                .into_iter()
+                .map(|v| redis::from_redis_value::<u64>(v).map_err(parse_error))
+                .collect()
         })
         .await
     }
@@ -345,12 +377,17 @@ impl RedisStore {
             self.inner
                 .version
                 .key(self.version_key())
-                .invoke_async::<u64>(&mut c)
+                .invoke::<u64>(&mut c)
                 .await
                 .map_err(redis_error)
         })
         .await
     }
+}
+
+/// A reply that is not what the command gives.
+fn parse_error(e: redis::ParsingError) -> StoreError {
+    StoreError::Backend(Box::new(e))
 }
 
 fn redis_error(e: redis::RedisError) -> StoreError {
@@ -387,14 +424,14 @@ impl RedisStore {
         match outcome {
             Ok(v) => {
                 if breaker.on_success(generation) {
-                    tracing::info!(prefix = %self.inner.prefix, "cache Redis is back");
+                    tracing::info!(prefix = %self.prefix(), "cache Redis is back");
                 }
                 Ok(v)
             }
             Err(error) => {
                 self.inner.errors.increment(1);
                 if breaker.on_failure(&error) {
-                    tracing::warn!(prefix = %self.inner.prefix, %error, "cache Redis unavailable; going to the origin until it returns");
+                    tracing::warn!(prefix = %self.prefix(), %error, "cache Redis unavailable; going to the origin until it returns");
                 } else {
                     tracing::debug!(%error, "cache Redis call failed");
                 }
@@ -407,10 +444,39 @@ impl RedisStore {
     /// longer than [`RedisStoreBuilder::max_ttl`]: an invalidation version
     /// is kept `max_ttl`, so it outlives every entry it invalidates. An
     /// entry whose tags (or namespace) were invalidated at a version after
-    /// its own is not stored (one loaded before an invalidation and
-    /// written after it); that is not an error. An entry with no version
-    /// gets the current one first (one more round trip). `Ok(false)` when
-    /// refused.
+    /// its own is not kept (one loaded before an invalidation and written
+    /// after it); that is not an error. An entry with no version gets the
+    /// current one first (one more round trip). `Ok(false)` when refused.
+    ///
+    /// # Two slots, in this order
+    ///
+    /// The entry and the namespace's versions live in two slots (two nodes
+    /// of a cluster), so no one script can check and store at once. The
+    /// write is: `SET` the entry, *then* [`CHECK`](scripts::CHECK) the
+    /// versions, and delete the entry if one
+    /// of them is after its own. On a single node both go in one pipeline
+    /// (run in that order, one round trip); on a cluster the check is sent
+    /// once the store has answered. Why nothing is weaker than the single
+    /// script of old, for an invalidation `I` that the load did not see
+    /// (its version is after the entry's):
+    ///
+    /// - `I` before the check: the check sees it and the entry is deleted.
+    ///   Until then, a read refuses the entry as it would without the
+    ///   delete: a read that starts after `I` sees the counter `I` moved
+    ///   and reads the versions again (see `read.rs`), which include
+    ///   `I`'s, for as long as `I`'s version is kept. A delete that fails
+    ///   fails the write, which is then kept for replay as a remove. Only a
+    ///   process that dies between the check and the delete leaves the
+    ///   entry behind: every read refuses it while `I`'s version is kept,
+    ///   and it expires at most the time between `I` and the write after
+    ///   that version does.
+    /// - `I` after the check: then it is after the store too, so the entry
+    ///   was in Redis before `I` was made, exactly as an entry stored by
+    ///   the single script before `I`; every read after `I` refuses it.
+    ///
+    /// Checking before storing would not do: an `I` between the check and
+    /// the store would be missed, and the entry would outlive `I`'s
+    /// version.
     pub(crate) fn put_direct<'a>(
         &'a self,
         key: &'a str,
@@ -426,7 +492,8 @@ impl RedisStore {
             };
             self.timed(async move {
                 let now = clock::now_ms();
-                let ttl_ms = entry.stale_until.saturating_sub(now).min(self.keep_ms());
+                let keep_ms = self.keep_ms();
+                let ttl_ms = entry.stale_until.saturating_sub(now).min(keep_ms);
                 let mut c = self.connection();
                 if ttl_ms == 0 {
                     return c
@@ -436,18 +503,22 @@ impl RedisStore {
                         .map_err(redis_error);
                 }
                 let payload = entry.encode(&rkey);
-                let mut put = self.inner.put.key(&rkey);
-                put.key(self.all_key());
+                let mut store = redis::cmd("SET");
+                store.arg(&rkey).arg(payload.as_ref()).arg("PX").arg(ttl_ms);
+                let mut check = self.inner.check.key(self.all_key());
                 for tag in entry.tags() {
-                    put.key(self.tag_key(tag));
+                    check.key(self.tag_key(tag));
                 }
-                put.arg(payload.as_ref())
-                    .arg(ttl_ms)
-                    .arg(entry.version().unwrap_or(0))
-                    .invoke_async::<i64>(&mut c)
+                check.arg(entry.version().unwrap_or(0));
+                let replies = c
+                    .run(&[store.into(), check.into()], connection::Spread::InOrder)
                     .await
-                    .map(|stored| stored == 1)
-                    .map_err(redis_error)
+                    .map_err(redis_error)?;
+                let stands = matches!(replies.get(1), Some(Value::Int(1)));
+                if !stands {
+                    c.del::<_, i64>(&rkey).await.map_err(redis_error)?;
+                }
+                Ok(stands)
             })
             .await
         }

@@ -12,11 +12,19 @@ use super::channel::{Message, Notice};
 /// Subscribes, applies other instances' invalidations to L1, and on
 /// losing the connection resubscribes with backoff, clearing L1 and
 /// replaying what L2 missed once it is back. Runs until aborted.
+///
+/// On a Redis Cluster the subscription is a plain `SUBSCRIBE` on one node
+/// (a `PUBLISH` on any node reaches every node's subscribers); each
+/// attempt after a failure takes the next seed node, so the loss of one
+/// node moves the subscription to another.
 pub(super) async fn listen(shared: Arc<Shared>, subscribed: watch::Sender<bool>) {
-    let client = shared.l2.client().clone();
+    let clients = shared.l2.clients().to_vec();
+    let mut next = 0;
     let mut backoff = Duration::from_millis(50);
     let mut ever_subscribed = false;
     loop {
+        let client = &clients[next % clients.len()];
+        next = next.wrapping_add(1);
         let attempt = async {
             let mut pubsub = client.get_async_pubsub().await?;
             pubsub.subscribe(&shared.channel).await?;
@@ -38,6 +46,8 @@ pub(super) async fn listen(shared: Arc<Shared>, subscribed: watch::Sender<bool>)
             }
         };
         backoff = Duration::from_millis(50);
+        // The node that answered is tried first again next time.
+        next = next.wrapping_sub(1);
         shared.counters.subscriptions.incr();
         if ever_subscribed {
             shared.clear_l1().await;
