@@ -5,11 +5,13 @@
 //! Environment: `BIND` (default `127.0.0.1:3000`), `DATABASE_URL` (default
 //! a private in-memory SQLite; `sqlite://file.db?mode=rwc` for a file that
 //! several instances share), `REDIS_URL` (when set: Redis as L2, with
-//! cross-instance invalidation), `ORIGIN_DELAY_MS` (default 0: a delay
+//! cross-instance invalidation), `REDIS_CLUSTER_URLS` (comma-separated
+//! seed node URLs of a Redis Cluster, used instead of `REDIS_URL` for the
+//! L2, the invalidation channel and the durable log), `ORIGIN_DELAY_MS` (default 0: a delay
 //! added to every database query), `CACHE_L1` (`off` keeps Redis as the
 //! only store, to measure L2 hits), `VIEWS_FLUSH_MS` (default 250: how
 //! long the write-behind view counter gathers a batch), `VIEWS_DURABLE`
-//! (`1` with `REDIS_URL`: the view counter logs every acknowledged view in
+//! (`1` with `REDIS_URL` or `REDIS_CLUSTER_URLS`: the view counter logs every acknowledged view in
 //! a Redis Stream first, so a crash loses none, and applies each exactly
 //! once; default `0`), `VIEWS_CONSUMER` (with `VIEWS_DURABLE=1`: this
 //! instance's name in the log's consumer group, one that survives restarts
@@ -26,7 +28,19 @@ use std::time::Duration;
 
 use metrics_exporter_prometheus::PrometheusBuilder;
 use tower_cache::Cache;
-use tower_cache::store::{MemoryStore, RedisStore, SharedStore, TieredStore};
+use tower_cache::store::{MemoryStore, RedisStore, RedisStoreBuilder, SharedStore, TieredStore};
+
+/// The L2's builder: on the Redis Cluster of `REDIS_CLUSTER_URLS` (seed
+/// node URLs, comma-separated) when set, else on the Redis of `REDIS_URL`
+/// when set, else none.
+fn redis_from_env() -> Option<RedisStoreBuilder> {
+    if let Some(seeds) = views::cluster_seeds() {
+        tracing::info!(?seeds, "L2 on a Redis Cluster");
+        return Some(RedisStore::cluster_builder(seeds));
+    }
+    let url = std::env::var("REDIS_URL").ok().filter(|u| !u.is_empty())?;
+    Some(RedisStore::builder(url))
+}
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -53,9 +67,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let l1 = MemoryStore::builder().max_bytes(64 * 1024 * 1024).build();
     // Kept to stop its invalidation subscriber at shutdown.
     let mut tiered_store = None;
-    let store: SharedStore = match std::env::var("REDIS_URL").ok().filter(|u| !u.is_empty()) {
-        Some(url) => {
-            let l2 = RedisStore::builder(url).prefix("catalog:").build()?;
+    let store: SharedStore = match redis_from_env() {
+        Some(builder) => {
+            let l2 = builder.prefix("catalog:").build()?;
             if views_durable {
                 options.views_log = Some(views::log(&l2));
             }
@@ -77,7 +91,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             }
         }
         None => {
-            tracing::info!("cache: L1 (moka) only; set REDIS_URL for an L2");
+            tracing::info!("cache: L1 (moka) only; set REDIS_URL or REDIS_CLUSTER_URLS for an L2");
             SharedStore::new(l1)
         }
     };

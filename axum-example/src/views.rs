@@ -32,17 +32,34 @@ const KEEP_APPLIED: Duration = Duration::from_secs(3_600);
 /// How often the table of applied ids is pruned.
 const PRUNE_EVERY: Duration = Duration::from_secs(60);
 
+/// The seed node URLs of `REDIS_CLUSTER_URLS` (comma-separated, blanks
+/// ignored), when it names any.
+pub fn cluster_seeds() -> Option<Vec<String>> {
+    let raw = std::env::var("REDIS_CLUSTER_URLS").ok()?;
+    let seeds: Vec<String> = raw
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+        .collect();
+    (!seeds.is_empty()).then_some(seeds)
+}
+
 /// `VIEWS_DURABLE`: `1` for the durable log, `0` or unset for none. Durable
-/// mode needs `REDIS_URL`, where the log lives.
+/// mode needs `REDIS_URL` or `REDIS_CLUSTER_URLS`, where the log lives.
 pub fn durable_from_env() -> Result<bool, String> {
     let durable = match std::env::var("VIEWS_DURABLE").as_deref() {
         Ok("1") => true,
         Ok("0" | "") | Err(_) => false,
         Ok(other) => return Err(format!("VIEWS_DURABLE={other:?}: use 1 (durable) or 0")),
     };
-    if durable && std::env::var("REDIS_URL").map_or(true, |url| url.is_empty()) {
+    if durable
+        && std::env::var("REDIS_URL").map_or(true, |url| url.is_empty())
+        && cluster_seeds().is_none()
+    {
         return Err(
-            "VIEWS_DURABLE=1 needs REDIS_URL: the view counter's durable log is a Redis Stream"
+            "VIEWS_DURABLE=1 needs REDIS_URL or REDIS_CLUSTER_URLS: the view counter's \
+             durable log is a Redis Stream"
                 .to_owned(),
         );
     }

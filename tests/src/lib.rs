@@ -4,6 +4,8 @@
 //! (never the standard 6379), in a directory of its own, with no automatic
 //! persistence, and kills it when dropped. Each test starts its own, so
 //! tests share no state and never touch a Redis on the standard port.
+//! [`RedisCluster`] starts a real Redis Cluster of such servers
+//! (`--cluster-enabled yes`, joined by `redis-cli --cluster create`).
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -16,6 +18,8 @@ pub struct RedisServer {
     port: u16,
     dir: PathBuf,
     child: Option<Child>,
+    /// Arguments given to every start after the common ones.
+    extra: Vec<String>,
 }
 
 /// The standard Redis port, never handed out.
@@ -49,7 +53,7 @@ fn blocking<T>(f: impl FnOnce() -> T) -> T {
     }
 }
 
-fn spawn(port: u16, dir: &Path) -> std::io::Result<Child> {
+fn spawn(port: u16, dir: &Path, extra: &[String]) -> std::io::Result<Child> {
     let log = std::fs::File::create(dir.join("redis.log"))?;
     Command::new("redis-server")
         .args([
@@ -70,6 +74,7 @@ fn spawn(port: u16, dir: &Path) -> std::io::Result<Child> {
             "--protected-mode",
             "no",
         ])
+        .args(extra)
         .stdin(Stdio::null())
         .stdout(log.try_clone()?)
         .stderr(log)
@@ -97,6 +102,12 @@ impl RedisServer {
     /// When `redis-server` is not on `PATH` (with a message saying so), or
     /// when it does not come up (with its log in the message).
     pub fn start() -> RedisServer {
+        Self::start_with(|_| Vec::new())
+    }
+
+    /// [`start`](Self::start) with more arguments, made from the port
+    /// chosen.
+    fn start_with(extra: impl Fn(u16) -> Vec<String>) -> RedisServer {
         blocking(|| {
             let mut last_log = String::new();
             for _ in 0..5 {
@@ -111,6 +122,7 @@ impl RedisServer {
                     port,
                     dir,
                     child: None,
+                    extra: extra(port),
                 };
                 match server.try_start() {
                     Ok(()) => return server,
@@ -124,7 +136,7 @@ impl RedisServer {
     /// Spawns the server and waits until it answers as itself; `Err` with
     /// its log when it exited or another process answers on the port.
     fn try_start(&mut self) -> Result<(), String> {
-        let child = match spawn(self.port, &self.dir) {
+        let child = match spawn(self.port, &self.dir, &self.extra) {
             Ok(child) => child,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => panic!(
                 "`redis-server` was not found on PATH; the integration tests start their own \
@@ -317,3 +329,8 @@ pub fn command_calls(server: &RedisServer, commands: &[&str]) -> u64 {
         })
         .sum()
 }
+
+mod backend;
+mod cluster;
+pub use backend::{AnyConnection, Redis, TestRedis};
+pub use cluster::RedisCluster;

@@ -10,7 +10,9 @@ use std::time::Duration;
 use bytes::Bytes;
 use tower_cache::Entry;
 use tower_cache::store::{HotKeys, RedisStore, Store};
-use tower_cache_tests::{PATIENCE, RedisServer, command_calls, wait_until};
+use tower_cache_tests::{
+    PATIENCE, RedisServer, TestRedis, command_calls, on_single_and_cluster, wait_until,
+};
 
 fn entry(v: &str) -> Entry {
     Entry::new(Bytes::from(v.to_owned()))
@@ -18,15 +20,16 @@ fn entry(v: &str) -> Entry {
         .with_tags(["product"])
 }
 
-fn l2(server: &RedisServer) -> RedisStore {
-    RedisStore::builder(server.url())
+fn l2(server: &impl TestRedis) -> RedisStore {
+    server
+        .store_builder()
         .op_timeout(Duration::from_secs(5))
         .build()
         .unwrap()
 }
 
 /// Copies that outlive every wait here: only an invalidation drops one.
-fn hot(server: &RedisServer) -> HotKeys<RedisStore> {
+fn hot(server: &impl TestRedis) -> HotKeys<RedisStore> {
     HotKeys::builder(l2(server))
         .ttl(Duration::from_secs(600))
         .min_reads(20)
@@ -97,29 +100,29 @@ async fn heat(store: &HotKeys<RedisStore>, key: &str) {
     );
 }
 
-#[tokio::test]
-async fn removes_writes_and_tag_invalidations_drop_the_copies() {
-    let server = RedisServer::start();
-    let store = hot(&server);
+on_single_and_cluster! {
+    async fn removes_writes_and_tag_invalidations_drop_the_copies(server) {
+        let store = hot(&server);
 
-    store.put("a", entry("1")).await.unwrap();
-    heat(&store, "a").await;
-    store.put("a", entry("2")).await.unwrap();
-    assert_eq!(value(&store, "a").await.as_deref(), Some("2"));
+        store.put("a", entry("1")).await.unwrap();
+        heat(&store, "a").await;
+        store.put("a", entry("2")).await.unwrap();
+        assert_eq!(value(&store, "a").await.as_deref(), Some("2"));
 
-    heat(&store, "a").await;
-    store.remove("a").await.unwrap();
-    assert_eq!(value(&store, "a").await, None);
+        heat(&store, "a").await;
+        store.remove("a").await.unwrap();
+        assert_eq!(value(&store, "a").await, None);
 
-    store.put("a", entry("3")).await.unwrap();
-    heat(&store, "a").await;
-    store.remove_tag("product").await.unwrap();
-    assert!(store.resident("a", tower_cache::now_ms()).is_none());
-    assert_eq!(
-        value(&store, "a").await,
-        None,
-        "the tag invalidation holds in Redis too"
-    );
+        store.put("a", entry("3")).await.unwrap();
+        heat(&store, "a").await;
+        store.remove_tag("product").await.unwrap();
+        assert!(store.resident("a", tower_cache::now_ms()).is_none());
+        assert_eq!(
+            value(&store, "a").await,
+            None,
+            "the tag invalidation holds in Redis too"
+        );
+    }
 }
 
 /// Hundreds of readers of a hot key while it is written and removed: once
@@ -172,22 +175,22 @@ async fn no_read_after_a_remove_finds_the_old_value() {
     }
 }
 
-/// Another instance's remove is not seen through pub/sub here: the copy
-/// goes at the end of its short TTL, and the next read finds the new value.
-#[tokio::test]
-async fn another_instances_write_is_seen_once_the_copy_expires() {
-    let server = RedisServer::start();
-    let here = HotKeys::builder(l2(&server))
-        .ttl(Duration::from_millis(300))
-        .min_reads(20)
-        .build();
-    let there = l2(&server);
-    here.put("p", entry("old")).await.unwrap();
-    heat(&here, "p").await;
-    there.put("p", entry("new")).await.unwrap();
-    let seen = wait_until(PATIENCE, || async {
-        value(&here, "p").await.as_deref() == Some("new")
-    })
-    .await;
-    assert!(seen.is_some(), "the other instance's write was never seen");
+on_single_and_cluster! {
+    /// Another instance's remove is not seen through pub/sub here: the copy
+    /// goes at the end of its short TTL, and the next read finds the new value.
+    async fn another_instances_write_is_seen_once_the_copy_expires(server) {
+        let here = HotKeys::builder(l2(&server))
+            .ttl(Duration::from_millis(300))
+            .min_reads(20)
+            .build();
+        let there = l2(&server);
+        here.put("p", entry("old")).await.unwrap();
+        heat(&here, "p").await;
+        there.put("p", entry("new")).await.unwrap();
+        let seen = wait_until(PATIENCE, || async {
+            value(&here, "p").await.as_deref() == Some("new")
+        })
+        .await;
+        assert!(seen.is_some(), "the other instance's write was never seen");
+    }
 }

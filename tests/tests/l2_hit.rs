@@ -102,10 +102,10 @@ async fn a_lost_counter_never_lets_an_invalidated_entry_back() {
         .unwrap();
     assert_eq!(value(&reader, "tagged").await.as_deref(), Some("t"));
     let mut conn = server.connection();
-    let _: () = conn.del("tc:v").unwrap();
+    let _: () = conn.del("{tc:}v").unwrap();
     // Read with no counter: the versions are read again.
     assert_eq!(value(&reader, "tagged").await.as_deref(), Some("t"));
-    let _: () = conn.set("tc:v", "not a number").unwrap();
+    let _: () = conn.set("{tc:}v", "not a number").unwrap();
     assert_eq!(value(&reader, "tagged").await.as_deref(), Some("t"));
     writer.remove_tag("p").await.unwrap();
     assert_eq!(value(&reader, "tagged").await, None);
@@ -121,7 +121,7 @@ async fn a_tag_key_overwritten_without_an_invalidation_is_seen_at_the_next_one()
         .unwrap();
     assert_eq!(value(&store, "tagged").await.as_deref(), Some("t"));
     let mut conn = server.connection();
-    let _: () = conn.rpush("tc:t:p", "x").unwrap();
+    let _: () = conn.rpush("{tc:}t:p", "x").unwrap();
     // Any invalidation in the namespace, of another tag here.
     store.remove_tag("unrelated").await.unwrap();
     assert_eq!(value(&store, "tagged").await, None);

@@ -14,14 +14,15 @@ use redis::Commands;
 use tokio::sync::Notify;
 use tower_cache::store::{Lease, MemoryStore, RedisStore, Store, TieredStore};
 use tower_cache::{Cache, Entry, Fill, Loaded, Policy, Profile};
-use tower_cache_tests::{PATIENCE, RedisServer, wait_until};
+use tower_cache_tests::{PATIENCE, RedisServer, TestRedis, on_single_and_cluster, wait_until};
 
 /// Generous per-operation timeout: nothing here is about timeouts.
 const OP_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// One instance's L2: a store of its own, on connections of its own.
-fn redis_store(server: &RedisServer) -> RedisStore {
-    RedisStore::builder(server.url())
+fn redis_store(server: &impl TestRedis) -> RedisStore {
+    server
+        .store_builder()
         .op_timeout(OP_TIMEOUT)
         .build()
         .unwrap()
@@ -29,70 +30,70 @@ fn redis_store(server: &RedisServer) -> RedisStore {
 
 const TTL: Duration = Duration::from_secs(60);
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_lease_is_granted_to_one_instance_until_released() {
-    let server = RedisServer::start();
-    let (a, b) = (redis_store(&server), redis_store(&server));
-    assert_eq!(a.lease("k", 1, TTL).await.unwrap(), Lease::Granted);
-    assert_eq!(b.lease("k", 2, TTL).await.unwrap(), Lease::Taken);
-    assert_eq!(a.lease("k", 1, TTL).await.unwrap(), Lease::Taken);
-    // Only its holder's token releases it.
-    b.release("k", 2).await.unwrap();
-    assert_eq!(b.lease("k", 2, TTL).await.unwrap(), Lease::Taken);
-    a.release("k", 1).await.unwrap();
-    assert_eq!(b.lease("k", 2, TTL).await.unwrap(), Lease::Granted);
-    // A write by its holder releases it in the same call.
-    let entry = Entry::new(Bytes::from_static(b"v")).with_ttl(TTL);
-    b.put_released("k", entry, 2).await.unwrap();
-    assert_eq!(a.lease("k", 1, TTL).await.unwrap(), Lease::Granted);
-    // Every lease expires by itself.
-    let pttl: i64 = server.connection().pttl("tc:l:{k}").unwrap();
-    assert!((1..=60_000).contains(&pttl), "{pttl} ms");
+on_single_and_cluster! {
+    async fn a_lease_is_granted_to_one_instance_until_released(server) {
+        let (a, b) = (redis_store(&server), redis_store(&server));
+        assert_eq!(a.lease("k", 1, TTL).await.unwrap(), Lease::Granted);
+        assert_eq!(b.lease("k", 2, TTL).await.unwrap(), Lease::Taken);
+        assert_eq!(a.lease("k", 1, TTL).await.unwrap(), Lease::Taken);
+        // Only its holder's token releases it.
+        b.release("k", 2).await.unwrap();
+        assert_eq!(b.lease("k", 2, TTL).await.unwrap(), Lease::Taken);
+        a.release("k", 1).await.unwrap();
+        assert_eq!(b.lease("k", 2, TTL).await.unwrap(), Lease::Granted);
+        // A write by its holder releases it in the same call.
+        let entry = Entry::new(Bytes::from_static(b"v")).with_ttl(TTL);
+        b.put_released("k", entry, 2).await.unwrap();
+        assert_eq!(a.lease("k", 1, TTL).await.unwrap(), Lease::Granted);
+        // Every lease expires by itself.
+        let pttl: i64 = server.connection().pttl("tc:l:{k}").unwrap();
+        assert!((1..=60_000).contains(&pttl), "{pttl} ms");
+    }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_lease_whose_holder_died_expires() {
-    let server = RedisServer::start();
-    let (a, b) = (redis_store(&server), redis_store(&server));
-    let short = Duration::from_millis(200);
-    assert_eq!(a.lease("k", 1, short).await.unwrap(), Lease::Granted);
-    drop(a); // its holder is gone, the lease is left in Redis
-    assert_eq!(b.lease("k", 2, TTL).await.unwrap(), Lease::Taken);
-    let granted = wait_until(PATIENCE, || async {
-        b.lease("k", 2, TTL).await.unwrap() == Lease::Granted
-    })
-    .await;
-    assert!(granted.is_some(), "the lease expired");
+on_single_and_cluster! {
+    async fn a_lease_whose_holder_died_expires(server) {
+        let (a, b) = (redis_store(&server), redis_store(&server));
+        let short = Duration::from_millis(200);
+        assert_eq!(a.lease("k", 1, short).await.unwrap(), Lease::Granted);
+        drop(a); // its holder is gone, the lease is left in Redis
+        assert_eq!(b.lease("k", 2, TTL).await.unwrap(), Lease::Taken);
+        let granted = wait_until(PATIENCE, || async {
+            b.lease("k", 2, TTL).await.unwrap() == Lease::Granted
+        })
+        .await;
+        assert!(granted.is_some(), "the lease expired");
+    }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_remove_ends_the_lease() {
-    let server = RedisServer::start();
-    let (a, b) = (redis_store(&server), redis_store(&server));
-    assert_eq!(a.lease("k", 1, TTL).await.unwrap(), Lease::Granted);
-    b.remove("k").await.unwrap();
-    assert_eq!(b.lease("k", 2, TTL).await.unwrap(), Lease::Granted);
-    // The first holder's release leaves the new holder's lease alone.
-    a.release("k", 1).await.unwrap();
-    assert_eq!(a.lease("k", 1, TTL).await.unwrap(), Lease::Taken);
+on_single_and_cluster! {
+    async fn a_remove_ends_the_lease(server) {
+        let (a, b) = (redis_store(&server), redis_store(&server));
+        assert_eq!(a.lease("k", 1, TTL).await.unwrap(), Lease::Granted);
+        b.remove("k").await.unwrap();
+        assert_eq!(b.lease("k", 2, TTL).await.unwrap(), Lease::Granted);
+        // The first holder's release leaves the new holder's lease alone.
+        a.release("k", 1).await.unwrap();
+        assert_eq!(a.lease("k", 1, TTL).await.unwrap(), Lease::Taken);
+    }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn garbage_at_a_lease_key_never_holds_loads_back_for_good() {
-    let server = RedisServer::start();
-    let store = redis_store(&server);
-    let mut conn = server.connection();
-    // Something that never expires, set by something other than a lease.
-    let _: () = conn.rpush("tc:l:{k}", "x").unwrap();
-    assert_eq!(store.lease("k", 1, TTL).await.unwrap(), Lease::Taken);
-    // The load that went ahead anyway clears it when it is done.
-    store.release("k", 1).await.unwrap();
-    assert_eq!(store.lease("k", 1, TTL).await.unwrap(), Lease::Granted);
-    store.release("k", 1).await.unwrap();
-    let _: () = conn.set("tc:l:{k}", "forever").unwrap();
-    let entry = Entry::new(Bytes::from_static(b"v")).with_ttl(TTL);
-    store.put_released("k", entry, 1).await.unwrap();
-    assert_eq!(store.lease("k", 1, TTL).await.unwrap(), Lease::Granted);
+on_single_and_cluster! {
+    async fn garbage_at_a_lease_key_never_holds_loads_back_for_good(server) {
+        let store = redis_store(&server);
+        let mut conn = server.connection();
+        // Something that never expires, set by something other than a lease.
+        let _: () = conn.rpush("tc:l:{k}", "x").unwrap();
+        assert_eq!(store.lease("k", 1, TTL).await.unwrap(), Lease::Taken);
+        // The load that went ahead anyway clears it when it is done.
+        store.release("k", 1).await.unwrap();
+        assert_eq!(store.lease("k", 1, TTL).await.unwrap(), Lease::Granted);
+        store.release("k", 1).await.unwrap();
+        let _: () = conn.set("tc:l:{k}", "forever").unwrap();
+        let entry = Entry::new(Bytes::from_static(b"v")).with_ttl(TTL);
+        store.put_released("k", entry, 1).await.unwrap();
+        assert_eq!(store.lease("k", 1, TTL).await.unwrap(), Lease::Granted);
+    }
 }
 
 #[tokio::test]
@@ -107,8 +108,9 @@ const ORIGIN: Duration = Duration::from_millis(300);
 
 /// One instance of a service: a cache over an L1 and an L2 of its own,
 /// on connections of its own, as a process of its own would have.
-async fn instance(server: &RedisServer, op_timeout: Duration) -> Cache<TieredStore> {
-    let l2 = RedisStore::builder(server.url())
+async fn instance(server: &impl TestRedis, op_timeout: Duration) -> Cache<TieredStore> {
+    let l2 = server
+        .store_builder()
         .op_timeout(op_timeout)
         .build()
         .unwrap();
@@ -120,7 +122,7 @@ async fn instance(server: &RedisServer, op_timeout: Duration) -> Cache<TieredSto
     Cache::new(store)
 }
 
-async fn instances(server: &RedisServer, n: usize) -> Vec<Cache<TieredStore>> {
+async fn instances(server: &impl TestRedis, n: usize) -> Vec<Cache<TieredStore>> {
     let mut all = Vec::new();
     for _ in 0..n {
         all.push(instance(server, OP_TIMEOUT).await);
@@ -230,30 +232,30 @@ async fn stampede(
     values
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn cold_requests_on_two_instances_make_one_origin_call() {
-    let server = RedisServer::start();
-    let caches = instances(&server, 2).await;
-    let origin = Origin::default();
-    let profile = profile(Policy::ttl(Duration::from_secs(60)));
-    let values = stampede(&caches, &profile, &origin, 500).await;
-    assert_eq!(origin.calls(), 1);
-    assert!(values.iter().all(|v| v == "product #1"), "{values:?}");
+on_single_and_cluster! {
+    async fn cold_requests_on_two_instances_make_one_origin_call(server) {
+        let caches = instances(&server, 2).await;
+        let origin = Origin::default();
+        let profile = profile(Policy::ttl(Duration::from_secs(60)));
+        let values = stampede(&caches, &profile, &origin, 500).await;
+        assert_eq!(origin.calls(), 1);
+        assert!(values.iter().all(|v| v == "product #1"), "{values:?}");
+    }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_thousand_cold_requests_over_three_instances_make_one_origin_call() {
-    let server = RedisServer::start();
-    let caches = instances(&server, 3).await;
-    let origin = Origin::default();
-    let profile = profile(Policy::ttl(Duration::from_secs(60)));
-    let values = stampede(&caches, &profile, &origin, 1_000).await;
-    println!(
-        "origin calls for 1000 cold requests over 3 instances: {}",
-        origin.calls()
-    );
-    assert_eq!(origin.calls(), 1);
-    assert!(values.iter().all(|v| v == "product #1"));
+on_single_and_cluster! {
+    async fn a_thousand_cold_requests_over_three_instances_make_one_origin_call(server) {
+        let caches = instances(&server, 3).await;
+        let origin = Origin::default();
+        let profile = profile(Policy::ttl(Duration::from_secs(60)));
+        let values = stampede(&caches, &profile, &origin, 1_000).await;
+        println!(
+            "origin calls for 1000 cold requests over 3 instances: {}",
+            origin.calls()
+        );
+        assert_eq!(origin.calls(), 1);
+        assert!(values.iter().all(|v| v == "product #1"));
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -34,7 +34,7 @@ fn tiered(server: &RedisServer) -> TieredStore {
 fn redis_key<St>(layer: &CacheAsideLayer<St>, uri: &str) -> String {
     let request = http::Request::get(uri).body(()).expect("valid request");
     let key = layer.key_for(&request).expect("a cacheable read");
-    format!("{}e:{key}", tower_cache::store::DEFAULT_PREFIX)
+    format!("{}e:{{{key}}}", tower_cache::store::DEFAULT_PREFIX)
 }
 
 fn cache(server: &RedisServer) -> Cache<TieredStore> {
@@ -171,7 +171,7 @@ async fn jitter_spreads_redis_expiries_of_entries_written_together() {
     for id in 0..100u64 {
         let written = Instant::now();
         svc.clone().oneshot(id).await.unwrap();
-        let pttl: i64 = conn.pttl(format!("tc:e:j:{id}")).unwrap();
+        let pttl: i64 = conn.pttl(format!("tc:e:{{j:{id}}}")).unwrap();
         // Within ±10 % of 100 s, less what has passed since the write
         // began (and a millisecond of rounding).
         let passed = written.elapsed().as_millis() as i64 + 1;

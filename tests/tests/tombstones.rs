@@ -13,7 +13,7 @@ use redis::Commands;
 use tokio::sync::Notify;
 use tower_cache::store::{MemoryStore, RedisStore, Store, TieredStore};
 use tower_cache::{Cache, Entry, Fill, Loaded, Policy, Profile};
-use tower_cache_tests::{PATIENCE, RedisServer};
+use tower_cache_tests::{PATIENCE, RedisServer, TestRedis, on_single_and_cluster};
 
 /// Generous per-operation timeout: nothing here is about timeouts.
 const OP_TIMEOUT: Duration = Duration::from_secs(5);
@@ -23,8 +23,9 @@ fn entry(v: &str) -> Entry {
 }
 
 /// One instance's L2: a store of its own, on connections of its own.
-fn redis_store(server: &RedisServer) -> RedisStore {
-    RedisStore::builder(server.url())
+fn redis_store(server: &impl TestRedis) -> RedisStore {
+    server
+        .store_builder()
         .op_timeout(OP_TIMEOUT)
         .build()
         .unwrap()
@@ -38,77 +39,78 @@ async fn value(store: &impl Store, key: &str) -> Option<String> {
         .map(|e| String::from_utf8(e.value().to_vec()).unwrap())
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_write_loaded_before_a_remove_on_another_instance_is_refused() {
-    let server = RedisServer::start();
-    let (a, b) = (redis_store(&server), redis_store(&server));
-    b.put("k", entry("first")).await.unwrap();
-    // A reads the version, then the origin...
-    let loaded_at = a.version().await.unwrap();
-    // ...B writes the origin and removes the key...
-    b.remove("k").await.unwrap();
-    // ...and A's write of what it read comes after.
-    a.put("k", entry("old").with_version(loaded_at))
-        .await
-        .unwrap();
-    assert_eq!(value(&a, "k").await, None, "the old value is refused");
-    assert_eq!(value(&b, "k").await, None);
-    // A load that began after the remove is stored.
-    let later = a.version().await.unwrap();
-    assert!(later > loaded_at, "a remove moves the version forward");
-    a.put("k", entry("new").with_version(later)).await.unwrap();
-    assert_eq!(value(&b, "k").await.as_deref(), Some("new"));
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_tombstone_never_moves_back_and_is_kept_max_load_time() {
-    let server = RedisServer::start();
-    let store = RedisStore::builder(server.url())
-        .op_timeout(OP_TIMEOUT)
-        .max_load_time(Duration::from_secs(7))
-        .build()
-        .unwrap();
-    store.remove("k").await.unwrap();
-    let mut conn = server.connection();
-    let first: u64 = conn.get("tc:x:{k}").unwrap();
-    store.remove("k").await.unwrap();
-    let second: u64 = conn.get("tc:x:{k}").unwrap();
-    assert!(second > first, "{second} after {first}");
-    // A later version somehow there already is kept.
-    let _: () = conn.set("tc:x:{k}", second + 1_000_000_000).unwrap();
-    store.remove("k").await.unwrap();
-    let third: u64 = conn.get("tc:x:{k}").unwrap();
-    assert_eq!(third, second + 1_000_000_000);
-    let pttl: i64 = conn.pttl("tc:x:{k}").unwrap();
-    assert!((1..=7_000).contains(&pttl), "kept {pttl} ms");
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn garbage_in_a_tombstone_refuses_one_write_and_is_removed() {
-    let server = RedisServer::start();
-    let store = redis_store(&server);
-    let mut conn = server.connection();
-    for garbage in ["not a version", "list"] {
-        if garbage == "list" {
-            let _: () = conn.rpush("tc:x:{k}", "x").unwrap();
-        } else {
-            let _: () = conn.set("tc:x:{k}", garbage).unwrap();
-        }
-        let version = store.version().await.unwrap();
-        store
-            .put("k", entry("v").with_version(version))
+on_single_and_cluster! {
+    async fn a_write_loaded_before_a_remove_on_another_instance_is_refused(server) {
+        let (a, b) = (redis_store(&server), redis_store(&server));
+        b.put("k", entry("first")).await.unwrap();
+        // A reads the version, then the origin...
+        let loaded_at = a.version().await.unwrap();
+        // ...B writes the origin and removes the key...
+        b.remove("k").await.unwrap();
+        // ...and A's write of what it read comes after.
+        a.put("k", entry("old").with_version(loaded_at))
             .await
             .unwrap();
-        assert_eq!(value(&store, "k").await, None, "{garbage}: refused");
-        let left: bool = conn.exists("tc:x:{k}").unwrap();
-        assert!(!left, "{garbage}: removed");
-        store
-            .put("k", entry("v").with_version(version))
-            .await
+        assert_eq!(value(&a, "k").await, None, "the old value is refused");
+        assert_eq!(value(&b, "k").await, None);
+        // A load that began after the remove is stored.
+        let later = a.version().await.unwrap();
+        assert!(later > loaded_at, "a remove moves the version forward");
+        a.put("k", entry("new").with_version(later)).await.unwrap();
+        assert_eq!(value(&b, "k").await.as_deref(), Some("new"));
+    }
+}
+
+on_single_and_cluster! {
+    async fn a_tombstone_never_moves_back_and_is_kept_max_load_time(server) {
+        let store = server
+            .store_builder()
+            .op_timeout(OP_TIMEOUT)
+            .max_load_time(Duration::from_secs(7))
+            .build()
             .unwrap();
-        assert_eq!(value(&store, "k").await.as_deref(), Some("v"));
         store.remove("k").await.unwrap();
-        let _: () = conn.del("tc:x:{k}").unwrap();
+        let mut conn = server.connection();
+        let first: u64 = conn.get("tc:x:{k}").unwrap();
+        store.remove("k").await.unwrap();
+        let second: u64 = conn.get("tc:x:{k}").unwrap();
+        assert!(second > first, "{second} after {first}");
+        // A later version somehow there already is kept.
+        let _: () = conn.set("tc:x:{k}", second + 1_000_000_000).unwrap();
+        store.remove("k").await.unwrap();
+        let third: u64 = conn.get("tc:x:{k}").unwrap();
+        assert_eq!(third, second + 1_000_000_000);
+        let pttl: i64 = conn.pttl("tc:x:{k}").unwrap();
+        assert!((1..=7_000).contains(&pttl), "kept {pttl} ms");
+    }
+}
+
+on_single_and_cluster! {
+    async fn garbage_in_a_tombstone_refuses_one_write_and_is_removed(server) {
+        let store = redis_store(&server);
+        let mut conn = server.connection();
+        for garbage in ["not a version", "list"] {
+            if garbage == "list" {
+                let _: () = conn.rpush("tc:x:{k}", "x").unwrap();
+            } else {
+                let _: () = conn.set("tc:x:{k}", garbage).unwrap();
+            }
+            let version = store.version().await.unwrap();
+            store
+                .put("k", entry("v").with_version(version))
+                .await
+                .unwrap();
+            assert_eq!(value(&store, "k").await, None, "{garbage}: refused");
+            let left: bool = conn.exists("tc:x:{k}").unwrap();
+            assert!(!left, "{garbage}: removed");
+            store
+                .put("k", entry("v").with_version(version))
+                .await
+                .unwrap();
+            assert_eq!(value(&store, "k").await.as_deref(), Some("v"));
+            store.remove("k").await.unwrap();
+            let _: () = conn.del("tc:x:{k}").unwrap();
+        }
     }
 }
 
@@ -146,7 +148,7 @@ async fn a_remove_that_missed_redis_leaves_its_tombstone_when_replayed() {
 
 /// One instance of a service: a cache over an L1 and an L2 of its own,
 /// on connections of its own, as a process of its own would have.
-async fn instance(server: &RedisServer) -> Cache<TieredStore> {
+async fn instance(server: &impl TestRedis) -> Cache<TieredStore> {
     let store = TieredStore::builder(MemoryStore::new(16 << 20), redis_store(server))
         .l1_ttl(Duration::from_secs(3_600))
         .build();
@@ -208,33 +210,33 @@ async fn remove_during_a_load<St: Store>(
     text(own.entry().cloned())
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_slow_load_overtaken_by_a_write_and_remove_elsewhere_is_served_nowhere() {
-    let server = RedisServer::start();
-    let (a, b) = (instance(&server).await, instance(&server).await);
-    let db = Arc::new(Mutex::new("old"));
-    let own = remove_during_a_load(&a, &b, &db).await;
-    assert_eq!(
-        own.as_deref(),
-        Some("old"),
-        "A's caller, who asked before the write, gets what A read"
-    );
-    // Neither L2 nor either L1 has A's old value.
-    let l2 = redis_store(&server);
-    assert_eq!(value(&l2, "products/1").await, None, "L2 refused it");
-    for (name, cache) in [("A", &a), ("B", &b)] {
-        let l1 = text(cache.store().l1().get("products/1").await.unwrap());
-        assert_eq!(l1, None, "{name}'s L1");
+on_single_and_cluster! {
+    async fn a_slow_load_overtaken_by_a_write_and_remove_elsewhere_is_served_nowhere(server) {
+        let (a, b) = (instance(&server).await, instance(&server).await);
+        let db = Arc::new(Mutex::new("old"));
+        let own = remove_during_a_load(&a, &b, &db).await;
+        assert_eq!(
+            own.as_deref(),
+            Some("old"),
+            "A's caller, who asked before the write, gets what A read"
+        );
+        // Neither L2 nor either L1 has A's old value.
+        let l2 = redis_store(&server);
+        assert_eq!(value(&l2, "products/1").await, None, "L2 refused it");
+        for (name, cache) in [("A", &a), ("B", &b)] {
+            let l1 = text(cache.store().l1().get("products/1").await.unwrap());
+            assert_eq!(l1, None, "{name}'s L1");
+        }
+        // And every read from now on is the new row.
+        for cache in [&a, &b, &a] {
+            let fetched = cache
+                .fetch("products/1", &profile(), db_load(&db, None))
+                .await
+                .unwrap();
+            assert_eq!(text(fetched.entry().cloned()).as_deref(), Some("new"));
+        }
+        assert_eq!(value(&l2, "products/1").await.as_deref(), Some("new"));
     }
-    // And every read from now on is the new row.
-    for cache in [&a, &b, &a] {
-        let fetched = cache
-            .fetch("products/1", &profile(), db_load(&db, None))
-            .await
-            .unwrap();
-        assert_eq!(text(fetched.entry().cloned()).as_deref(), Some("new"));
-    }
-    assert_eq!(value(&l2, "products/1").await.as_deref(), Some("new"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -68,13 +68,13 @@ async fn a_flipped_byte_in_redis_is_a_miss_and_is_removed() {
         .await
         .unwrap();
     let mut conn = server.connection();
-    let mut raw: Vec<u8> = conn.get("tc:e:users/9").unwrap();
+    let mut raw: Vec<u8> = conn.get("tc:e:{users/9}").unwrap();
     // A byte of the body, as a bit flip in memory or on the wire would.
     let at = raw.len() - 8 - 10;
     raw[at] ^= 0x20;
-    let _: () = conn.set("tc:e:users/9", raw).unwrap();
+    let _: () = conn.set("tc:e:{users/9}", raw).unwrap();
     assert_eq!(value(&store, "users/9").await, None, "never served");
-    let exists: bool = conn.exists("tc:e:users/9").unwrap();
+    let exists: bool = conn.exists("tc:e:{users/9}").unwrap();
     assert!(!exists, "removed from Redis");
 }
 
@@ -85,11 +85,11 @@ async fn another_keys_entry_copied_in_redis_is_a_miss() {
     store.put("users/15", entry("user 15")).await.unwrap();
     store.put("users/73", entry("user 73")).await.unwrap();
     let mut conn = server.connection();
-    let other: Vec<u8> = conn.get("tc:e:users/73").unwrap();
-    let _: () = conn.set("tc:e:users/15", other).unwrap();
+    let other: Vec<u8> = conn.get("tc:e:{users/73}").unwrap();
+    let _: () = conn.set("tc:e:{users/15}", other).unwrap();
     assert_eq!(value(&store, "users/15").await, None, "not user 73");
     assert_eq!(value(&store, "users/73").await.as_deref(), Some("user 73"));
-    let exists: bool = conn.exists("tc:e:users/15").unwrap();
+    let exists: bool = conn.exists("tc:e:{users/15}").unwrap();
     assert!(!exists, "removed from Redis");
 }
 
@@ -99,7 +99,7 @@ async fn keys_of_another_type_read_as_misses_and_never_block_an_invalidation() {
     let store = redis_store(&server);
     let mut conn = server.connection();
     // An entry key holding a list: a miss, removed, and writable again.
-    let _: () = conn.rpush("tc:e:k", "x").unwrap();
+    let _: () = conn.rpush("tc:e:{k}", "x").unwrap();
     assert_eq!(value(&store, "k").await, None);
     store.put("k", entry("v")).await.unwrap();
     assert_eq!(value(&store, "k").await.as_deref(), Some("v"));
@@ -110,18 +110,18 @@ async fn keys_of_another_type_read_as_misses_and_never_block_an_invalidation() {
         .put("tagged", entry("old").with_tags(["product:12"]))
         .await
         .unwrap();
-    let _: () = conn.rpush("tc:t:product:12", "x").unwrap();
+    let _: () = conn.rpush("{tc:}t:product:12", "x").unwrap();
     assert_eq!(value(&store, "tagged").await, None);
     // ... and an invalidation of the tag lands anyway.
     store
         .put("tagged", entry("old").with_tags(["product:12"]))
         .await
         .unwrap();
-    let _: () = conn.del("tc:t:product:12").unwrap();
-    let _: () = conn.rpush("tc:t:product:12", "x").unwrap();
+    let _: () = conn.del("{tc:}t:product:12").unwrap();
+    let _: () = conn.rpush("{tc:}t:product:12", "x").unwrap();
     store.remove_tag("product:12").await.unwrap();
     assert_eq!(store.pending_invalidations(), 0, "applied, not deferred");
-    let stamp: String = conn.get("tc:t:product:12").unwrap();
+    let stamp: String = conn.get("{tc:}t:product:12").unwrap();
     assert!(stamp.parse::<u64>().is_ok(), "a timestamp now: {stamp}");
     assert_eq!(value(&store, "tagged").await, None, "invalidated");
 }

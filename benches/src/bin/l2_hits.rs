@@ -25,9 +25,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::{Request, Response};
 use http_body_util::{BodyExt, Full};
-use redis::aio::ConnectionManager;
 use tower::{Service, service_fn};
-use tower_cache::store::{RedisStore, SharedStore};
+use tower_cache::store::{RedisConnection, RedisStore, SharedStore};
 use tower_cache::{Cache, CacheAsideLayer, Policy};
 use tower_layer::Layer;
 
@@ -41,7 +40,7 @@ fn request() -> Request<Full<Bytes>> {
 
 /// Prints the command statistics gathered since the last reset, and the
 /// server time they add up to per hit.
-async fn commandstats(conn: &mut ConnectionManager, hits: usize) {
+async fn commandstats(conn: &mut RedisConnection, hits: usize) {
     let info: String = redis::cmd("INFO")
         .arg("commandstats")
         .query_async(conn)

@@ -55,7 +55,7 @@ pub use memory::{
 pub use redis::{
     DEFAULT_CONNECT_TIMEOUT, DEFAULT_FAILURE_THRESHOLD, DEFAULT_MAX_LOAD_TIME,
     DEFAULT_MAX_PENDING_INVALIDATIONS, DEFAULT_MAX_TTL, DEFAULT_OP_TIMEOUT, DEFAULT_PREFIX,
-    DEFAULT_RETRY_INTERVAL, RedisQueue, RedisStore, RedisStoreBuilder,
+    DEFAULT_RETRY_INTERVAL, RedisConnection, RedisQueue, RedisStore, RedisStoreBuilder,
 };
 #[cfg(feature = "redis")]
 pub use tiered::{

@@ -4,11 +4,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::{Client, Script};
+use redis::cluster::{ClusterClientBuilder, ClusterConfig};
+use redis::{Client, IntoConnectionInfo};
 
 use super::breaker::{Breaker, DEFAULT_FAILURE_THRESHOLD, DEFAULT_RETRY_INTERVAL};
+use super::connection::{Lua, RedisConnection};
+use super::keys::Keys;
 use super::replay::{DEFAULT_MAX_PENDING_INVALIDATIONS, ReplayQueue};
-use super::scripts::{INVALIDATE, READ, STAMPS, VERSION};
+use super::scripts::{CHECK, INVALIDATE, STAMPS, VERSION};
 use super::stamps::KnownStamps;
 use super::{Inner, RedisStore};
 use crate::store::StoreError;
@@ -24,13 +27,21 @@ pub const DEFAULT_MAX_TTL: Duration = Duration::from_secs(24 * 60 * 60);
 pub const DEFAULT_MAX_LOAD_TIME: Duration = Duration::from_secs(60);
 /// Default key namespace prefix.
 pub const DEFAULT_PREFIX: &str = "tc:";
-/// What closes a namespace prefix; a prefix may not contain it elsewhere.
-const PREFIX_SEPARATOR: char = ':';
 
-/// Builds a [`RedisStore`].
+/// Where the store's Redis is.
+#[derive(Debug, Clone)]
+enum Target {
+    /// One server, by URL.
+    Single(String),
+    /// A Redis Cluster, by the URLs of some of its nodes.
+    Cluster(Vec<String>),
+}
+
+/// Builds a [`RedisStore`], on a single node ([`RedisStore::builder`]) or
+/// a Redis Cluster ([`RedisStore::cluster_builder`]), with the same knobs.
 #[derive(Debug, Clone)]
 pub struct RedisStoreBuilder {
-    url: String,
+    target: Target,
     prefix: String,
     op_timeout: Duration,
     connect_timeout: Duration,
@@ -82,8 +93,9 @@ impl RedisStoreBuilder {
     /// A prefix is a name closed by `:` (given with or without it: `"shop"`
     /// and `"shop:"` are the same prefix). The name may not be empty nor
     /// contain `:`, so that no prefix is the start of another's keys
-    /// (`"app:"` and `"app:e:"` would overlap): [`build`](Self::build)
-    /// refuses one that does.
+    /// (`"app:"` and `"app:e:"` would overlap), nor `{` or `}`, which would
+    /// move the hash tags the store's keys carry (see [`RedisStore`]):
+    /// [`build`](Self::build) refuses one that does.
     #[must_use]
     pub fn prefix(mut self, prefix: impl Into<String>) -> Self {
         self.prefix = prefix.into();
@@ -100,8 +112,8 @@ impl RedisStoreBuilder {
         self
     }
 
-    /// Timeout of one connection attempt. Default:
-    /// [`DEFAULT_CONNECT_TIMEOUT`] (1 s).
+    /// Timeout of one connection attempt (to each node, on a cluster).
+    /// Default: [`DEFAULT_CONNECT_TIMEOUT`] (1 s).
     #[must_use]
     pub fn connect_timeout(mut self, timeout: Duration) -> Self {
         self.connect_timeout = timeout;
@@ -130,42 +142,48 @@ impl RedisStoreBuilder {
     }
 
     /// Builds the store without connecting; the connection is made on first
-    /// use and remade whenever it breaks. Its metrics (the store-wide ones
-    /// in [`crate::metrics`]) are registered, at 0, with the recorder
-    /// installed now.
+    /// use and remade whenever it breaks (on a cluster: to every master,
+    /// found from the first seed node that answers). Its metrics (the
+    /// store-wide ones in [`crate::metrics`]) are registered, at 0, with the
+    /// recorder installed now.
     ///
     /// Must be called within a Tokio runtime.
     ///
     /// # Errors
     ///
-    /// [`StoreError::Config`] for a prefix that could overlap another's,
-    /// [`StoreError::Backend`] for an invalid URL.
+    /// [`StoreError::Config`] for a prefix that could overlap another's or
+    /// move a hash tag, and for a cluster seed list that is empty or holds
+    /// an invalid URL (naming it); [`StoreError::Backend`] for an invalid
+    /// single-node URL.
     pub fn build(self) -> Result<RedisStore, StoreError> {
-        let prefix = closed_prefix(&self.prefix)?;
-        let client = Client::open(self.url.as_str()).map_err(backend)?;
-        let config = ConnectionManagerConfig::new()
-            .set_response_timeout(Some(self.op_timeout))
-            .set_connection_timeout(Some(self.connect_timeout))
-            .set_number_of_retries(2)
-            .set_max_delay(Duration::from_millis(500));
-        let conn =
-            ConnectionManager::new_lazy_with_config(client.clone(), config).map_err(backend)?;
+        let keys = Keys::new(&self.prefix)?;
+        let (clients, conn) = match &self.target {
+            Target::Single(url) => {
+                let client = Client::open(url.as_str()).map_err(backend)?;
+                let config = ConnectionManagerConfig::new()
+                    .set_response_timeout(Some(self.op_timeout))
+                    .set_connection_timeout(Some(self.connect_timeout))
+                    .set_number_of_retries(2)
+                    .set_max_delay(Duration::from_millis(500));
+                let conn = ConnectionManager::new_lazy_with_config(client.clone(), config)
+                    .map_err(backend)?;
+                (vec![client], RedisConnection::Single(conn))
+            }
+            Target::Cluster(seeds) => self.cluster(seeds)?,
+        };
         crate::metrics::describe();
         Ok(RedisStore {
             inner: Arc::new(Inner {
-                client,
+                clients,
                 conn,
-                all_key: format!("{prefix}all"),
-                version_key: format!("{prefix}v"),
-                tag_prefix: format!("{prefix}t:"),
-                prefix,
+                keys,
                 op_timeout: self.op_timeout,
                 max_ttl: self.max_ttl,
                 max_load_time: self.max_load_time,
-                invalidate: Script::new(INVALIDATE),
-                version: Script::new(VERSION),
-                read: Script::new(READ),
-                stamps: Script::new(STAMPS),
+                invalidate: Lua::new(INVALIDATE),
+                version: Lua::new(VERSION),
+                check: Lua::new(CHECK),
+                stamps: Lua::new(STAMPS),
                 known: KnownStamps::default(),
                 breaker: Breaker::new(self.failure_threshold, self.retry_interval, self.op_timeout),
                 replay: ReplayQueue::new(self.max_pending),
@@ -174,19 +192,37 @@ impl RedisStoreBuilder {
             }),
         })
     }
-}
 
-/// `prefix` closed by the separator, or why it cannot be one.
-fn closed_prefix(prefix: &str) -> Result<String, StoreError> {
-    let name = prefix.strip_suffix(PREFIX_SEPARATOR).unwrap_or(prefix);
-    if name.is_empty() || name.contains(PREFIX_SEPARATOR) {
-        return Err(StoreError::Config(format!(
-            "Redis key prefix {prefix:?} must be a non-empty name without \
-             {PREFIX_SEPARATOR:?} (optionally ending with one), so that no \
-             prefix is the start of another's keys"
-        )));
+    /// A client per seed and the cluster connection, made lazily.
+    fn cluster(&self, seeds: &[String]) -> Result<(Vec<Client>, RedisConnection), StoreError> {
+        if seeds.is_empty() {
+            return Err(StoreError::Config(
+                "a Redis Cluster store needs at least one seed node URL".to_owned(),
+            ));
+        }
+        let mut infos = Vec::with_capacity(seeds.len());
+        let mut clients = Vec::with_capacity(seeds.len());
+        for seed in seeds {
+            let bad = |e: redis::RedisError| {
+                StoreError::Config(format!("invalid Redis Cluster seed URL {seed:?}: {e}"))
+            };
+            let info = seed.as_str().into_connection_info().map_err(bad)?;
+            clients.push(Client::open(info.clone()).map_err(bad)?);
+            infos.push(info);
+        }
+        let client = ClusterClientBuilder::new(infos)
+            .connection_timeout(self.connect_timeout)
+            .response_timeout(self.op_timeout)
+            .retries(2)
+            .max_retry_wait(500)
+            .build()
+            .map_err(|e| StoreError::Config(format!("invalid Redis Cluster seed list: {e}")))?;
+        let config = ClusterConfig::new()
+            .set_connection_timeout(self.connect_timeout)
+            .set_response_timeout(self.op_timeout);
+        let conn = client.get_pending_async_connection_with_config(config);
+        Ok((clients, RedisConnection::Cluster(conn)))
     }
-    Ok(format!("{name}{PREFIX_SEPARATOR}"))
 }
 
 pub(super) fn backend(e: redis::RedisError) -> StoreError {
@@ -196,8 +232,47 @@ pub(super) fn backend(e: redis::RedisError) -> StoreError {
 impl RedisStore {
     /// A builder for the Redis at `url` (`redis://host:port/db`).
     pub fn builder(url: impl Into<String>) -> RedisStoreBuilder {
+        Self::builder_for(Target::Single(url.into()))
+    }
+
+    /// A builder for the Redis Cluster whose nodes include `seeds` (URLs,
+    /// `redis://host:port`): any of its nodes will do, several let the
+    /// store start while one is down. The store finds every master from
+    /// the first that answers, spreads its entries over all of them, and
+    /// follows the cluster through resharding and failover. Same knobs and
+    /// defaults as [`builder`](Self::builder).
+    ///
+    /// ```no_run
+    /// use tower_cache::store::RedisStore;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// let l2 = RedisStore::cluster_builder(["redis://10.0.0.1:7000", "redis://10.0.0.2:7000"])
+    ///     .prefix("catalog:")
+    ///     .build()
+    ///     .expect("valid seed URLs");
+    /// # }
+    /// ```
+    pub fn cluster_builder<S: Into<String>>(
+        seeds: impl IntoIterator<Item = S>,
+    ) -> RedisStoreBuilder {
+        Self::builder_for(Target::Cluster(seeds.into_iter().map(Into::into).collect()))
+    }
+
+    /// A store for the Redis Cluster whose nodes include `seeds`, with the
+    /// defaults (see [`cluster_builder`](Self::cluster_builder)).
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Config`] for an empty or invalid seed list.
+    pub fn cluster<S: Into<String>>(
+        seeds: impl IntoIterator<Item = S>,
+    ) -> Result<Self, StoreError> {
+        Self::cluster_builder(seeds).build()
+    }
+
+    fn builder_for(target: Target) -> RedisStoreBuilder {
         RedisStoreBuilder {
-            url: url.into(),
+            target,
             prefix: DEFAULT_PREFIX.to_owned(),
             op_timeout: DEFAULT_OP_TIMEOUT,
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,

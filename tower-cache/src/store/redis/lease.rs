@@ -1,7 +1,7 @@
 //! Leases on loads across instances: the instance that takes a key's lease loads it, the others wait for its value.
 //!
-//! A lease is one small key beside the entry (`{prefix}l:` and the key in
-//! braces, in the entry's Redis Cluster slot) holding its holder's token, set only if
+//! A lease is one small key beside the entry (`P` `l:{K}`, in the entry's
+//! Redis Cluster slot, see `keys.rs`) holding its holder's token, set only if
 //! absent (`SET NX PX`) and expiring by itself: a holder that dies leaves
 //! it for at most its time to live. The holder releases it when its load
 //! is done, in the same script as its write when it has a value to store
@@ -12,9 +12,9 @@
 use std::sync::LazyLock;
 use std::time::Duration;
 
-use redis::aio::ConnectionManager;
-use redis::{AsyncCommands, ExistenceCheck, Script, SetExpiry, SetOptions};
+use redis::{AsyncCommands, ExistenceCheck, SetExpiry, SetOptions};
 
+use super::connection::{Lua, RedisConnection};
 use super::{RedisStore, redis_error};
 use crate::clock;
 use crate::store::{Lease, StoreError};
@@ -30,7 +30,7 @@ end
 return 0
 ";
 
-static RELEASE_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(RELEASE));
+static RELEASE_SCRIPT: LazyLock<Lua> = LazyLock::new(|| Lua::new(RELEASE));
 
 /// A token as it is stored.
 pub(super) fn token_arg(token: u64) -> String {
@@ -79,14 +79,14 @@ impl RedisStore {
     /// of its own.
     pub(super) async fn release_on(
         &self,
-        c: &mut ConnectionManager,
+        c: &mut RedisConnection,
         key: &str,
         token: u64,
     ) -> Result<(), StoreError> {
         RELEASE_SCRIPT
             .key(self.lease_key(key))
             .arg(token_arg(token))
-            .invoke_async::<i64>(c)
+            .invoke::<i64>(c)
             .await
             .map(|_| ())
             .map_err(redis_error)

@@ -2,6 +2,8 @@
 
 pub(super) mod breaker;
 mod builder;
+mod connection;
+mod keys;
 mod lease;
 mod queue;
 mod read;
@@ -17,8 +19,7 @@ use std::time::Duration;
 
 use ::metrics::Counter;
 use futures_util::FutureExt;
-use redis::aio::ConnectionManager;
-use redis::{AsyncCommands, Client, Script};
+use redis::{AsyncCommands, Client};
 
 use super::{Lease, Store, StoreError};
 use crate::clock;
@@ -30,28 +31,28 @@ pub use builder::{
     DEFAULT_CONNECT_TIMEOUT, DEFAULT_MAX_LOAD_TIME, DEFAULT_MAX_TTL, DEFAULT_OP_TIMEOUT,
     DEFAULT_PREFIX, RedisStoreBuilder,
 };
+use connection::Lua;
+pub use connection::RedisConnection;
+use keys::Keys;
 pub use queue::RedisQueue;
 pub use replay::DEFAULT_MAX_PENDING_INVALIDATIONS;
 use replay::{Invalidation, ReplayQueue};
-use scripts::INVALIDATE;
 use stamps::KnownStamps;
 
 struct Inner {
-    client: Client,
-    conn: ConnectionManager,
-    prefix: String,
-    /// `{prefix}all`, `{prefix}v` and `{prefix}t:`, made once.
-    all_key: String,
-    version_key: String,
-    tag_prefix: String,
+    /// One client per node named (one for a single node, one per seed
+    /// for a cluster), for connections of one's own (pub/sub).
+    clients: Vec<Client>,
+    conn: RedisConnection,
+    keys: Keys,
     op_timeout: Duration,
     max_ttl: Duration,
     /// How long a key's tombstone is kept.
     max_load_time: Duration,
-    invalidate: Script,
-    version: Script,
-    read: Script,
-    stamps: Script,
+    invalidate: Lua,
+    version: Lua,
+    check: Lua,
+    stamps: Lua,
     /// The invalidation versions last read, which let a hit be one `MGET`.
     known: KnownStamps,
     breaker: Breaker,
@@ -62,31 +63,37 @@ struct Inner {
     corrupt: Counter,
 }
 
-/// The shared L2 store, on Redis through redis-rs.
+/// The shared L2 store, on Redis through redis-rs: a single node
+/// ([`RedisStore::builder`]) or a Redis Cluster ([`RedisStore::cluster`]).
 ///
-/// - **One multiplexed connection** ([`ConnectionManager`]) that reconnects
+/// - **One multiplexed connection** ([`RedisConnection`]) that reconnects
 ///   by itself; the store can be built while Redis is down and starts
-///   working when it comes up.
+///   working when it comes up. On a cluster, redis-rs's async cluster
+///   client sends each command to the master of its key's slot, follows
+///   redirects and finds a promoted replica after a failover.
 /// - **One timeout per operation** (default [`DEFAULT_OP_TIMEOUT`],
 ///   200 ms), however many commands the operation sends: a slow Redis
 ///   costs a request at most that long.
 /// - **A hit is one plain command**: `MGET` of the entry and the
-///   namespace's invalidation counter. The invalidation versions that
+///   namespace's invalidation counter (on a cluster, where they are in
+///   two slots, two `GET`s sent at once: one round trip). The invalidation versions that
 ///   decide whether it may be served are kept in process with the counter
 ///   value they were read at; every invalidation moves the counter, so
 ///   while it has not moved they are current. They are read again (one
 ///   more round trip) after an invalidation, for a tag not read before,
 ///   and at least every 10 s.
-/// - **A key namespace**: entries live under `{prefix}e:{key}`, tag
-///   invalidation versions under `{prefix}t:{tag}`, the namespace-wide one
-///   ([`RedisStore::invalidate_all`]) under `{prefix}all` and the
-///   namespace's invalidation version counter under `{prefix}v` (default
-///   prefix [`DEFAULT_PREFIX`]). A key's tombstone lives under
-///   `{prefix}x:` and its load lease under `{prefix}l:`, each followed by
-///   the key in braces (`tc:x:{products/1}`, [`RedisStore::tombstone_key`],
-///   [`RedisStore::lease_key`]): hash-tagged with the key, so that on a
-///   Redis Cluster they share the entry's slot; every script touches one key's
-///   family or the namespace's keys, never both.
+/// - **A key namespace**, the same on a single node and a cluster: for
+///   the prefix `P` (default [`DEFAULT_PREFIX`], `tc:`), the entry of key
+///   `K` lives under `P` `e:{K}` (hashed on `K`, so entries spread over
+///   every slot), its tombstone under `P` `x:{K}` and its load lease under
+///   `P` `l:{K}` (`tc:x:{products/1}`, [`RedisStore::tombstone_key`],
+///   [`RedisStore::lease_key`]), all three in the entry's slot; the
+///   namespace's keys share the slot of `{P}`: tag invalidation versions
+///   under `{P}t:TAG`, the namespace-wide one
+///   ([`RedisStore::invalidate_all`]) under `{P}all` and the namespace's
+///   invalidation version counter under `{P}v`. Every script declares the
+///   keys it touches, all in one slot: one key's family or the
+///   namespace's keys, never both.
 /// - **Redis-side expiry** at the end of the entry's stale window, and
 ///   never more than [`RedisStoreBuilder::max_ttl`] (default 24 h) after
 ///   it is written.
@@ -160,7 +167,8 @@ pub struct RedisStore {
 impl std::fmt::Debug for RedisStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RedisStore")
-            .field("prefix", &self.inner.prefix)
+            .field("prefix", &self.inner.keys.prefix())
+            .field("cluster", &self.inner.conn.is_cluster())
             .field("op_timeout", &self.inner.op_timeout)
             .finish()
     }
@@ -170,18 +178,35 @@ impl RedisStore {
     /// The key namespace prefix, closed by `:`.
     #[must_use]
     pub fn prefix(&self) -> &str {
-        &self.inner.prefix
+        self.inner.keys.prefix()
     }
 
-    /// The redis-rs client, for connections of one's own (pub/sub).
+    /// The redis-rs client, for connections of one's own (pub/sub); on a
+    /// cluster, the first seed node's (see [`clients`](Self::clients)).
     #[must_use]
     pub fn client(&self) -> &Client {
-        &self.inner.client
+        &self.inner.clients[0]
     }
 
-    /// A handle on the multiplexed connection.
+    /// One redis-rs client per node the store was given: the single node,
+    /// or every seed node of a cluster. A `PUBLISH` on any node of a
+    /// cluster reaches the subscribers of every node, so a subscriber that
+    /// loses its node can take the next one.
     #[must_use]
-    pub fn connection(&self) -> ConnectionManager {
+    pub fn clients(&self) -> &[Client] {
+        &self.inner.clients
+    }
+
+    /// Whether the store is on a Redis Cluster.
+    #[must_use]
+    pub fn is_cluster(&self) -> bool {
+        self.inner.conn.is_cluster()
+    }
+
+    /// A handle on the multiplexed connection (a single node's or the
+    /// cluster's).
+    #[must_use]
+    pub fn connection(&self) -> RedisConnection {
         self.inner.conn.clone()
     }
 
@@ -198,62 +223,44 @@ impl RedisStore {
         self.inner.max_ttl
     }
 
-    /// The Redis key an entry is stored under.
+    /// The Redis key an entry is stored under: `P` `e:{K}` for the prefix
+    /// `P` and the key `K` (so that the entry's slot is hashed on `K`).
     #[must_use]
     pub fn entry_key(&self, key: &str) -> String {
-        let mut k = String::with_capacity(self.inner.prefix.len() + 2 + key.len());
-        k.push_str(&self.inner.prefix);
-        k.push_str("e:");
-        k.push_str(key);
-        k
+        self.inner.keys.entry(key)
     }
 
-    /// `{prefix}{kind}{{key}}`: a key of `key`'s own family, hash-tagged
-    /// with `key` so that it shares the entry's Redis Cluster slot.
-    fn family_key(&self, kind: &str, key: &str) -> String {
-        let prefix = &self.inner.prefix;
-        let mut k = String::with_capacity(prefix.len() + kind.len() + key.len() + 2);
-        k.push_str(prefix);
-        k.push_str(kind);
-        k.push('{');
-        k.push_str(key);
-        k.push('}');
-        k
-    }
-
-    /// The Redis key of `key`'s tombstone: the version of its latest
-    /// remove ([`Store::remove`]), which refuses older loads' writes.
+    /// The Redis key of `key`'s tombstone, `P` `x:{K}` in the entry's
+    /// slot: the version of its latest remove ([`Store::remove`]), which
+    /// refuses older loads' writes.
     #[must_use]
     pub fn tombstone_key(&self, key: &str) -> String {
-        self.family_key("x:", key)
+        self.inner.keys.tombstone(key)
     }
 
-    /// The Redis key of `key`'s load lease ([`Store::lease`]).
+    /// The Redis key of `key`'s load lease ([`Store::lease`]), `P` `l:{K}`
+    /// in the entry's slot.
     #[must_use]
     pub fn lease_key(&self, key: &str) -> String {
-        self.family_key("l:", key)
+        self.inner.keys.lease(key)
     }
 
-    /// What every tag key starts with.
-    fn tag_prefix(&self) -> &str {
-        &self.inner.tag_prefix
+    /// The Redis key of a tag's invalidation version: `{P}t:TAG`, in the
+    /// namespace's slot.
+    #[must_use]
+    pub fn tag_key(&self, tag: &str) -> String {
+        self.inner.keys.tag(tag)
     }
 
-    fn tag_key(&self, tag: &str) -> String {
-        let mut k = String::with_capacity(self.inner.tag_prefix.len() + tag.len());
-        k.push_str(&self.inner.tag_prefix);
-        k.push_str(tag);
-        k
-    }
-
-    /// The key of the namespace-wide invalidation version.
+    /// The key of the namespace-wide invalidation version, `{P}all`.
     fn all_key(&self) -> &str {
-        &self.inner.all_key
+        self.inner.keys.all()
     }
 
-    /// The key of the namespace's invalidation version counter.
-    fn version_key(&self) -> &str {
-        &self.inner.version_key
+    /// The key of the namespace's invalidation version counter, `{P}v`.
+    #[must_use]
+    pub fn version_key(&self) -> &str {
+        self.inner.keys.version()
     }
 
     /// How long an invalidation version is kept, in milliseconds.
@@ -318,7 +325,7 @@ impl RedisStore {
                 .key(skey)
                 .key(self.version_key())
                 .arg(keep_ms)
-                .invoke_async::<u64>(&mut c)
+                .invoke::<u64>(&mut c)
                 .await
                 .map_err(redis_error)
         })
@@ -326,10 +333,12 @@ impl RedisStore {
     }
 
     /// Applies removes and tag invalidations, optionally a namespace-wide
-    /// invalidation first, in one pipeline under one timeout; returns the
-    /// invalidations' versions (the namespace's first when `all`, then
-    /// one per tag). Used to replay what could not reach Redis while it
-    /// was away.
+    /// invalidation first, under one timeout; returns the invalidations'
+    /// versions (the namespace's first when `all`, then one per tag). The
+    /// invalidations go in one pipeline to the namespace's slot, the
+    /// removes to their entries' slots (one more pipeline on a single
+    /// node), both at once. Used to replay what could not reach Redis
+    /// while it was away.
     pub(crate) async fn apply_invalidations(
         &self,
         all: bool,
@@ -340,33 +349,44 @@ impl RedisStore {
             return Ok(Vec::new());
         }
         let keep_ms = self.keep_ms();
-        let version_key = self.version_key();
-        let mut pipe = redis::pipe();
-        let stamp = |pipe: &mut redis::Pipeline, skey: &str| {
-            pipe.cmd("EVAL")
-                .arg(INVALIDATE)
-                .arg(2)
-                .arg(skey)
-                .arg(version_key)
-                .arg(keep_ms);
-        };
-        if all {
-            stamp(&mut pipe, self.all_key());
-        }
-        for tag in tags {
-            stamp(&mut pipe, &self.tag_key(tag));
-        }
+        let stamp_keys: Vec<String> = all
+            .then(|| self.all_key().to_owned())
+            .into_iter()
+            .chain(tags.iter().map(|tag| self.tag_key(tag)))
+            .collect();
+        let calls: Vec<connection::Step<'_>> = stamp_keys
+            .iter()
+            .map(|skey| {
+                let mut call = self.inner.invalidate.key(skey);
+                call.key(self.version_key()).arg(keep_ms);
+                call.into()
+            })
+            .collect();
         self.timed(async {
-            let mut c = self.connection();
-            if !keys.is_empty() {
-                // Removes as `Store::remove` makes them: tombstones of one
-                // version, taken first.
-                let version = self.bump_version(&mut c).await?;
-                self.bury_all(&mut pipe, keys, version);
-            }
-            pipe.query_async::<Vec<u64>>(&mut c)
-                .await
-                .map_err(redis_error)
+            let (mut c, mut d) = (self.connection(), self.connection());
+            let (stamps, removed) = futures_util::join!(
+                async {
+                    if calls.is_empty() {
+                        return Ok(Vec::new());
+                    }
+                    c.run(&calls, connection::Spread::OneSlot).await
+                },
+                async {
+                    if keys.is_empty() {
+                        return Ok(());
+                    }
+                    // Removes as `Store::remove` makes them: tombstones of
+                    // one version, taken first.
+                    let version = self.bump_version(&mut d).await?;
+                    self.bury_all(&mut d, keys, version).await
+                }
+            );
+            removed?;
+            stamps
+                .map_err(redis_error)?
+                .into_iter()
+                .map(|v| redis::from_redis_value::<u64>(v).map_err(parse_error))
+                .collect()
         })
         .await
     }
@@ -399,12 +419,17 @@ impl RedisStore {
             self.inner
                 .version
                 .key(self.version_key())
-                .invoke_async::<u64>(&mut c)
+                .invoke::<u64>(&mut c)
                 .await
                 .map_err(redis_error)
         })
         .await
     }
+}
+
+/// A reply that is not what the command gives.
+fn parse_error(e: redis::ParsingError) -> StoreError {
+    StoreError::Backend(Box::new(e))
 }
 
 fn redis_error(e: redis::RedisError) -> StoreError {
@@ -441,14 +466,14 @@ impl RedisStore {
         match outcome {
             Ok(v) => {
                 if breaker.on_success(generation) {
-                    tracing::info!(prefix = %self.inner.prefix, "cache Redis is back");
+                    tracing::info!(prefix = %self.prefix(), "cache Redis is back");
                 }
                 Ok(v)
             }
             Err(error) => {
                 self.inner.errors.increment(1);
                 if breaker.on_failure(&error) {
-                    tracing::warn!(prefix = %self.inner.prefix, %error, "cache Redis unavailable; going to the origin until it returns");
+                    tracing::warn!(prefix = %self.prefix(), %error, "cache Redis unavailable; going to the origin until it returns");
                 } else {
                     tracing::debug!(%error, "cache Redis call failed");
                 }
@@ -466,6 +491,40 @@ impl RedisStore {
     /// an invalidation and written after it. An entry with no version gets
     /// the current one first (one more round trip). `Ok(false)` when
     /// refused.
+    ///
+    /// # Two slots, in this order
+    ///
+    /// The entry's keys (the entry, its tombstone, its lease) and the
+    /// namespace's versions live in two slots (two nodes of a cluster), so
+    /// no one script can check everything and store at once. The write is:
+    /// [`PUT_UNLESS_REMOVED`](tombstone::PUT_UNLESS_REMOVED) on the
+    /// entry's keys (which refuses the write of a value read before a
+    /// remove of the key, and releases the lease), *then*
+    /// [`CHECK`](scripts::CHECK) the namespace's versions, and delete the
+    /// entry if one of them is after its own. On a single node both go in
+    /// one pipeline (run in that order, one round trip); on a cluster the
+    /// check is sent once the store has answered. Why nothing is weaker
+    /// than one script doing both, for an invalidation `I` that the load
+    /// did not see (its version is after the entry's):
+    ///
+    /// - `I` before the check: the check sees it and the entry is deleted.
+    ///   Until then, a read refuses the entry as it would without the
+    ///   delete: a read that starts after `I` sees the counter `I` moved
+    ///   and reads the versions again (see `read.rs`), which include
+    ///   `I`'s, for as long as `I`'s version is kept. A delete that fails
+    ///   fails the write, which is then kept for replay as a remove. Only a
+    ///   process that dies between the check and the delete leaves the
+    ///   entry behind: every read refuses it while `I`'s version is kept,
+    ///   and it expires at most the time between `I` and the write after
+    ///   that version does.
+    /// - `I` after the check: then it is after the store too, so the entry
+    ///   was in Redis before `I` was made, exactly as an entry stored by
+    ///   one script before `I`; every read after `I` refuses it.
+    ///
+    /// Checking before storing would not do: an `I` between the check and
+    /// the store would be missed, and the entry would outlive `I`'s
+    /// version. A key remove needs no such order: its tombstone is in the
+    /// entry's slot, and the script that stores reads it.
     pub(crate) fn put_direct<'a>(
         &'a self,
         key: &'a str,
@@ -492,7 +551,8 @@ impl RedisStore {
             };
             self.timed(async move {
                 let now = clock::now_ms();
-                let ttl_ms = entry.stale_until.saturating_sub(now).min(self.keep_ms());
+                let keep_ms = self.keep_ms();
+                let ttl_ms = entry.stale_until.saturating_sub(now).min(keep_ms);
                 let mut c = self.connection();
                 if ttl_ms == 0 {
                     c.del::<_, i64>(rkey).await.map_err(redis_error)?;

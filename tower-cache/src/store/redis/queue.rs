@@ -6,11 +6,11 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::future::BoxFuture;
-use redis::aio::ConnectionManager;
-use redis::{Script, Value};
+use redis::Value;
 use tower::BoxError;
 
-use super::{RedisStore, StoreError};
+use super::connection::Lua;
+use super::{RedisConnection, RedisStore, StoreError};
 use crate::layer::write_behind::{Claimed, DurableLog, EntryId, LogEntry};
 
 /// Appends an entry and puts it straight into this consumer's pending list
@@ -114,19 +114,26 @@ return replaced
 /// appends it and deletes them), so that it is never delivered split
 /// differently.
 ///
+/// The log is one key, so that every command and script on it touches one
+/// slot: on a Redis Cluster ([`RedisStore::cluster`]) it lives on the
+/// master of that slot and follows it through a failover. A write is
+/// acknowledged once that master has it; as with a single Redis, one the
+/// master had not yet passed to its replica when it died is lost with it
+/// (Redis replicates asynchronously).
+///
 /// Used through [`WriteBehindLayer::durable`](crate::WriteBehindLayer::durable),
 /// as its [`DurableLog`].
 #[derive(Clone)]
 pub struct RedisQueue {
-    conn: ConnectionManager,
+    conn: RedisConnection,
     key: String,
     group: String,
     consumer: String,
     op_timeout: Duration,
     claim_after: Duration,
-    push: Arc<Script>,
-    touch: Arc<Script>,
-    replace: Arc<Script>,
+    push: Arc<Lua>,
+    touch: Arc<Lua>,
+    replace: Arc<Lua>,
 }
 
 impl std::fmt::Debug for RedisQueue {
@@ -161,9 +168,9 @@ impl RedisQueue {
             consumer: format!("{}-{:08x}", std::process::id(), rand::random::<u32>()),
             op_timeout: store.op_timeout(),
             claim_after: Self::DEFAULT_CLAIM_AFTER,
-            push: Arc::new(Script::new(PUSH)),
-            touch: Arc::new(Script::new(TOUCH)),
-            replace: Arc::new(Script::new(REPLACE)),
+            push: Arc::new(Lua::new(PUSH)),
+            touch: Arc::new(Lua::new(TOUCH)),
+            replace: Arc::new(Lua::new(REPLACE)),
         }
     }
 
@@ -252,7 +259,7 @@ impl RedisQueue {
             .arg(&self.group)
             .arg(&self.consumer)
             .arg(payload.as_ref());
-        self.timed(invocation.invoke_async::<String>(&mut conn))
+        self.timed(invocation.invoke::<String>(&mut conn))
             .await
             .map(EntryId::new)
     }
@@ -381,7 +388,7 @@ impl RedisQueue {
             }
             invocation.arg(payload.as_ref());
         }
-        let ids: Vec<String> = self.timed(invocation.invoke_async(&mut conn)).await?;
+        let ids: Vec<String> = self.timed(invocation.invoke(&mut conn)).await?;
         Ok(ids.into_iter().map(EntryId::new).collect())
     }
 
@@ -394,7 +401,7 @@ impl RedisQueue {
             .arg(&self.group)
             .arg(&self.consumer)
             .arg((self.claim_after / 4).as_millis().to_string());
-        self.timed(invocation.invoke_async::<u64>(&mut conn)).await
+        self.timed(invocation.invoke::<u64>(&mut conn)).await
     }
 
     /// Entries in the stream: appended and not yet delivered.

@@ -1,4 +1,4 @@
-//! The read path of the Redis store: a hit is one `MGET` of the entry and the namespace's invalidation counter.
+//! The read path of the Redis store: a hit is one `MGET` of the entry and the namespace's invalidation counter (on a cluster, two `GET`s at once).
 //!
 //! # Why a hit is one plain command
 //!
@@ -15,7 +15,8 @@
 //! counter holds a value, no invalidation version changes. The store
 //! keeps, in process ([`KnownStamps`]), the versions it last read, each
 //! with the counter value read with it in the same script. A read is
-//! then `MGET entry counter`, one command:
+//! then `MGET entry counter`, one command (on a cluster, where the two
+//! keys are in two slots, a `GET` of each sent at once, one round trip):
 //!
 //! - when the counter it brings back is the one at which every version
 //!   the entry needs was read (its namespace's, its tags'), those are the
@@ -30,6 +31,13 @@
 //!   read with, so this refuses at least what a read of both at once
 //!   would have.
 //!
+//! On a cluster the two reads are not one instant, and need not be: an
+//! invalidation made before the read started moved the counter before
+//! either `GET` ran, so the counter brought back is not the one the known
+//! versions were read at, and the versions are read again, as above. One
+//! made while the read runs is concurrent with it, and the read may be
+//! ordered before it, as a read of both at once could have been.
+//!
 //! An entry that does not decode, or that is invalidated, is deleted (one
 //! more command, on that path only). A counter that is lost and seeded
 //! again starts above every value handed out before (see
@@ -43,11 +51,11 @@
 use std::future::Future;
 
 use bytes::Bytes;
-use redis::aio::{ConnectionLike, ConnectionManager};
+use redis::aio::ConnectionLike;
 use redis::{AsyncCommands, Value};
 
 use super::stamps::Stamp;
-use super::{RedisStore, redis_error};
+use super::{RedisConnection, RedisStore, redis_error};
 use crate::clock;
 use crate::entry::Entry;
 use crate::store::StoreError;
@@ -66,10 +74,15 @@ impl RedisStore {
         self.timed(async move {
             let mut c = self.connection();
             let version_key = self.version_key();
-            // Sized up front: no buffer grows while the command is built.
-            let mut mget = redis::Cmd::with_capacity(3, 4 + rkey.len() + version_key.len());
-            mget.arg("MGET").arg(&rkey).arg(version_key);
-            let (raw, counter) = entry_and_counter(c.req_packed_command(&mget).await)?;
+            let (raw, counter) = if let RedisConnection::Single(single) = &mut c {
+                // Sized up front: no buffer grows while the command is built.
+                let mut mget = redis::Cmd::with_capacity(3, 4 + rkey.len() + version_key.len());
+                mget.arg("MGET").arg(&rkey).arg(version_key);
+                entry_and_counter(single.req_packed_command(&mget).await)?
+            } else {
+                // Boxed: the cluster's read stays out of the single node's future.
+                Box::pin(entry_and_counter_apart(&c, &rkey, version_key)).await?
+            };
             let Some(raw) = raw else {
                 return Ok(None);
             };
@@ -104,9 +117,9 @@ impl RedisStore {
     /// Reads the namespace's counter and the versions `entry` needs at
     /// one instant, records them, and says whether one of them is after
     /// the entry's version.
-    async fn read_stamps(
+    pub(super) async fn read_stamps(
         &self,
-        c: &mut ConnectionManager,
+        c: &mut RedisConnection,
         entry: &Entry,
         now_ms: u64,
     ) -> Result<bool, StoreError> {
@@ -115,7 +128,7 @@ impl RedisStore {
         for tag in entry.tags() {
             stamps.key(self.tag_key(tag));
         }
-        let reply: Vec<Vec<u8>> = stamps.invoke_async(c).await.map_err(redis_error)?;
+        let reply: Vec<Vec<u8>> = stamps.invoke(c).await.map_err(redis_error)?;
         let mut reply = reply.iter();
         let counter = reply.next().and_then(|raw| counter(raw));
         let all = reply.next().map_or(Some(u64::MAX), |raw| stamp(raw));
@@ -134,34 +147,12 @@ impl RedisStore {
         }
         Ok(is_after(entry, all, &tags))
     }
-
-    /// Records versions a script read with the counter value `counter`.
-    pub(super) fn record_stamps(
-        &self,
-        counter: Option<u64>,
-        entry: &Entry,
-        all: Stamp,
-        tags: &[Stamp],
-    ) {
-        if let Some(counter) = counter
-            && tags.len() == entry.tags().len()
-        {
-            let named = entry
-                .tags()
-                .iter()
-                .map(String::as_str)
-                .zip(tags.iter().copied());
-            self.inner
-                .known
-                .record(counter, clock::now_ms(), all, named);
-        }
-    }
 }
 
 /// Deletes an entry found undecodable or invalidated; a failure is left
 /// to the next read. Boxed, so that the hit's future does not carry it.
-fn delete<'a>(
-    c: &'a mut ConnectionManager,
+pub(super) fn delete<'a>(
+    c: &'a mut RedisConnection,
     rkey: &'a str,
 ) -> std::pin::Pin<Box<dyn Future<Output = ()> + Send + 'a>> {
     Box::pin(async move {
@@ -192,6 +183,32 @@ fn entry_and_counter(
         _ => None,
     };
     Ok((raw, counter))
+}
+
+/// The entry's bytes and the counter as [`entry_and_counter`] gives them,
+/// from a `GET` of each sent at once, to the two slots' nodes. An entry
+/// key of another type reads as none, a counter key of another type as
+/// unset.
+async fn entry_and_counter_apart(
+    c: &RedisConnection,
+    rkey: &str,
+    version_key: &str,
+) -> Result<(Option<Vec<u8>>, Option<u64>), StoreError> {
+    let (mut ce, mut cv) = (c.clone(), c.clone());
+    let (get_entry, get_counter) = (redis::Cmd::get(rkey), redis::Cmd::get(version_key));
+    let (raw, count) = futures_util::join!(
+        get_entry.query_async::<Value>(&mut ce),
+        get_counter.query_async::<Value>(&mut cv)
+    );
+    let bulk = |reply: redis::RedisResult<Value>| match reply {
+        Ok(Value::BulkString(raw)) => Ok(Some(raw)),
+        Ok(_) => Ok(None),
+        Err(e) if e.code() == Some("WRONGTYPE") => Ok(None),
+        Err(e) => Err(redis_error(e)),
+    };
+    let raw = bulk(raw)?;
+    let count = bulk(count)?.and_then(|raw| counter(&raw));
+    Ok((raw, count))
 }
 
 /// Whether the namespace-wide version `all` or one of `tags` is after

@@ -1,6 +1,10 @@
-//! The Lua scripts the Redis store runs: invalidation with versions, the version read, the read of an entry with its versions and the read of versions alone (a key's remove, its checked write and its lease have theirs beside them, in `tombstone.rs` and `lease.rs`).
+//! The Lua scripts the Redis store runs on the namespace's keys: invalidation with versions, the version read, the check after a write and the read of versions (a key's remove, its checked write and its lease have theirs beside them, in `tombstone.rs` and `lease.rs`).
 //!
-//! An L2 hit runs none of them: it is one `MGET` (see `read.rs`).
+//! Every script declares every key it touches in `KEYS`, and the keys of
+//! one script share a slot (see `keys.rs`): each touches the namespace's
+//! keys alone (those in `tombstone.rs` and `lease.rs` one key's family
+//! alone), and runs on one node of a Redis Cluster. An L2 hit runs none of them: it is one `MGET`
+//! on a single node, two `GET`s at once on a cluster (see `read.rs`).
 
 /// Lua: `num(key)`, the number stored at `key`, or `nil` when none is;
 /// a key holding another type or a value that is not a number is deleted
@@ -72,6 +76,25 @@ return v
 "
 );
 
+/// The namespace's half of a write (one slot: the namespace's), run after
+/// the entry's `SET`: whether the namespace-wide version (`KEYS[1]`) or one of the
+/// entry's tags' versions (`KEYS[2..]`) is after the entry's version
+/// (`ARGV[1]`). Returns 1 when none is (the entry stands), 0 when one is
+/// or when a key holds anything but a version (the caller then deletes
+/// the entry).
+pub(super) const CHECK: &str = r"
+local version = tonumber(ARGV[1])
+for i = 1, #KEYS do
+  local s = redis.pcall('GET', KEYS[i])
+  if type(s) == 'table' then return 0 end
+  if s then
+    local n = tonumber(s)
+    if not n or n > version then return 0 end
+  end
+end
+return 1
+";
+
 /// Reads the invalidation versions an entry needs, all at one instant:
 /// the namespace's counter (`KEYS[1]`), the namespace-wide version
 /// (`KEYS[2]`) and its tags' versions (`KEYS[3..]`). Replies the counter,
@@ -96,44 +119,3 @@ end
 return out
 "
 );
-
-/// Reads an entry and, in the same round trip, the namespace's
-/// invalidation version counter (`KEYS[3]`), the namespace-wide
-/// invalidation version (`KEYS[2]`) and the versions of the tags its
-/// envelope names (`ARGV[1]` is the tag key prefix). Replies the counter
-/// alone (`''` when unset or not a number) for a missing entry, else the
-/// counter, the envelope, the namespace version and one version per tag
-/// (`''` where none is set, `'?'` where the key holds another type). An
-/// entry key of another type is deleted and read as a miss. The envelope
-/// is only read here as far as its tag list (its tag count is the
-/// big-endian `u16` at bytes 49-50); it is decoded, checked, and garbage
-/// rejected, by the caller.
-///
-/// The tag keys are not declared in `KEYS`: fine on one server; a Redis
-/// Cluster deployment would read them in a second pipeline instead.
-pub(super) const READ: &str = r"
-local function stamp(key)
-  local s = redis.pcall('GET', key)
-  if type(s) == 'table' then return '?' end
-  return s or ''
-end
-local ver = stamp(KEYS[3])
-local v = redis.pcall('GET', KEYS[1])
-if type(v) == 'table' then
-  redis.call('DEL', KEYS[1])
-  return {ver}
-end
-if not v then return {ver} end
-local out = {ver, v, stamp(KEYS[2])}
-if #v >= 50 then
-  local n = string.byte(v, 49) * 256 + string.byte(v, 50)
-  local pos = 51
-  for i = 1, n do
-    if pos + 1 > #v then break end
-    local len = string.byte(v, pos) * 256 + string.byte(v, pos + 1)
-    out[#out + 1] = stamp(ARGV[1] .. string.sub(v, pos + 2, pos + 1 + len))
-    pos = pos + 2 + len
-  end
-end
-return out
-";

@@ -14,8 +14,9 @@
 //!   version: the value was read before the remove, by whichever instance.
 //!
 //! Each script touches one key's family only, which shares one Redis
-//! Cluster slot (the key is the hash tag of all three); the counter is
-//! moved and read by commands of its own.
+//! Cluster slot (the key is the hash tag of all three, see `keys.rs`);
+//! the counter is moved and the namespace's versions are checked by
+//! scripts of their own, in the namespace's slot.
 //!
 //! The limit: a tombstone is kept `max_load_time`; a load that takes
 //! longer than that after a remove of its key can still store the value it
@@ -23,12 +24,10 @@
 
 use std::sync::LazyLock;
 
-use redis::aio::ConnectionManager;
-use redis::{AsyncCommands, ErrorKind, Script, ServerErrorKind, Value};
+use redis::{AsyncCommands, Value};
 
+use super::connection::{Lua, RedisConnection, Spread, Step};
 use super::lease::token_arg;
-use super::read::{is_after, stamp};
-use super::stamps::Stamp;
 use super::{RedisStore, redis_error};
 use crate::clock;
 use crate::entry::Entry;
@@ -87,9 +86,9 @@ end
 return stored
 ";
 
-static BUMP_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(BUMP));
-static REMOVE_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(REMOVE));
-static PUT_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(PUT_UNLESS_REMOVED));
+static BUMP_SCRIPT: LazyLock<Lua> = LazyLock::new(|| Lua::new(BUMP));
+static REMOVE_SCRIPT: LazyLock<Lua> = LazyLock::new(|| Lua::new(REMOVE));
+static PUT_SCRIPT: LazyLock<Lua> = LazyLock::new(|| Lua::new(PUT_UNLESS_REMOVED));
 
 impl RedisStore {
     /// How long a tombstone is kept, in milliseconds.
@@ -98,65 +97,70 @@ impl RedisStore {
     }
 
     /// Moves the namespace's invalidation counter forward; its new value.
-    pub(super) async fn bump_version(&self, c: &mut ConnectionManager) -> Result<u64, StoreError> {
+    pub(super) async fn bump_version(&self, c: &mut RedisConnection) -> Result<u64, StoreError> {
         BUMP_SCRIPT
             .key(self.version_key())
-            .invoke_async(c)
+            .invoke(c)
             .await
             .map_err(redis_error)
+    }
+
+    /// [`REMOVE`] of `key` at `version`.
+    fn remove_call(&self, key: &str, version: u64) -> Step<'static> {
+        let mut call = REMOVE_SCRIPT.key(self.entry_key(key));
+        call.key(self.tombstone_key(key))
+            .key(self.lease_key(key))
+            .arg(version)
+            .arg(self.tombstone_ms());
+        call.into()
     }
 
     /// Deletes `key`'s entry and lease, and raises its tombstone to
     /// `version`.
     pub(super) async fn bury(
         &self,
-        c: &mut ConnectionManager,
+        c: &mut RedisConnection,
         key: &str,
         version: u64,
     ) -> Result<(), StoreError> {
-        REMOVE_SCRIPT
-            .key(self.entry_key(key))
-            .key(self.tombstone_key(key))
-            .key(self.lease_key(key))
-            .arg(version)
-            .arg(self.tombstone_ms())
-            .invoke_async::<i64>(c)
+        self.bury_all(c, &[key], version).await
+    }
+
+    /// Removes `keys` at `version` (the replay of removes that missed
+    /// Redis too): [`REMOVE`] once per key, each on its key's slot, in one
+    /// pipeline on a single node and all at once on a cluster.
+    pub(super) async fn bury_all(
+        &self,
+        c: &mut RedisConnection,
+        keys: &[&str],
+        version: u64,
+    ) -> Result<(), StoreError> {
+        let calls: Vec<Step<'_>> = keys
+            .iter()
+            .map(|key| self.remove_call(key, version))
+            .collect();
+        c.run(&calls, Spread::AtOnce)
             .await
             .map(|_| ())
             .map_err(redis_error)
     }
 
-    /// The pipeline that removes `keys` at `version` (the replay of removes
-    /// that missed Redis): [`REMOVE`] once per key.
-    pub(super) fn bury_all(&self, pipe: &mut redis::Pipeline, keys: &[&str], version: u64) {
-        let keep_ms = self.tombstone_ms();
-        for key in keys {
-            pipe.cmd("EVAL")
-                .arg(REMOVE)
-                .arg(3)
-                .arg(self.entry_key(key))
-                .arg(self.tombstone_key(key))
-                .arg(self.lease_key(key))
-                .arg(version)
-                .arg(keep_ms)
-                .ignore();
-        }
-    }
-
     /// Stores `entry` at `rkey` for `ttl_ms` unless a remove of `key` was
     /// made after its version was read, and releases the lease `token`
-    /// holds; then reads the namespace's and the entry's tags' invalidation
-    /// versions, in the same round trip, and deletes what it stored when
+    /// holds ([`PUT_UNLESS_REMOVED`], on the key's slot); then checks the
+    /// namespace's and the entry's tags' invalidation versions
+    /// ([`CHECK`](super::scripts::CHECK), on the namespace's slot; in the
+    /// same round trip on a single node), and deletes what it stored when
     /// one is after the entry's (a value loaded before an invalidation and
     /// written after it). `true` when stored and kept.
     ///
-    /// The versions are read after the write: an invalidation made before
-    /// the write is seen, and one made after it outlives the entry (both
-    /// are kept `max_ttl`). In between, readers refuse the entry by the
-    /// same versions.
+    /// The versions are checked after the write: an invalidation made
+    /// before the write is seen, and one made after it outlives the entry
+    /// (both are kept `max_ttl`). In between, readers refuse the entry by
+    /// the same versions (see [`RedisStore::put_direct`]).
     pub(super) async fn put_unless_removed(
         &self,
-        c: &mut ConnectionManager,
+        c: &mut RedisConnection,
         key: &str,
         rkey: &str,
         entry: &Entry,
@@ -165,50 +169,30 @@ impl RedisStore {
     ) -> Result<bool, StoreError> {
         let payload = entry.encode(rkey);
         let token = token.map(token_arg).unwrap_or_default();
-        let mut pipe = redis::pipe();
-        pipe.cmd("EVALSHA")
-            .arg(PUT_SCRIPT.get_hash())
-            .arg(3)
-            .arg(rkey)
-            .arg(self.tombstone_key(key))
-            .arg(self.lease_key(key))
+        let version = entry.version().unwrap_or(0);
+        let mut put = PUT_SCRIPT.key(rkey);
+        put.key(self.tombstone_key(key))
+            .key(self.lease_key(key))
             .arg(payload.as_ref())
             .arg(ttl_ms)
-            .arg(entry.version().unwrap_or(0))
+            .arg(version)
             .arg(&token);
-        pipe.get(self.all_key());
+        let mut check = self.inner.check.key(self.all_key());
         for tag in entry.tags() {
-            pipe.get(self.tag_key(tag));
+            check.key(self.tag_key(tag));
         }
-        // A tag key of another type answers an error of its own, which
-        // refuses the write as garbage would.
-        pipe.ignore_errors();
-        let mut reply: Vec<redis::RedisResult<Value>> =
-            pipe.query_async(c).await.map_err(redis_error)?;
-        if matches!(reply.first(), Some(Err(e)) if e.kind() == ErrorKind::Server(ServerErrorKind::NoScript))
-        {
-            PUT_SCRIPT.load_async(c).await.map_err(redis_error)?;
-            reply = pipe.query_async(c).await.map_err(redis_error)?;
+        check.arg(version);
+        let replies = c
+            .run(&[put.into(), check.into()], Spread::InOrder)
+            .await
+            .map_err(redis_error)?;
+        let stored = matches!(replies.first(), Some(Value::Int(1)));
+        let stands = matches!(replies.get(1), Some(Value::Int(1)));
+        if stored && !stands {
+            // A delete that fails fails the write, kept for replay as a
+            // remove of the key.
+            c.del::<_, i64>(rkey).await.map_err(redis_error)?;
         }
-        let mut reply = reply.into_iter();
-        let stored = match reply.next() {
-            Some(Ok(Value::Int(stored))) => stored == 1,
-            Some(Err(e)) => return Err(redis_error(e)),
-            _ => false,
-        };
-        let stamps: Vec<Stamp> = reply
-            .map(|v| match v {
-                Ok(Value::Nil) => None,
-                Ok(Value::BulkString(raw)) => stamp(&raw),
-                _ => Some(u64::MAX),
-            })
-            .collect();
-        if stamps.len() != entry.tags().len() + 1 || is_after(entry, stamps[0], &stamps[1..]) {
-            if stored {
-                let _: redis::RedisResult<i64> = c.del(rkey).await;
-            }
-            return Ok(false);
-        }
-        Ok(stored)
+        Ok(stored && stands)
     }
 }

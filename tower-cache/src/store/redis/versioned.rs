@@ -1,48 +1,36 @@
-//! The read a load is about to follow: the entry with the namespace's invalidation counter, which the load records, and the versions that decide whether the entry may be served, in one script.
+//! The read a load is about to follow: the entry, and the namespace's invalidation counter (which the load records) with the namespace-wide version, in two slots at once; the entry's tags' versions after, when they are not known at that counter.
 
 use std::future::Future;
 
 use bytes::Bytes;
-use redis::AsyncCommands;
-use redis::aio::ConnectionManager;
+use redis::Value;
 
-use super::read::{counter, is_after, stamp};
-use super::stamps::Stamp;
-use super::{RedisStore, redis_error};
+use super::connection::Spread;
+use super::read::{counter, delete, is_after, stamp};
+use super::{RedisStore, parse_error, redis_error};
 use crate::clock;
 use crate::entry::Entry;
 use crate::store::StoreError;
 
 impl RedisStore {
-    /// Whether a tag invalidation or a namespace-wide one (`all`, read
-    /// with the entry) was made at a version after the entry's. One
-    /// pipeline of single-key `GET`s, so no command spans two cluster slots.
-    async fn invalidated(
-        &self,
-        c: &mut ConnectionManager,
-        entry: &Entry,
-        all: Stamp,
-    ) -> Result<bool, StoreError> {
-        if is_after(entry, all, &[]) {
-            return Ok(true);
-        }
-        if entry.tags().is_empty() {
-            return Ok(false);
-        }
-        let mut pipe = redis::pipe();
-        for tag in entry.tags() {
-            pipe.get(self.tag_key(tag));
-        }
-        let stamps: Vec<Option<Vec<u8>>> = pipe.query_async(c).await.map_err(redis_error)?;
-        let stamps: Vec<Stamp> = stamps.iter().flatten().map(|raw| stamp(raw)).collect();
-        Ok(is_after(entry, None, &stamps))
-    }
-
-    /// The entry and the namespace's invalidation counter (`None` when it
-    /// is unset or garbage), in one script that also reads the
-    /// namespace-wide version and the entry's tags' versions (recorded
-    /// for the hits that follow, see `read.rs`). An entry key of another
-    /// type is deleted; an invalidated or undecodable entry is deleted.
+    /// The entry and the namespace's invalidation counter (`None` when the
+    /// reply holds none), read at once: the entry by a `GET` (an entry key
+    /// of another type is deleted) and, on the namespace's slot, the
+    /// counter and the namespace-wide version by [`STAMPS`] (one round
+    /// trip on a single node, where both go in one pipeline). The
+    /// namespace-wide version is recorded for the hits that follow (see
+    /// `read.rs`); the entry's tags' versions are those known at that
+    /// counter, or read then (one more round trip) and recorded. An
+    /// invalidated or undecodable entry is deleted.
+    ///
+    /// The counter is what the load records as its version. Which of the
+    /// two reads Redis runs first does not matter: an invalidation made
+    /// before this read started moved the counter first, so its version is
+    /// at or below the counter read, and the load (which reads the origin
+    /// after this) saw it; one made later has a version above it, and
+    /// refuses what the load writes.
+    ///
+    /// [`STAMPS`]: super::scripts::STAMPS
     fn read_versioned<'a>(
         &'a self,
         key: &'a str,
@@ -50,45 +38,61 @@ impl RedisStore {
         let rkey = self.entry_key(key);
         self.timed(async move {
             let mut c = self.connection();
-            let mut reply: Vec<Vec<u8>> = self
-                .inner
-                .read
-                .key(&rkey)
-                .key(self.all_key())
-                .key(self.version_key())
-                .arg(self.tag_prefix())
-                .invoke_async(&mut c)
-                .await
-                .map_err(redis_error)?;
-            // A counter that is not a number reads as none (the version
-            // script seeds it again).
-            let counter = reply.first().and_then(|raw| counter(raw));
-            if reply.len() < 3 {
-                return Ok((None, counter));
+            let mut stamps = self.inner.stamps.key(self.version_key());
+            stamps.key(self.all_key());
+            let steps = [redis::Cmd::get(&rkey).into(), stamps.into()];
+            let mut replies = match c.run(&steps, Spread::AtOnce).await {
+                Ok(replies) => replies,
+                Err(e) if e.code() == Some("WRONGTYPE") => {
+                    // Something else than an entry at the entry's key: a
+                    // miss, and the key is cleared for the load's write.
+                    delete(&mut c, &rkey).await;
+                    c.run(&steps[1..], Spread::OneSlot)
+                        .await
+                        .map_err(redis_error)?
+                        .into_iter()
+                        .chain([Value::Nil])
+                        .rev()
+                        .collect()
+                }
+                Err(e) => return Err(redis_error(e)),
+            };
+            let stamps: Vec<Vec<u8>> = replies
+                .pop()
+                .map_or(Ok(Vec::new()), redis::from_redis_value)
+                .map_err(parse_error)?;
+            let counter = stamps.first().and_then(|raw| counter(raw));
+            let all = stamps.get(1).map_or(Some(u64::MAX), |raw| stamp(raw));
+            let now = clock::now_ms();
+            if let Some(counter) = counter {
+                self.inner.known.record(counter, now, all, []);
             }
-            let stamps: Vec<Stamp> = reply.drain(2..).map(|b| stamp(&b)).collect();
-            let (all, tag_stamps) = (stamps[0], &stamps[1..]);
-            let raw = reply.swap_remove(1);
+            let Some(Value::BulkString(raw)) = replies.pop() else {
+                return Ok((None, counter));
+            };
             let entry = match Entry::decode(&rkey, Bytes::from(raw)) {
                 Ok(entry) => entry,
                 Err(error) => {
                     tracing::warn!(key = %rkey, %error, "dropping undecodable cache entry");
                     self.inner.corrupt.increment(1);
-                    let _: redis::RedisResult<i64> = c.del(&rkey).await;
+                    delete(&mut c, &rkey).await;
                     return Ok((None, counter));
                 }
             };
-            if !entry.is_servable_at(clock::now_ms()) {
+            if !entry.is_servable_at(now) {
                 return Ok((None, counter));
             }
-            let invalidated = if tag_stamps.len() == entry.tags().len() {
-                self.record_stamps(counter, &entry, all, tag_stamps);
-                is_after(&entry, all, tag_stamps)
+            let known = if entry.tags().is_empty() {
+                Some(is_after(&entry, all, &[]))
             } else {
-                self.invalidated(&mut c, &entry, all).await?
+                counter.and_then(|counter| self.inner.known.invalidated(&entry, counter, now))
+            };
+            let invalidated = match known {
+                Some(invalidated) => invalidated,
+                None => self.read_stamps(&mut c, &entry, now).await?,
             };
             if invalidated {
-                let _: redis::RedisResult<i64> = c.del(&rkey).await;
+                delete(&mut c, &rkey).await;
                 return Ok((None, counter));
             }
             Ok((Some(entry), counter))
@@ -96,8 +100,8 @@ impl RedisStore {
     }
 
     /// The entry with the namespace's invalidation version always: a
-    /// counter the read did not find is read (and seeded) by the version
-    /// script.
+    /// counter the read did not bring back is read (and seeded) by the
+    /// version script.
     pub(crate) async fn get_versioned_direct(
         &self,
         key: &str,

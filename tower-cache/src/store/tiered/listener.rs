@@ -18,13 +18,20 @@ use super::unsynced::heartbeat;
 /// sync every `max_unsynced` for as long as it is cut off; once back, it
 /// replays what L2 missed and marks L1 out of sync once more (it may have
 /// missed notices meanwhile). Runs until aborted.
+///
+/// On a Redis Cluster the subscription is a plain `SUBSCRIBE` on one node
+/// (a `PUBLISH` on any node reaches every node's subscribers); each
+/// attempt after a failure takes the next seed node, so the loss of one
+/// node moves the subscription to another.
 pub(super) async fn listen(shared: Arc<Shared>, subscribed: watch::Sender<bool>) {
     let beat = heartbeat(shared.max_unsynced);
+    // The seed node tried first by the next subscription.
+    let mut next = 0;
     let mut ever_subscribed = false;
     // When the channel last answered: from there, L1 may miss notices.
     let mut alive = Instant::now();
     loop {
-        let pubsub = subscribe(&shared, alive).await;
+        let pubsub = subscribe(&shared, alive, &mut next).await;
         shared.counters.subscriptions.incr();
         subscribed.send_replace(true);
         if shared.replay.has_pending()
@@ -99,10 +106,10 @@ async fn settle(shared: &Shared, lost: Instant) -> bool {
 /// Subscribes to the channel, retrying with backoff. L1 is marked out of
 /// sync each `max_unsynced` after `alive` (when the channel last
 /// answered) until it succeeds.
-async fn subscribe(shared: &Shared, alive: Instant) -> PubSub {
+async fn subscribe(shared: &Shared, alive: Instant, next: &mut usize) -> PubSub {
     let window = shared.max_unsynced;
     let mut mark_at = alive + window;
-    let attempts = retry(shared);
+    let attempts = retry(shared, next);
     tokio::pin!(attempts);
     loop {
         tokio::select! {
@@ -116,11 +123,14 @@ async fn subscribe(shared: &Shared, alive: Instant) -> PubSub {
     }
 }
 
-/// Subscribes, retrying with backoff until it succeeds.
-async fn retry(shared: &Shared) -> PubSub {
-    let client = shared.l2.client();
+/// Subscribes, retrying with backoff until it succeeds, each attempt on
+/// the next seed node from `next`; the node that answered is tried first
+/// again next time.
+async fn retry(shared: &Shared, next: &mut usize) -> PubSub {
+    let clients = shared.l2.clients();
     let mut backoff = Duration::from_millis(50);
     loop {
+        let client = &clients[*next % clients.len()];
         let attempt = async {
             let mut pubsub = client.get_async_pubsub().await?;
             pubsub.subscribe(&shared.channel).await?;
@@ -133,6 +143,7 @@ async fn retry(shared: &Shared) -> PubSub {
             }
             Err(_) => tracing::debug!("invalidation subscription timed out; retrying"),
         }
+        *next = next.wrapping_add(1);
         tokio::time::sleep(backoff).await;
         backoff = (backoff * 2).min(Duration::from_secs(1));
     }
