@@ -89,6 +89,7 @@ mod clock;
 pub mod codec;
 pub mod engine;
 pub mod entry;
+pub mod filter;
 #[cfg(feature = "fuzzing")]
 #[doc(hidden)]
 pub mod fuzzing;

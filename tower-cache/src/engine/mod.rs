@@ -27,6 +27,7 @@
 //! # }
 //! ```
 
+mod absent;
 mod builder;
 mod error;
 mod flight;

@@ -54,6 +54,7 @@
 //! );
 //! ```
 
+mod absent;
 mod grpc;
 mod hit;
 mod layer;

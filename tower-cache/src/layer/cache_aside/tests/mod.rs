@@ -13,6 +13,7 @@ use tower_layer::Layer;
 use crate::store::{MemoryStore, Store};
 use crate::{Cache, CacheAsideLayer, Policy};
 
+mod absent;
 mod hit;
 mod shared;
 mod streaming;
