@@ -104,7 +104,7 @@ mod test_support;
 pub use clock::now_ms;
 pub use engine::{
     Cache, CacheBuilder, Fetched, Fill, JoinedError, LoadError, Loaded, Loader, PendingFill,
-    Policy, Profile, ProfileStats,
+    Policy, Profile, ProfileStats, WarmReport,
 };
 pub use entry::{DecodeError, Entry};
 #[cfg(feature = "http")]

@@ -61,6 +61,7 @@ mod layer;
 mod load;
 mod read;
 mod service;
+mod warm;
 mod write;
 
 pub use grpc::{GrpcMethods, MakeGrpcBody, NoGrpc};

@@ -331,4 +331,20 @@ mod tests {
         filter.insert("5000").await.unwrap();
         assert_eq!(svc.clone().oneshot(5000).await.unwrap(), 500_002);
     }
+
+    #[tokio::test(start_paused = true)]
+    async fn warmed_keys_are_hits_and_are_not_loaded_twice() {
+        let (calls, loader) = counting();
+        let svc = ReadThroughLayer::new(Cache::new(MemoryStore::default()), "r", Policy::default())
+            .namespace("n:")
+            .layer(loader);
+        let report = svc.warm(1..=20u64).await;
+        assert_eq!((report.loaded, report.cached, report.failed), (20, 0, 0));
+        assert_eq!(calls.load(Ordering::SeqCst), 20);
+        assert_eq!(svc.clone().oneshot(7).await.unwrap() / 100, 7, "warmed");
+        assert_eq!(calls.load(Ordering::SeqCst), 20, "a hit");
+        let again = svc.warm(15..=25u64).await;
+        assert_eq!((again.loaded, again.cached), (5, 6));
+        assert_eq!(calls.load(Ordering::SeqCst), 25);
+    }
 }

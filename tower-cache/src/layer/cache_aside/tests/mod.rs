@@ -17,6 +17,7 @@ mod absent;
 mod hit;
 mod shared;
 mod streaming;
+mod warm;
 
 type Body = UnsyncBoxBody<Bytes, Infallible>;
 
