@@ -14,7 +14,9 @@ use crate::store::StoreError;
 
 /// Lua: `str(key)`, the string at `key` or `''`; a key of another type is
 /// deleted (it reads as empty). `epoch()`, the epoch at `KEYS[3]`, 0 when
-/// there is none; one that is not a number is deleted.
+/// there is none; one that is not a number is deleted. `aligned(key)`,
+/// the length of the log at `key` after a torn tail that is not a whole
+/// hash is cut (read with `STRLEN`, not copied).
 macro_rules! filter_prelude {
     () => {
         r"
@@ -35,13 +37,20 @@ local function epoch()
   return n
 end
 local function aligned(key)
-  local s = str(key)
-  local cut = string.len(s) - string.len(s) % 8
-  if cut ~= string.len(s) then
-    s = string.sub(s, 1, cut)
-    redis.call('SET', key, s)
+  local len = redis.pcall('STRLEN', key)
+  if type(len) == 'table' then
+    redis.call('DEL', key)
+    return 0
   end
-  return s
+  local cut = len - len % 8
+  if cut ~= len then
+    if cut == 0 then
+      redis.call('SET', key, '')
+    else
+      redis.call('SET', key, redis.call('GETRANGE', key, 0, cut - 1))
+    end
+  end
+  return cut
 end
 "
     };
@@ -60,18 +69,19 @@ return redis.call('APPEND', KEYS[2], ARGV[1])
 
 /// What was appended past byte `ARGV[2]` of the log when the epoch is
 /// `ARGV[1]` and the log is at least that long: `{epoch, length, tail,
-/// false}`;
+/// false}` (the log is not copied: `STRLEN` and `GETRANGE`);
 /// otherwise the whole state, `{epoch, length, log, snapshot}`.
 const SINCE: &str = concat!(
     filter_prelude!(),
     r"
 local e = epoch()
-local log = aligned(KEYS[2])
+local len = aligned(KEYS[2])
 local from = tonumber(ARGV[2])
-if e == tonumber(ARGV[1]) and string.len(log) >= from then
-  return {e, string.len(log), string.sub(log, from + 1), false}
+if e == tonumber(ARGV[1]) and len >= from then
+  if len == from then return {e, len, '', false} end
+  return {e, len, redis.call('GETRANGE', KEYS[2], from, len - 1), false}
 end
-return {e, string.len(log), log, str(KEYS[1])}
+return {e, len, str(KEYS[2]), str(KEYS[1])}
 "
 );
 
@@ -94,7 +104,8 @@ else
   redis.call('SET', KEYS[1], ARGV[1])
 end
 local e = epoch()
-local log = aligned(KEYS[2])
+aligned(KEYS[2])
+local log = str(KEYS[2])
 if e == tonumber(ARGV[2]) then
   log = string.sub(log, tonumber(ARGV[3]) + 1)
   redis.call('SET', KEYS[2], log)
