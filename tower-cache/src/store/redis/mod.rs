@@ -2,6 +2,7 @@
 
 pub(super) mod breaker;
 mod builder;
+mod filter;
 mod lease;
 mod queue;
 mod read;
