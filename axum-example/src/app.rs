@@ -16,6 +16,7 @@ use serde::Deserialize;
 use serde_json::json;
 use tower::util::BoxCloneSyncService;
 use tower::{Service, ServiceExt};
+use tower_cache::filter::ExistenceFilter;
 use tower_cache::store::RedisQueue;
 use tower_cache::{
     Cache, CacheAsideLayer, CacheStatus, Policy, Profile, ReadThrough, ReadThroughLayer,
@@ -115,6 +116,8 @@ pub struct AppInner {
     /// The typed routes' profiles, to count the requests that bypass them.
     typed: Arc<TypedProfiles>,
     metrics: PrometheusHandle,
+    /// The product ids that exist, which a created product joins.
+    product_filter: Option<ExistenceFilter>,
 }
 
 /// The profiles of the typed read-through routes.
@@ -133,6 +136,9 @@ pub struct Options {
     /// The view counter's durable log (`VIEWS_DURABLE=1`; default none:
     /// views wait for the database in memory).
     pub views_log: Option<RedisQueue>,
+    /// The product ids that exist, asked before a missing product reaches
+    /// the database (`PRODUCT_FILTER`, on by default; see `startup.rs`).
+    pub product_filter: Option<ExistenceFilter>,
 }
 
 impl Default for Options {
@@ -140,6 +146,7 @@ impl Default for Options {
         Options {
             views_flush: Duration::from_millis(250),
             views_log: None,
+            product_filter: None,
         }
     }
 }
@@ -157,14 +164,15 @@ impl Shutdown {
     }
 }
 
-/// Builds the router over `db` and `cache`.
+/// Builds the router over `db` and `cache`, with what must run before it
+/// exits and what warms it.
 pub fn router(
     db: Db,
     cache: Cache,
     metrics: PrometheusHandle,
     options: Options,
-) -> (Router, Shutdown) {
-    let products = CacheAsideLayer::new(
+) -> (Router, Shutdown, crate::startup::Warmer) {
+    let mut products = CacheAsideLayer::new(
         cache.clone(),
         "/products/{id}",
         Policy::ttl(Duration::from_secs(60)).stale_while_revalidate(Duration::from_secs(30)),
@@ -179,6 +187,20 @@ pub fn router(
             .into_iter()
             .collect()
     });
+    if let Some(filter) = &options.product_filter {
+        // A product id no instance ever saw is answered 404 without the
+        // database; the filter is asked on misses only.
+        products = products
+            .existence_filter(filter.clone(), |parts| {
+                product_id_of(parts.uri.path()).map(|id| id.to_string())
+            })
+            .absent_response(
+                StatusCode::NOT_FOUND,
+                Some(HeaderValue::from_static("application/json")),
+                r#"{"error":"no such product"}"#,
+            );
+    }
+    let warmer = crate::startup::Warmer::new(products.clone(), db.clone());
     let users_layer = ReadThroughLayer::new(
         cache.clone(),
         "/users/{id}",
@@ -282,6 +304,7 @@ pub fn router(
         db,
         typed: Arc::new(typed),
         metrics: metrics.clone(),
+        product_filter: options.product_filter,
     }));
 
     let router = Router::new()
@@ -294,6 +317,7 @@ pub fn router(
                 .delete(delete_product)
                 .layer(products),
         )
+        .route("/products", axum::routing::post(post_product))
         .route("/products/{id}/price", get(get_price).put(put_price))
         .route("/products/{id}/views", get(get_views).post(post_view))
         .route("/users/{id}", get(get_user))
@@ -306,7 +330,7 @@ pub fn router(
         .with_state(state)
         // The live dashboard at `/`, over the cached routes' profiles.
         .merge(crate::dashboard::routes(profiles, metrics));
-    (router, shutdown)
+    (router, shutdown, warmer)
 }
 
 /// The bytes `/products/42` answers with, prebuilt.
@@ -396,6 +420,37 @@ async fn put_product(
         Json(json!({ "id": id, "name": update.name, "price_cents": update.price_cents }))
             .into_response(),
     )
+}
+
+/// Creates a product: `201` with it and its `Location`. Its id joins the
+/// existence filter before the answer leaves, so a read of it that follows
+/// (on any instance sharing the filter) reaches the database.
+async fn post_product(
+    State(s): State<AppState>,
+    body: Result<Json<ProductUpdate>, JsonRejection>,
+) -> Result<Response, ApiError> {
+    let Json(new) = body?;
+    if new.price_cents < 0 || new.name.trim().is_empty() {
+        return Err(ApiError(
+            StatusCode::BAD_REQUEST,
+            "name must not be empty and price_cents must not be negative".into(),
+        ));
+    }
+    let id =
+        s.db.create_product("/products", new.name.clone(), new.price_cents)
+            .await?;
+    if let Some(filter) = &s.product_filter
+        && let Err(error) = filter.insert(&id.to_string()).await
+    {
+        tracing::warn!(id, %error, "new product not in the other instances' filters yet");
+    }
+    let body = json!({ "id": id, "name": new.name, "price_cents": new.price_cents });
+    Ok((
+        StatusCode::CREATED,
+        [(header::LOCATION, format!("/products/{id}"))],
+        Json(body),
+    )
+        .into_response())
 }
 
 async fn delete_product(

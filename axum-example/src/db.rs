@@ -191,6 +191,44 @@ impl Db {
         .await
     }
 
+    /// Every product id, for the existence filter built at start-up.
+    pub async fn product_ids(&self, route: &'static str) -> Result<Vec<u64>, DbError> {
+        self.run(route, |c| {
+            let mut stmt = c.prepare("SELECT id FROM products")?;
+            let ids = stmt.query_map([], |r| Ok(r.get::<_, i64>(0)? as u64))?;
+            ids.collect::<rusqlite::Result<Vec<_>>>()
+        })
+        .await
+    }
+
+    /// The ids of the `n` most viewed products, most viewed first.
+    pub async fn most_viewed(&self, route: &'static str, n: u32) -> Result<Vec<u64>, DbError> {
+        self.run(route, move |c| {
+            let mut stmt =
+                c.prepare("SELECT id FROM products ORDER BY views DESC, id ASC LIMIT ?1")?;
+            let ids = stmt.query_map([n], |r| Ok(r.get::<_, i64>(0)? as u64))?;
+            ids.collect::<rusqlite::Result<Vec<_>>>()
+        })
+        .await
+    }
+
+    /// Creates a product; returns its id.
+    pub async fn create_product(
+        &self,
+        route: &'static str,
+        name: String,
+        price_cents: i64,
+    ) -> Result<u64, DbError> {
+        self.run(route, move |c| {
+            c.execute(
+                "INSERT INTO products (name, price_cents, views) VALUES (?1, ?2, 0)",
+                params![name, price_cents],
+            )?;
+            Ok(c.last_insert_rowid() as u64)
+        })
+        .await
+    }
+
     /// The user `id`.
     pub async fn user(&self, route: &'static str, id: u64) -> Result<Option<User>, DbError> {
         self.run(route, move |c| {

@@ -16,12 +16,18 @@
 //! once; default `0`), `VIEWS_CONSUMER` (with `VIEWS_DURABLE=1`: this
 //! instance's name in the log's consumer group, one that survives restarts
 //! so that a restart delivers what was left at once; default a name unique
-//! to the process), `RUST_LOG`.
+//! to the process), `PRODUCT_FILTER` (`off` turns off the existence filter
+//! of product ids, which answers a product no instance ever saw with a
+//! `404` without the database; built from the database at start-up and
+//! shared through Redis with `REDIS_URL`; default on), `WARM` (`1`: load
+//! the 100 most viewed products before serving, so their first request is
+//! a hit; default `0`), `RUST_LOG`.
 
 mod app;
 mod dashboard;
 mod db;
 mod grpc;
+mod startup;
 mod views;
 
 use std::time::Duration;
@@ -67,9 +73,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let l1 = MemoryStore::builder().max_bytes(64 * 1024 * 1024).build();
     // Kept to stop its invalidation subscriber at shutdown.
     let mut tiered_store = None;
+    // The Redis the product filter is shared through.
+    let mut filter_redis = None;
     let store: SharedStore = match redis_from_env() {
         Some(builder) => {
             let l2 = builder.prefix("catalog:").build()?;
+            filter_redis = Some(l2.clone());
             if views_durable {
                 options.views_log = Some(views::log(&l2));
             }
@@ -95,9 +104,20 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             SharedStore::new(l1)
         }
     };
+    if !std::env::var("PRODUCT_FILTER").is_ok_and(|v| v == "off") {
+        options.product_filter = Some(startup::product_filter(&db, filter_redis).await?);
+    }
     let cache = Cache::new(store);
     let grpc = grpc::routes(db.clone(), cache.clone());
-    let (router, shutdown) = app::router(db, cache.clone(), metrics, options);
+    let (router, shutdown, warmer) = app::router(db, cache.clone(), metrics, options);
+    if std::env::var("WARM").is_ok_and(|v| v == "1") {
+        let report = warmer.top_products(router.clone()).await?;
+        tracing::info!(
+            loaded = report.loaded,
+            failed = report.failed,
+            "warmed the most viewed products"
+        );
+    }
     // gRPC beside HTTP on one port: HTTP/1 and HTTP/2 (h2c) are both served.
     let router = router.merge(grpc);
 

@@ -225,13 +225,8 @@ async fn bad_input_gets_400_json_and_unknown_ids_404() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_instances_share_redis_and_sqlite() {
     let redis = RedisServer::start();
-    let dir = std::env::temp_dir().join(format!("tower-cache-app-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let db = format!("sqlite://{}?mode=rwc", dir.join("shared.db").display());
-    let env = [("REDIS_URL", redis.url()), ("DATABASE_URL", db)];
-    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    let a = App::start(&env).await;
-    let b = App::start(&env).await;
+    let db = support::SharedDb::new("app");
+    let (a, b) = db.two_instances(&redis.url()).await;
 
     assert_eq!(a.get("/products/77").await.1, "MISS");
     assert_eq!(b.get("/products/77").await.1, "HIT", "through L2");
@@ -254,7 +249,6 @@ async fn two_instances_share_redis_and_sqlite() {
         );
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -364,20 +364,34 @@ async fn past_max_unsynced_a_hot_key_is_served_stale_while_one_reload_runs() {
     server.stop();
     database.write(7);
     let new = database.value(7);
+    // When the first reader saw the new value: L1 is marked out of sync
+    // again every window while Redis stays down, so a machine too busy to
+    // let every reader see it within one window may reload once more.
+    let first_seen: Arc<std::sync::OnceLock<std::time::Instant>> = Arc::default();
     let readers: Vec<_> = (0..200)
         .map(|_| {
-            let (a, new) = (services[0].clone(), new.clone());
+            let (a, new, first_seen) = (services[0].clone(), new.clone(), first_seen.clone());
             tokio::spawn(tokio::time::timeout(PATIENCE, async move {
                 while a.clone().oneshot(7).await.unwrap() != new {
                     tokio::time::sleep(Duration::from_millis(5)).await;
                 }
+                first_seen.get_or_init(std::time::Instant::now);
             }))
         })
         .collect();
     for reader in readers {
         assert!(reader.await.unwrap().is_ok(), "a reader saw the write");
     }
-    assert_eq!(origins[0].total() - loads, 1, "one reload for 200 readers");
+    let windows = first_seen
+        .get()
+        .map_or(0, |t| t.elapsed().as_millis() / 2_000);
+    let reloads = origins[0].total() - loads;
+    assert!(
+        reloads as u128 <= 1 + windows,
+        "{reloads} reloads for 200 readers within {} windows",
+        windows + 1
+    );
+    assert!(reloads >= 1, "the new value came from one reload");
     assert!(
         caches[0].store().stats().l1_unsynced > 0,
         "the entry out of sync was served while it reloaded"

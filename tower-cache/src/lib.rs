@@ -63,6 +63,15 @@
 //! `Cache<MemoryStore>`, and every layer built from it carries
 //! `MemoryStore` in its type (see [`Cache::new`]).
 //!
+//! # Keys that exist nowhere, and a warm start
+//!
+//! An [`ExistenceFilter`](filter::ExistenceFilter) (a Bloom filter of the
+//! keys that exist, built from a key source at start-up and optionally
+//! shared through Redis) lets [`CacheAsideLayer::existence_filter`] and
+//! [`ReadThroughLayer::existence_filter`] answer a random missing id
+//! without the origin. [`Cache::warm`], [`CacheAsideLayer::warm`] and
+//! [`ReadThrough::warm`] load a list of keys before traffic.
+//!
 //! # Metrics
 //!
 //! Layers and stores report through the [`metrics`](https://docs.rs/metrics)
@@ -89,6 +98,7 @@ mod clock;
 pub mod codec;
 pub mod engine;
 pub mod entry;
+pub mod filter;
 #[cfg(feature = "fuzzing")]
 #[doc(hidden)]
 pub mod fuzzing;
@@ -104,7 +114,7 @@ mod test_support;
 pub use clock::now_ms;
 pub use engine::{
     Cache, CacheBuilder, Fetched, Fill, JoinedError, LoadError, Loaded, Loader, PendingFill,
-    Policy, Profile, ProfileStats,
+    Policy, Profile, ProfileStats, WarmReport,
 };
 pub use entry::{DecodeError, Entry};
 #[cfg(feature = "http")]

@@ -22,6 +22,7 @@
 //! | `tower_cache_refreshes_total` | counter | `cache` | background refreshes started |
 //! | `tower_cache_refreshes_skipped_total` | counter | `cache` | background refreshes not started: the limit of refreshes in flight was reached |
 //! | `tower_cache_undecodable_total` | counter | `cache` | stored entries the layer could not decode, removed |
+//! | `tower_cache_filtered_total` | counter | `cache` | reads the layer's existence filter answered "does not exist" without asking the origin (not counted in `tower_cache_requests_total`) |
 //!
 //! Per write-behind layer, labelled `cache` with its name:
 //!
@@ -95,6 +96,9 @@ pub const REFRESHES_TOTAL: &str = "tower_cache_refreshes_total";
 pub const REFRESHES_SKIPPED_TOTAL: &str = "tower_cache_refreshes_skipped_total";
 /// `tower_cache_undecodable_total{cache}`: entries that did not decode.
 pub const UNDECODABLE_TOTAL: &str = "tower_cache_undecodable_total";
+/// `tower_cache_filtered_total{cache}`: reads the existence filter
+/// answered without the origin.
+pub const FILTERED_TOTAL: &str = "tower_cache_filtered_total";
 /// `tower_cache_write_behind_queue_depth{cache}`: writes waiting for the
 /// worker.
 pub const WRITE_BEHIND_QUEUE_DEPTH: &str = "tower_cache_write_behind_queue_depth";
@@ -259,6 +263,13 @@ pub const ALL: &[Metric] = &[
         Unit::Count,
         CACHE,
         "Stored entries the layer could not decode, removed.",
+    ),
+    metric(
+        FILTERED_TOTAL,
+        C,
+        Unit::Count,
+        CACHE,
+        "Reads the existence filter answered 'does not exist' without asking the origin.",
     ),
     metric(
         WRITE_BEHIND_QUEUE_DEPTH,

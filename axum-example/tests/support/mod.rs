@@ -166,3 +166,35 @@ pub async fn send(req: reqwest::RequestBuilder) -> (StatusCode, String, Value) {
         .unwrap_or_default();
     (status, x_cache, res.json().await.unwrap_or(Value::Null))
 }
+
+/// Two instances over one SQLite file and one Redis: the file's
+/// directory, removed when dropped.
+pub struct SharedDb {
+    dir: std::path::PathBuf,
+    url: String,
+}
+
+impl SharedDb {
+    /// A fresh SQLite file named after `name` and this process.
+    pub fn new(name: &str) -> SharedDb {
+        let dir = std::env::temp_dir().join(format!("tower-cache-{name}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let url = format!("sqlite://{}?mode=rwc", dir.join("shared.db").display());
+        SharedDb { dir, url }
+    }
+
+    /// Starts two instances over this file and the Redis at `redis_url`.
+    pub async fn two_instances(&self, redis_url: &str) -> (App, App) {
+        let env = [
+            ("REDIS_URL", redis_url),
+            ("DATABASE_URL", self.url.as_str()),
+        ];
+        (App::start(&env).await, App::start(&env).await)
+    }
+}
+
+impl Drop for SharedDb {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}

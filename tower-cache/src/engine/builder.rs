@@ -19,6 +19,7 @@ pub const DEFAULT_MAX_REFRESHES: usize = 64;
 pub struct CacheBuilder<St = SharedStore> {
     store: St,
     max_refreshes: usize,
+    warm_concurrency: usize,
 }
 
 impl<St: Store> CacheBuilder<St> {
@@ -27,6 +28,14 @@ impl<St: Store> CacheBuilder<St> {
     #[must_use]
     pub fn max_refreshes(mut self, n: usize) -> Self {
         self.max_refreshes = n;
+        self
+    }
+
+    /// Keys loaded at once by [`Cache::warm`] and the layers' `warm`.
+    /// Default: [`DEFAULT_WARM_CONCURRENCY`](super::DEFAULT_WARM_CONCURRENCY) (16).
+    #[must_use]
+    pub fn warm_concurrency(mut self, n: usize) -> Self {
+        self.warm_concurrency = n.max(1);
         self
     }
 
@@ -40,6 +49,7 @@ impl<St: Store> CacheBuilder<St> {
                 invalidations: Invalidations::new(),
                 tasks: TaskTracker::new(),
                 cancel: CancellationToken::new(),
+                warm_concurrency: self.warm_concurrency,
             }),
         }
     }
@@ -119,6 +129,7 @@ impl<St: Store> Cache<St> {
         CacheBuilder {
             store,
             max_refreshes: DEFAULT_MAX_REFRESHES,
+            warm_concurrency: super::DEFAULT_WARM_CONCURRENCY,
         }
     }
 }

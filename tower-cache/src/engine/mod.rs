@@ -27,6 +27,7 @@
 //! # }
 //! ```
 
+mod absent;
 mod builder;
 mod error;
 mod flight;
@@ -38,6 +39,7 @@ mod loader;
 mod policy;
 mod profile;
 mod value;
+mod warm;
 
 use std::fmt;
 use std::future::Future;
@@ -59,6 +61,8 @@ pub use loader::Loader;
 pub use policy::{DEFAULT_JITTER, DEFAULT_LOAD_TIMEOUT, DEFAULT_NEGATIVE_TTL, DEFAULT_TTL, Policy};
 pub use profile::{Profile, ProfileStats};
 pub use value::{Fetched, Fill, Loaded, PendingFill};
+pub(crate) use warm::Warmed;
+pub use warm::{DEFAULT_WARM_CONCURRENCY, WARM_LOG_EVERY, WarmReport};
 
 pub(crate) struct Inner<St> {
     pub(crate) store: St,
@@ -67,6 +71,7 @@ pub(crate) struct Inner<St> {
     invalidations: Invalidations,
     tasks: TaskTracker,
     cancel: CancellationToken,
+    warm_concurrency: usize,
 }
 
 /// The cache handle every layer uses: a [`Store`] plus the engine's shared

@@ -38,6 +38,9 @@ pub struct ProfileStats {
     pub refreshes: u64,
     /// Background refreshes skipped because the limit was reached.
     pub refreshes_skipped: u64,
+    /// Reads the layer's existence filter answered "does not exist"
+    /// without asking the origin (counted in none of the above).
+    pub filtered: u64,
 }
 
 /// The counters, each also reported as a metric.
@@ -52,6 +55,7 @@ struct Counts {
     joined: AtomicU64,
     refreshes: Tally,
     refreshes_skipped: Tally,
+    filtered: Tally,
     undecodable: Counter,
     load_seconds: Histogram,
 }
@@ -80,6 +84,7 @@ impl Counts {
             joined: AtomicU64::new(0),
             refreshes: tally(crate::metrics::REFRESHES_TOTAL),
             refreshes_skipped: tally(crate::metrics::REFRESHES_SKIPPED_TOTAL),
+            filtered: tally(crate::metrics::FILTERED_TOTAL),
             undecodable: ::metrics::counter!(crate::metrics::UNDECODABLE_TOTAL, vec![cache()]),
             load_seconds: ::metrics::histogram!(crate::metrics::LOAD_SECONDS, vec![cache()]),
         }
@@ -99,7 +104,7 @@ struct Inner {
 /// `tower_cache_requests_total{result="hit"|"stale"|"miss"|"coalesced"|"bypass"}`,
 /// `tower_cache_loads_total`, `tower_cache_load_errors_total`,
 /// `tower_cache_load_seconds`, `tower_cache_refreshes_total`,
-/// `tower_cache_refreshes_skipped_total` and
+/// `tower_cache_refreshes_skipped_total`, `tower_cache_filtered_total` and
 /// `tower_cache_undecodable_total` (the table in [`crate::metrics`] says
 /// what each means). They are registered, and described, when the profile
 /// is created, so they read 0 until the first request: install the metrics
@@ -170,6 +175,7 @@ impl Profile {
             joined: c.joined.load(Ordering::Relaxed),
             refreshes: c.refreshes.get(),
             refreshes_skipped: c.refreshes_skipped.get(),
+            filtered: c.filtered.get(),
         }
     }
 
@@ -211,6 +217,10 @@ impl Profile {
     }
     pub(crate) fn record_refresh_skipped(&self) {
         self.inner.counts.refreshes_skipped.incr();
+    }
+    /// Records a read the existence filter answered without the origin.
+    pub(crate) fn record_filtered(&self) {
+        self.inner.counts.filtered.incr();
     }
     /// Records a stored entry that did not decode, removed.
     pub(crate) fn record_undecodable(&self) {

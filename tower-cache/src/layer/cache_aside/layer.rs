@@ -6,7 +6,9 @@ use http::request::Parts;
 use http::{HeaderName, StatusCode};
 use tower_layer::Layer;
 
+use super::absent::{Absent, AbsentAnswer};
 use super::{CacheAside, MakeGrpcBody, NoGrpc};
+use crate::filter::ExistenceFilter;
 use crate::http::{
     DEFAULT_CACHE_STATUS_NAME, DecodedMemo, HttpRules, KeyScheme, RequestClass, cache_status_name,
 };
@@ -29,6 +31,10 @@ pub struct CacheAsideLayer<St = SharedStore, G = NoGrpc> {
     /// The decoded forms of entries lately read from a store that keeps
     /// none in process, shared by the layer's clones.
     pub(super) memo: Arc<DecodedMemo>,
+    /// The existence filter asked on misses, if any.
+    pub(super) absent: Option<Arc<Absent>>,
+    /// The answer for a key the filter rules out.
+    pub(super) absent_answer: AbsentAnswer,
 }
 
 impl<St, G: Clone> Clone for CacheAsideLayer<St, G> {
@@ -41,6 +47,8 @@ impl<St, G: Clone> Clone for CacheAsideLayer<St, G> {
             write_through: self.write_through,
             grpc: self.grpc.clone(),
             memo: self.memo.clone(),
+            absent: self.absent.clone(),
+            absent_answer: self.absent_answer.clone(),
         }
     }
 }
@@ -75,6 +83,8 @@ impl<St> CacheAsideLayer<St, NoGrpc> {
             write_through: false,
             grpc: NoGrpc,
             memo: Arc::default(),
+            absent: None,
+            absent_answer: AbsentAnswer::default(),
         }
     }
 }
@@ -463,7 +473,73 @@ impl<St, G> CacheAsideLayer<St, G> {
             write_through: self.write_through,
             grpc: MakeGrpcBody::new(make_body),
             memo: self.memo,
+            absent: self.absent,
+            absent_answer: self.absent_answer,
         }
+    }
+
+    /// Guards the route's misses with an existence filter: a read for
+    /// which `key` names a key (`"42"` for `/products/42`) that `filter`
+    /// says exists nowhere is answered with the
+    /// [`absent_response`](Self::absent_response) (default `404`, empty
+    /// body) without asking the inner service, and that answer is not
+    /// stored. The filter is asked only when the store holds no entry for
+    /// the read, never on a hit. A successful (2xx) `PUT`, `POST` or
+    /// `PATCH` for which `key` names a key inserts it; insert the keys the
+    /// application creates otherwise (a `POST` to a collection) with
+    /// [`ExistenceFilter::insert`]. Answers are counted in
+    /// `tower_cache_filtered_total` ([`ProfileStats::filtered`](crate::ProfileStats::filtered)).
+    /// gRPC methods are not filtered. Default: no filter.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use axum::{Router, routing::get};
+    /// use tower_cache::filter::ExistenceFilter;
+    /// use tower_cache::{Cache, CacheAsideLayer, Policy, store::MemoryStore};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// let products = ExistenceFilter::builder().expected_items(100_000).build();
+    /// products.load((1..=1_000u64).map(|id| id.to_string())).await.unwrap();
+    /// let layer = CacheAsideLayer::new(
+    ///     Cache::new(MemoryStore::default()),
+    ///     "/products/{id}",
+    ///     Policy::ttl(Duration::from_secs(60)),
+    /// )
+    /// .existence_filter(products, |parts| {
+    ///     parts.uri.path().strip_prefix("/products/").map(str::to_owned)
+    /// });
+    /// let app: Router = Router::new().route("/products/{id}", get(|| async { "a product" }).layer(layer));
+    /// # }
+    /// ```
+    #[must_use]
+    pub fn existence_filter(
+        mut self,
+        filter: ExistenceFilter,
+        key: impl Fn(&Parts) -> Option<String> + Send + Sync + 'static,
+    ) -> Self {
+        self.absent = Some(Arc::new(Absent {
+            filter,
+            key: Box::new(key),
+        }));
+        self
+    }
+
+    /// The answer to a read the [existence filter](Self::existence_filter)
+    /// rules out: `status`, with `body` and its `Content-Type` when given.
+    /// Default: `404 Not Found` with an empty body.
+    #[must_use]
+    pub fn absent_response(
+        mut self,
+        status: StatusCode,
+        content_type: Option<http::HeaderValue>,
+        body: impl Into<Bytes>,
+    ) -> Self {
+        self.absent_answer = AbsentAnswer {
+            status,
+            content_type,
+            body: body.into(),
+        };
+        self
     }
 
     /// Reloads entries in the background once past `fraction` of their

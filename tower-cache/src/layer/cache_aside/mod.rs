@@ -54,12 +54,14 @@
 //! );
 //! ```
 
+mod absent;
 mod grpc;
 mod hit;
 mod layer;
 mod load;
 mod read;
 mod service;
+mod warm;
 mod write;
 
 pub use grpc::{GrpcMethods, MakeGrpcBody, NoGrpc};

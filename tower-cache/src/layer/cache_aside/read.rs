@@ -232,6 +232,10 @@ fn same_buffer(a: &Bytes, b: &Bytes) -> bool {
 impl Read {
     /// Answers the read. The hit path awaits one future, the engine's
     /// fetch, in place: no step of its own is a future to build and move.
+    #[expect(
+        clippy::too_many_lines,
+        reason = "the read's steps in the order they run, each a few lines"
+    )]
     pub(super) async fn run<S, ReqB, ResB, St, G>(
         mut self,
         layer: CacheAsideLayer<St, G>,
@@ -266,6 +270,12 @@ impl Read {
             }
             Some(cached)
         };
+        // No entry: the existence filter may rule the key out.
+        if matches!(cached, None | Some(None))
+            && let Some(res) = layer.absent_answer(&parts, self.head).await
+        {
+            return Ok(res);
+        }
         let pending = Arc::new(Pending {
             parts,
             unsent: Mutex::new(Some((inner, body))),

@@ -50,6 +50,8 @@ where
             let host = parts.headers.get(http::header::HOST)?;
             host.to_str().ok().map(str::to_owned)
         });
+    // The key a successful write inserts into the existence filter.
+    let written = layer.absent.as_ref().and_then(|a| a.written(&parts));
     let mut inner = inner;
     let mut res = inner.call(Request::from_parts(parts, body)).await?;
     layer.rules.take_response_tags(res.headers_mut());
@@ -57,6 +59,11 @@ where
     let status = res.status();
     if !(status.is_success() || status.is_redirection()) {
         return Ok(res.map(CacheBody::stream));
+    }
+    if let (Some(absent), Some(key)) = (&layer.absent, &written)
+        && status.is_success()
+    {
+        absent.insert(key).await;
     }
     let mut tags = tags;
     for tag in HttpRules::response_uri_tags(authority.as_deref(), res.headers()) {

@@ -4,6 +4,7 @@ use tower_layer::Layer;
 
 use super::ReadThrough;
 use crate::codec::{JsonCodec, NotFoundWhen};
+use crate::filter::ExistenceFilter;
 use crate::store::SharedStore;
 use crate::{Cache, Policy, Profile};
 
@@ -18,6 +19,16 @@ pub struct ReadThroughLayer<St = SharedStore, C = JsonCodec> {
     pub(super) profile: Profile,
     pub(super) codec: C,
     pub(super) namespace: Arc<str>,
+    /// The existence filter asked on misses, with the "not found" value
+    /// for a key it rules out: a [`ReadAbsent`] of the loader's key and
+    /// value types.
+    pub(super) absent: Option<Arc<dyn std::any::Any + Send + Sync>>,
+}
+
+/// An existence filter and the value answered for a key it rules out.
+pub(super) struct ReadAbsent<K, V> {
+    pub(super) filter: ExistenceFilter,
+    pub(super) not_found: Box<dyn Fn(&K) -> V + Send + Sync>,
 }
 
 impl<St, C: Clone> Clone for ReadThroughLayer<St, C> {
@@ -27,6 +38,7 @@ impl<St, C: Clone> Clone for ReadThroughLayer<St, C> {
             profile: self.profile.clone(),
             codec: self.codec.clone(),
             namespace: self.namespace.clone(),
+            absent: self.absent.clone(),
         }
     }
 }
@@ -49,6 +61,7 @@ impl<St> ReadThroughLayer<St, JsonCodec> {
             profile: Profile::new(name, policy),
             codec: JsonCodec,
             namespace: Arc::from(""),
+            absent: None,
         }
     }
 
@@ -82,6 +95,7 @@ impl<St, C> ReadThroughLayer<St, C> {
             profile: self.profile,
             codec: f(self.codec),
             namespace: self.namespace,
+            absent: self.absent,
         }
     }
 
@@ -129,6 +143,46 @@ impl<St, C> ReadThroughLayer<St, C> {
         is_not_found: impl Fn(&V) -> bool + Send + Sync + 'static,
     ) -> ReadThroughLayer<St, NotFoundWhen<C, V>> {
         self.map_codec(|codec| NotFoundWhen::new(codec, is_not_found))
+    }
+
+    /// Guards the loader with an existence filter: a key (as the layer
+    /// writes it, without the namespace: `"42"` for `42u64`) that the store
+    /// holds no entry for and that `filter` says exists nowhere is
+    /// answered with `not_found(&key)` without calling the loader, and
+    /// nothing is stored. The filter is asked only on a miss, never on a
+    /// hit. `K` and `V` are the loader's key and response types; a filter
+    /// given for other types is not consulted. Answers are counted in
+    /// `tower_cache_filtered_total`. Default: no filter.
+    ///
+    /// ```
+    /// use tower::{Layer, ServiceExt, service_fn};
+    /// use tower_cache::filter::ExistenceFilter;
+    /// use tower_cache::{Cache, Policy, ReadThroughLayer, store::{MemoryStore, SharedStore}};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), tower::BoxError> {
+    /// let users = ExistenceFilter::default();
+    /// users.load(["1", "2"]).await?;
+    /// let cache = Cache::new(SharedStore::new(MemoryStore::default()));
+    /// let repo = ReadThroughLayer::new(cache, "users", Policy::default())
+    ///     .existence_filter(users, |_: &u64| None::<String>)
+    ///     .layer(service_fn(|id: u64| async move {
+    ///         Ok::<_, std::io::Error>(Some(format!("user {id}")))
+    ///     }));
+    /// assert_eq!(repo.clone().oneshot(1).await?, Some("user 1".to_owned()));
+    /// assert_eq!(repo.oneshot(99).await?, None); // the loader was not called
+    /// # Ok(()) }
+    /// ```
+    #[must_use]
+    pub fn existence_filter<K: 'static, V: 'static>(
+        mut self,
+        filter: ExistenceFilter,
+        not_found: impl Fn(&K) -> V + Send + Sync + 'static,
+    ) -> Self {
+        self.absent = Some(Arc::new(ReadAbsent {
+            filter,
+            not_found: Box::new(not_found),
+        }));
+        self
     }
 
     /// Reloads entries in the background once they are past `fraction` of

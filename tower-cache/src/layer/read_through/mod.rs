@@ -93,6 +93,7 @@
 
 mod layer;
 mod service;
+mod warm;
 
 pub use layer::ReadThroughLayer;
 pub use service::ReadThrough;

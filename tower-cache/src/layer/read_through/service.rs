@@ -5,6 +5,7 @@ use bytes::Bytes;
 
 use tower_service::Service;
 
+use super::layer::ReadAbsent;
 use super::{ReadThroughLayer, ResponseFuture};
 use crate::codec::JsonCodec;
 use crate::codec::{CacheKey, Codec, key_in};
@@ -124,6 +125,33 @@ impl<S, St, C> ReadThrough<S, St, C> {
         let layer = self.layer.clone();
         async move {
             let cache_key = key_in(&layer.namespace, &key);
+            // With an existence filter, the entry is read first: a key the
+            // store holds nothing for may be ruled out before any load.
+            let absent = layer
+                .absent
+                .as_ref()
+                .and_then(|a| a.downcast_ref::<ReadAbsent<K, S::Response>>());
+            let found = match absent {
+                Some(absent) => {
+                    let cached = layer.cache.read_entry(&cache_key, &layer.profile).await;
+                    let item = &cache_key[layer.namespace.len()..];
+                    if cached.is_none()
+                        && layer
+                            .cache
+                            .rules_out(&layer.profile, &absent.filter, item)
+                            .await
+                    {
+                        let passed = Fetched::Passed((absent.not_found)(&key));
+                        let status = status(&passed);
+                        let Fetched::Passed(value) = passed else {
+                            unreachable!("built as passed")
+                        };
+                        return Ok((value, status));
+                    }
+                    Some(cached)
+                }
+                None => None,
+            };
             let codec = layer.codec.clone();
             // The loaded value with the bytes stored for it, for the caller
             // whose loader ran: it is not decoded back.
@@ -163,11 +191,18 @@ impl<S, St, C> ReadThrough<S, St, C> {
                 }
                 Err(_) => false,
             };
-            let fetched = layer
-                .cache
-                .fetch_checked(&cache_key, &layer.profile, check, load)
-                .await
-                .map_err(LoadError::into_box_error)?;
+            let fetched = if let Some(cached) = found {
+                layer
+                    .cache
+                    .fetch_checked_found(&cache_key, &layer.profile, cached, check, load)
+                    .await
+            } else {
+                layer
+                    .cache
+                    .fetch_checked(&cache_key, &layer.profile, check, load)
+                    .await
+            };
+            let fetched = fetched.map_err(LoadError::into_box_error)?;
             let status = status(&fetched);
             let value = match fetched {
                 Fetched::Passed(value) => value,
@@ -268,5 +303,48 @@ mod tests {
         tokio::time::advance(Duration::from_secs(2)).await;
         assert_eq!(svc.clone().oneshot(1).await.unwrap(), 102);
         assert_eq!(svc.clone().oneshot(1).await.unwrap(), 102, "a hit");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_key_the_filter_rules_out_is_not_found_without_the_loader() {
+        let (calls, loader) = counting();
+        let filter = crate::filter::ExistenceFilter::builder()
+            .expected_items(100)
+            .build();
+        filter
+            .load((1..=10u64).map(|id| id.to_string()))
+            .await
+            .unwrap();
+        let layer =
+            ReadThroughLayer::new(Cache::new(MemoryStore::default()), "r", Policy::default())
+                .namespace("n:")
+                .existence_filter(filter.clone(), |id: &u64| id + 1_000_000);
+        let profile = layer.profile().clone();
+        let svc = layer.layer(loader);
+        assert!(!filter.contains_local("5000"));
+        assert_eq!(svc.clone().oneshot(5000).await.unwrap(), 1_005_000);
+        assert_eq!(calls.load(Ordering::SeqCst), 0, "the loader was not called");
+        assert_eq!(profile.stats().filtered, 1);
+        assert_eq!(svc.clone().oneshot(3).await.unwrap(), 301);
+        assert_eq!(svc.clone().oneshot(3).await.unwrap(), 301, "a hit");
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+        filter.insert("5000").await.unwrap();
+        assert_eq!(svc.clone().oneshot(5000).await.unwrap(), 500_002);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn warmed_keys_are_hits_and_are_not_loaded_twice() {
+        let (calls, loader) = counting();
+        let svc = ReadThroughLayer::new(Cache::new(MemoryStore::default()), "r", Policy::default())
+            .namespace("n:")
+            .layer(loader);
+        let report = svc.warm(1..=20u64).await;
+        assert_eq!((report.loaded, report.cached, report.failed), (20, 0, 0));
+        assert_eq!(calls.load(Ordering::SeqCst), 20);
+        assert_eq!(svc.clone().oneshot(7).await.unwrap() / 100, 7, "warmed");
+        assert_eq!(calls.load(Ordering::SeqCst), 20, "a hit");
+        let again = svc.warm(15..=25u64).await;
+        assert_eq!((again.loaded, again.cached), (5, 6));
+        assert_eq!(calls.load(Ordering::SeqCst), 25);
     }
 }

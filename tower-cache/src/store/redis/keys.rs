@@ -10,6 +10,7 @@
 //! | `{P}v` | the namespace's invalidation counter | hashed on `P` |
 //! | `{P}all` | the namespace-wide invalidation version | hashed on `P` |
 //! | `{P}t:TAG` | tag `TAG`'s invalidation version | hashed on `P` |
+//! | `P` `f:{F}:…` | existence filter `F`'s snapshot, log and epoch (see `filter.rs`) | hashed on `F` |
 //!
 //! An entry's hash tag is its key (Redis hashes what stands between the
 //! first `{` and the next `}`), so entries spread over every slot and

@@ -3,6 +3,7 @@
 pub(super) mod breaker;
 mod builder;
 mod connection;
+mod filter;
 mod keys;
 mod lease;
 mod queue;

@@ -13,9 +13,11 @@ use tower_layer::Layer;
 use crate::store::{MemoryStore, Store};
 use crate::{Cache, CacheAsideLayer, Policy};
 
+mod absent;
 mod hit;
 mod shared;
 mod streaming;
+mod warm;
 
 type Body = UnsyncBoxBody<Bytes, Infallible>;
 
