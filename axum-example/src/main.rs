@@ -7,7 +7,10 @@
 //! several instances share), `REDIS_URL` (when set: Redis as L2, with
 //! cross-instance invalidation), `ORIGIN_DELAY_MS` (default 0: a delay
 //! added to every database query), `CACHE_L1` (`off` keeps Redis as the
-//! only store, to measure L2 hits), `VIEWS_FLUSH_MS` (default 250: how
+//! only store, to measure L2 hits), `CACHE_HOT_KEYS` (with `CACHE_L1=off`:
+//! `off` reads every key from Redis; default on: the hottest keys are kept
+//! in process for 1 s; with an L1, hot keys are only counted and
+//! reported), `VIEWS_FLUSH_MS` (default 250: how
 //! long the write-behind view counter gathers a batch), `VIEWS_DURABLE`
 //! (`1` with `REDIS_URL`: the view counter logs every acknowledged view in
 //! a Redis Stream first, so a crash loses none, and applies each exactly
@@ -32,7 +35,7 @@ use std::time::Duration;
 
 use metrics_exporter_prometheus::PrometheusBuilder;
 use tower_cache::Cache;
-use tower_cache::store::{MemoryStore, RedisStore, SharedStore, TieredStore};
+use tower_cache::store::{HotKeys, MemoryStore, RedisStore, SharedStore, TieredStore};
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -69,8 +72,13 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 options.views_log = Some(views::log(&l2));
             }
             if std::env::var("CACHE_L1").is_ok_and(|v| v == "off") {
-                tracing::info!("cache: L2 (Redis) only");
-                SharedStore::new(l2)
+                if std::env::var("CACHE_HOT_KEYS").is_ok_and(|v| v == "off") {
+                    tracing::info!("cache: L2 (Redis) only");
+                    SharedStore::new(l2)
+                } else {
+                    tracing::info!("cache: L2 (Redis) only, hot keys kept in process for 1 s");
+                    SharedStore::new(HotKeys::new(l2))
+                }
             } else {
                 let tiered = TieredStore::new(l1, l2);
                 // Fail-open: start serving even when Redis is not up yet.
@@ -82,7 +90,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 }
                 tracing::info!("cache: L1 (moka) + L2 (Redis)");
                 tiered_store = Some(tiered.clone());
-                SharedStore::new(tiered)
+                SharedStore::new(HotKeys::builder(tiered).track_only().build())
             }
         }
         None => {
