@@ -9,7 +9,10 @@
 //! seed node URLs of a Redis Cluster, used instead of `REDIS_URL` for the
 //! L2, the invalidation channel and the durable log), `ORIGIN_DELAY_MS` (default 0: a delay
 //! added to every database query), `CACHE_L1` (`off` keeps Redis as the
-//! only store, to measure L2 hits), `VIEWS_FLUSH_MS` (default 250: how
+//! only store, to measure L2 hits), `CACHE_HOT_KEYS` (with `CACHE_L1=off`:
+//! `off` reads every key from Redis; default on: the hottest keys are kept
+//! in process for 1 s; with an L1, hot keys are only counted and
+//! reported), `VIEWS_FLUSH_MS` (default 250: how
 //! long the write-behind view counter gathers a batch), `VIEWS_DURABLE`
 //! (`1` with `REDIS_URL` or `REDIS_CLUSTER_URLS`: the view counter logs every acknowledged view in
 //! a Redis Stream first, so a crash loses none, and applies each exactly
@@ -34,7 +37,9 @@ use std::time::Duration;
 
 use metrics_exporter_prometheus::PrometheusBuilder;
 use tower_cache::Cache;
-use tower_cache::store::{MemoryStore, RedisStore, RedisStoreBuilder, SharedStore, TieredStore};
+use tower_cache::store::{
+    HotKeys, MemoryStore, RedisStore, RedisStoreBuilder, SharedStore, TieredStore,
+};
 
 /// The L2's builder: on the Redis Cluster of `REDIS_CLUSTER_URLS` (seed
 /// node URLs, comma-separated) when set, else on the Redis of `REDIS_URL`
@@ -83,8 +88,13 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 options.views_log = Some(views::log(&l2));
             }
             if std::env::var("CACHE_L1").is_ok_and(|v| v == "off") {
-                tracing::info!("cache: L2 (Redis) only");
-                SharedStore::new(l2)
+                if std::env::var("CACHE_HOT_KEYS").is_ok_and(|v| v == "off") {
+                    tracing::info!("cache: L2 (Redis) only");
+                    SharedStore::new(l2)
+                } else {
+                    tracing::info!("cache: L2 (Redis) only, hot keys kept in process for 1 s");
+                    SharedStore::new(HotKeys::new(l2))
+                }
             } else {
                 let tiered = TieredStore::new(l1, l2);
                 // Fail-open: start serving even when Redis is not up yet.
@@ -96,7 +106,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 }
                 tracing::info!("cache: L1 (moka) + L2 (Redis)");
                 tiered_store = Some(tiered.clone());
-                SharedStore::new(tiered)
+                SharedStore::new(HotKeys::builder(tiered).track_only().build())
             }
         }
         None => {

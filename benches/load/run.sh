@@ -56,7 +56,7 @@ start_app() { # port, env...
 }
 L1=$(port); L2=$(port); SLOW=$(port); HAND=$(port); NGX=$(port); PROXY=$(port); PEERS=$(port)
 start_app "$L1"
-start_app "$L2" REDIS_URL="$REDIS_URL" CACHE_L1=off
+start_app "$L2" REDIS_URL="$REDIS_URL" CACHE_L1=off CACHE_HOT_KEYS=off
 start_app "$SLOW" ORIGIN_DELAY_MS=2
 env BIND="127.0.0.1:$HAND" REDIS_URL="$REDIS_URL" "$bin/handwritten" >/dev/null 2>&1 &
 pids+=($!)

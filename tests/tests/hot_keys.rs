@@ -194,3 +194,28 @@ on_single_and_cluster! {
         assert!(seen.is_some(), "the other instance's write was never seen");
     }
 }
+
+/// Over a store with an L1 of its own, hot keys are counted and reported
+/// but no copy is kept: the tiered store's L1 follows every instance's
+/// invalidations, a copy here would not.
+#[tokio::test]
+async fn track_only_reports_hot_keys_and_keeps_no_copy() {
+    let server = RedisServer::start();
+    let store = HotKeys::builder(l2(&server))
+        .min_reads(20)
+        .track_only()
+        .build();
+    store.put("t", entry("v")).await.unwrap();
+    for _ in 0..100 {
+        assert_eq!(value(&store, "t").await.as_deref(), Some("v"));
+    }
+    assert_eq!(store.top().first().map(|(k, _)| k.as_str()), Some("t"));
+    assert!(store.resident("t", tower_cache::now_ms()).is_none());
+    let before = reads(&server);
+    value(&store, "t").await;
+    assert_eq!(
+        reads(&server) - before,
+        1,
+        "every read goes to the inner store"
+    );
+}

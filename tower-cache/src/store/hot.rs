@@ -73,6 +73,7 @@ struct Hot {
     sketch: Mutex<TopK<String>>,
     min_reads: u64,
     ttl: Duration,
+    copies_kept: bool,
     /// Moves on every invalidation made through the store, under the write
     /// lock: a read copies an entry under the read lock, and only when no
     /// invalidation happened while it read, so no copy older than an
@@ -109,9 +110,20 @@ pub struct HotKeysBuilder<S> {
     ttl: Duration,
     min_reads: u64,
     max_bytes: u64,
+    copies: bool,
 }
 
 impl<S> HotKeysBuilder<S> {
+    /// Counts and reports the hot keys but keeps no copies of them: for a
+    /// store with an L1 of its own (a [`TieredStore`](super::TieredStore)),
+    /// whose copies follow every instance's invalidations, where copies
+    /// kept here would not. Default: copies are kept.
+    #[must_use]
+    pub fn track_only(mut self) -> Self {
+        self.copies = false;
+        self
+    }
+
     /// How many keys can be hot at once. Default: [`DEFAULT_HOT_KEYS`] (16).
     #[must_use]
     pub fn top(mut self, top: usize) -> Self {
@@ -166,6 +178,7 @@ impl<S> HotKeysBuilder<S> {
                 sketch: Mutex::new(TopK::new(self.top, (self.top * 128).max(1024), 4, 0.9)),
                 min_reads: self.min_reads,
                 ttl: self.ttl,
+                copies_kept: self.copies,
                 generation: RwLock::new(0),
                 reads: AtomicU64::new(0),
                 hits: metrics::counter!(names::HOT_HITS_TOTAL),
@@ -191,6 +204,7 @@ impl<S: Store> HotKeys<S> {
             ttl: DEFAULT_HOT_TTL,
             min_reads: DEFAULT_HOT_MIN_READS,
             max_bytes: DEFAULT_HOT_MAX_BYTES,
+            copies: true,
         }
     }
 
@@ -264,6 +278,7 @@ impl<S: Store> HotKeys<S> {
         let found = read.await?;
         if let Some(entry) = entry_of(&found)
             && self.counted(key)
+            && hot.copies_kept
         {
             let now = hot
                 .generation
@@ -299,6 +314,9 @@ impl<S: Store> Store for HotKeys<S> {
     }
 
     fn resident(&self, key: &str, now_ms: u64) -> Option<Resident> {
+        if let Some(held) = self.inner.resident(key, now_ms) {
+            return Some(held);
+        }
         let held = self.hot.copies.resident(key, now_ms)?;
         self.hot.hits.increment(1);
         Some(held)

@@ -11,7 +11,7 @@ use super::breaker::{Breaker, DEFAULT_FAILURE_THRESHOLD, DEFAULT_RETRY_INTERVAL}
 use super::connection::{Lua, RedisConnection};
 use super::keys::Keys;
 use super::replay::{DEFAULT_MAX_PENDING_INVALIDATIONS, ReplayQueue};
-use super::scripts::{CHECK, INVALIDATE, STAMPS, VERSION};
+use super::scripts::{INVALIDATE, STAMPS, VERSION};
 use super::stamps::KnownStamps;
 use super::{Inner, RedisStore};
 use crate::store::StoreError;
@@ -182,7 +182,6 @@ impl RedisStoreBuilder {
                 max_load_time: self.max_load_time,
                 invalidate: Lua::new(INVALIDATE),
                 version: Lua::new(VERSION),
-                check: Lua::new(CHECK),
                 stamps: Lua::new(STAMPS),
                 known: KnownStamps::default(),
                 breaker: Breaker::new(self.failure_threshold, self.retry_interval, self.op_timeout),

@@ -1,6 +1,6 @@
 //! The one connection type every Redis command of the store goes through: a single node or a Redis Cluster, and the scripts run on either.
 
-use futures_util::future::try_join_all;
+use futures_util::future::{join_all, try_join_all};
 use redis::aio::{ConnectionLike, ConnectionManager};
 use redis::cluster_async::ClusterConnection;
 use redis::{Cmd, FromRedisValue, Pipeline, RedisFuture, RedisResult, ServerErrorKind, Value};
@@ -69,8 +69,7 @@ impl RedisConnection {
     /// node they go in one pipeline (one round trip, run in order), and so
     /// they do on a cluster when they are all in one slot
     /// ([`Spread::OneSlot`]); otherwise each goes to its own slot's node,
-    /// one after the other ([`Spread::InOrder`]) or all at once
-    /// ([`Spread::AtOnce`]). The first error fails the whole. A script the
+    /// all at once ([`Spread::AtOnce`]). The first error fails the whole. A script the
     /// node does not know (`NOSCRIPT`)
     /// is sent again in full (`EVAL`) to the same node, so a promoted
     /// replica or a restarted node learns it where it is needed, without a
@@ -83,19 +82,57 @@ impl RedisConnection {
         match (self, spread) {
             (RedisConnection::Single(c), _) => pipelined(c, calls).await,
             (RedisConnection::Cluster(c), Spread::OneSlot) => pipelined(c, calls).await,
-            (RedisConnection::Cluster(c), Spread::InOrder) => {
-                let mut out = Vec::with_capacity(calls.len());
-                for call in calls {
-                    out.push(call.invoke(c).await?);
-                }
-                Ok(out)
-            }
             (RedisConnection::Cluster(c), Spread::AtOnce) => {
                 try_join_all(calls.iter().map(|call| {
                     let mut c = c.clone();
                     async move { call.invoke(&mut c).await }
                 }))
                 .await
+            }
+        }
+    }
+}
+
+impl RedisConnection {
+    /// Runs `first`, then `after` (single-key commands), and replies
+    /// `first`'s value and one result per command of `after`: a command
+    /// that fails (a key of another type) fails alone. On a single node
+    /// they go in one pipeline (one round trip, run in order); on a
+    /// cluster `after` is sent once `first` has answered, all at once.
+    /// `first` is sent again in full (`EVAL`) on `NOSCRIPT`, as in
+    /// [`run`](Self::run).
+    pub(super) async fn run_then(
+        &mut self,
+        first: &LuaCall<'_>,
+        after: &[Cmd],
+    ) -> RedisResult<(Value, Vec<RedisResult<Value>>)> {
+        match self {
+            RedisConnection::Single(c) => {
+                let pipe = |full: bool| {
+                    let mut pipe = redis::pipe();
+                    pipe.add_command(first.cmd(full));
+                    for cmd in after {
+                        pipe.add_command(cmd.clone());
+                    }
+                    pipe.ignore_errors();
+                    pipe
+                };
+                let mut replies: Vec<RedisResult<Value>> = pipe(false).query_async(c).await?;
+                if matches!(replies.first(), Some(Err(e)) if is_noscript(e)) {
+                    replies = pipe(true).query_async(c).await?;
+                }
+                let mut replies = replies.into_iter();
+                let head = replies.next().unwrap_or(Ok(Value::Nil))?;
+                Ok((head, replies.collect()))
+            }
+            RedisConnection::Cluster(c) => {
+                let head = first.invoke(c).await?;
+                let rest = join_all(after.iter().map(|cmd| {
+                    let mut c = c.clone();
+                    async move { cmd.query_async::<Value>(&mut c).await }
+                }))
+                .await;
+                Ok((head, rest))
             }
         }
     }
@@ -145,8 +182,6 @@ impl From<Cmd> for Step<'_> {
 pub(super) enum Spread {
     /// All in one slot.
     OneSlot,
-    /// In several slots, to be run in the order given.
-    InOrder,
     /// In several slots, in any order.
     AtOnce,
 }

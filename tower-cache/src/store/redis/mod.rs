@@ -52,7 +52,6 @@ struct Inner {
     max_load_time: Duration,
     invalidate: Lua,
     version: Lua,
-    check: Lua,
     stamps: Lua,
     /// The invalidation versions last read, which let a hit be one `MGET`.
     known: KnownStamps,
@@ -500,11 +499,11 @@ impl RedisStore {
     /// no one script can check everything and store at once. The write is:
     /// [`PUT_UNLESS_REMOVED`](tombstone::PUT_UNLESS_REMOVED) on the
     /// entry's keys (which refuses the write of a value read before a
-    /// remove of the key, and releases the lease), *then*
-    /// [`CHECK`](scripts::CHECK) the namespace's versions, and delete the
-    /// entry if one of them is after its own. On a single node both go in
-    /// one pipeline (run in that order, one round trip); on a cluster the
-    /// check is sent once the store has answered. Why nothing is weaker
+    /// remove of the key, and releases the lease), *then* read the
+    /// namespace's versions (single-key `GET`s), and delete the entry if
+    /// one of them is after its own. On a single node both go in one
+    /// pipeline (run in that order, one round trip); on a cluster the
+    /// reads are sent once the store has answered. Why nothing is weaker
     /// than one script doing both, for an invalidation `I` that the load
     /// did not see (its version is after the entry's):
     ///

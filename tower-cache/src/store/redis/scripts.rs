@@ -1,4 +1,4 @@
-//! The Lua scripts the Redis store runs on the namespace's keys: invalidation with versions, the version read, the check after a write and the read of versions (a key's remove, its checked write and its lease have theirs beside them, in `tombstone.rs` and `lease.rs`).
+//! The Lua scripts the Redis store runs on the namespace's keys: invalidation with versions, the version read and the read of versions (a key's remove, its checked write and its lease have theirs beside them, in `tombstone.rs` and `lease.rs`).
 //!
 //! Every script declares every key it touches in `KEYS`, and the keys of
 //! one script share a slot (see `keys.rs`): each touches the namespace's
@@ -75,25 +75,6 @@ end
 return v
 "
 );
-
-/// The namespace's half of a write (one slot: the namespace's), run after
-/// the entry's `SET`: whether the namespace-wide version (`KEYS[1]`) or one of the
-/// entry's tags' versions (`KEYS[2..]`) is after the entry's version
-/// (`ARGV[1]`). Returns 1 when none is (the entry stands), 0 when one is
-/// or when a key holds anything but a version (the caller then deletes
-/// the entry).
-pub(super) const CHECK: &str = r"
-local version = tonumber(ARGV[1])
-for i = 1, #KEYS do
-  local s = redis.pcall('GET', KEYS[i])
-  if type(s) == 'table' then return 0 end
-  if s then
-    local n = tonumber(s)
-    if not n or n > version then return 0 end
-  end
-end
-return 1
-";
 
 /// Reads the invalidation versions an entry needs, all at one instant:
 /// the namespace's counter (`KEYS[1]`), the namespace-wide version

@@ -15,8 +15,8 @@
 //!
 //! Each script touches one key's family only, which shares one Redis
 //! Cluster slot (the key is the hash tag of all three, see `keys.rs`);
-//! the counter is moved and the namespace's versions are checked by
-//! scripts of their own, in the namespace's slot.
+//! the counter is moved by a script of its own and the namespace's
+//! versions are read by single-key commands, in the namespace's slot.
 //!
 //! The limit: a tombstone is kept `max_load_time`; a load that takes
 //! longer than that after a remove of its key can still store the value it
@@ -28,6 +28,8 @@ use redis::{AsyncCommands, Value};
 
 use super::connection::{Lua, RedisConnection, Spread, Step};
 use super::lease::token_arg;
+use super::read::{is_after, stamp};
+use super::stamps::Stamp;
 use super::{RedisStore, redis_error};
 use crate::clock;
 use crate::entry::Entry;
@@ -147,17 +149,17 @@ impl RedisStore {
 
     /// Stores `entry` at `rkey` for `ttl_ms` unless a remove of `key` was
     /// made after its version was read, and releases the lease `token`
-    /// holds ([`PUT_UNLESS_REMOVED`], on the key's slot); then checks the
-    /// namespace's and the entry's tags' invalidation versions
-    /// ([`CHECK`](super::scripts::CHECK), on the namespace's slot; in the
-    /// same round trip on a single node), and deletes what it stored when
-    /// one is after the entry's (a value loaded before an invalidation and
-    /// written after it). `true` when stored and kept.
+    /// holds ([`PUT_UNLESS_REMOVED`], on the key's slot); then reads the
+    /// namespace's and the entry's tags' invalidation versions (single-key
+    /// `GET`s, on the namespace's slot; in the same round trip on a single
+    /// node), and deletes what it stored when one is after the entry's (a
+    /// value loaded before an invalidation and written after it). `true`
+    /// when stored and kept.
     ///
-    /// The versions are checked after the write: an invalidation made
-    /// before the write is seen, and one made after it outlives the entry
-    /// (both are kept `max_ttl`). In between, readers refuse the entry by
-    /// the same versions (see [`RedisStore::put_direct`]).
+    /// The versions are read after the write: an invalidation made before
+    /// the write is seen, and one made after it outlives the entry (both
+    /// are kept `max_ttl`). In between, readers refuse the entry by the
+    /// same versions (see [`RedisStore::put_direct`]).
     pub(super) async fn put_unless_removed(
         &self,
         c: &mut RedisConnection,
@@ -169,30 +171,40 @@ impl RedisStore {
     ) -> Result<bool, StoreError> {
         let payload = entry.encode(rkey);
         let token = token.map(token_arg).unwrap_or_default();
-        let version = entry.version().unwrap_or(0);
         let mut put = PUT_SCRIPT.key(rkey);
         put.key(self.tombstone_key(key))
             .key(self.lease_key(key))
             .arg(payload.as_ref())
             .arg(ttl_ms)
-            .arg(version)
+            .arg(entry.version().unwrap_or(0))
             .arg(&token);
-        let mut check = self.inner.check.key(self.all_key());
-        for tag in entry.tags() {
-            check.key(self.tag_key(tag));
-        }
-        check.arg(version);
-        let replies = c
-            .run(&[put.into(), check.into()], Spread::InOrder)
-            .await
-            .map_err(redis_error)?;
-        let stored = matches!(replies.first(), Some(Value::Int(1)));
-        let stands = matches!(replies.get(1), Some(Value::Int(1)));
-        if stored && !stands {
+        let gets: Vec<redis::Cmd> = std::iter::once(redis::Cmd::get(self.all_key()))
+            .chain(
+                entry
+                    .tags()
+                    .iter()
+                    .map(|tag| redis::Cmd::get(self.tag_key(tag))),
+            )
+            .collect();
+        let (stored, versions) = c.run_then(&put, &gets).await.map_err(redis_error)?;
+        let stored = matches!(stored, Value::Int(1));
+        // A tag key of another type answers an error of its own, which
+        // refuses the write as garbage would.
+        let stamps: Vec<Stamp> = versions
+            .into_iter()
+            .map(|v| match v {
+                Ok(Value::Nil) => None,
+                Ok(Value::BulkString(raw)) => stamp(&raw),
+                _ => Some(u64::MAX),
+            })
+            .collect();
+        let overtaken =
+            stamps.len() != entry.tags().len() + 1 || is_after(entry, stamps[0], &stamps[1..]);
+        if stored && overtaken {
             // A delete that fails fails the write, kept for replay as a
             // remove of the key.
             c.del::<_, i64>(rkey).await.map_err(redis_error)?;
         }
-        Ok(stored && stands)
+        Ok(stored && !overtaken)
     }
 }
