@@ -44,7 +44,8 @@ on_single_and_cluster! {
         // A write by its holder releases it in the same call.
         let entry = Entry::new(Bytes::from_static(b"v")).with_ttl(TTL);
         b.put_released("k", entry, 2).await.unwrap();
-        assert_eq!(a.lease("k", 1, TTL).await.unwrap(), Lease::Granted);
+        // A lease over a stored value says so.
+        assert_eq!(a.lease("k", 1, TTL).await.unwrap(), Lease::GrantedOverValue);
         // Every lease expires by itself.
         let pttl: i64 = server.connection().pttl("tc:l:{k}").unwrap();
         assert!((1..=60_000).contains(&pttl), "{pttl} ms");
@@ -92,7 +93,7 @@ on_single_and_cluster! {
         let _: () = conn.set("tc:l:{k}", "forever").unwrap();
         let entry = Entry::new(Bytes::from_static(b"v")).with_ttl(TTL);
         store.put_released("k", entry, 1).await.unwrap();
-        assert_eq!(store.lease("k", 1, TTL).await.unwrap(), Lease::Granted);
+        assert_eq!(store.lease("k", 1, TTL).await.unwrap(), Lease::GrantedOverValue);
     }
 }
 

@@ -86,9 +86,13 @@ fn a_write_that_ignores_the_tombstone_serves_the_old_value() {
 #[test]
 fn a_load_that_reads_the_counter_after_the_origin_serves_the_old_value() {
     let model = without("    v0 = counter;\n    rounds++;", "    rounds++;").replacen(
-        "    got = origin;\n    if\n    :: !dead",
-        "    got = origin;\n    v0 = counter;\n    if\n    :: !dead",
+        "            leased++\n        :: else\n        fi\n    }\n",
+        "            leased++\n        :: else\n        fi\n    }\n    v0 = counter;\n",
         1,
+    );
+    assert_ne!(
+        model,
+        without("    v0 = counter;\n    rounds++;", "    rounds++;")
     );
     let v = check("late-version", &model);
     assert!(v.errors > 0, "{}", v.report);
@@ -96,8 +100,22 @@ fn a_load_that_reads_the_counter_after_the_origin_serves_the_old_value() {
 
 #[test]
 fn a_release_without_its_token_lets_two_instances_load() {
-    let model = without(":: lease == id -> lease = 0", ":: lease != 0 -> lease = 0");
+    let model = without(
+        ":: lease == id -> lease = 0\n        :: else\n        fi\n    }\ndone:",
+        ":: lease != 0 -> lease = 0\n        :: else\n        fi\n    }\ndone:",
+    );
     let v = check("no-token", &model);
     assert!(v.errors > 0, "{}", v.report);
     assert!(v.report.contains("holders"), "{}", v.report);
+}
+
+#[test]
+fn a_lease_taken_over_a_stored_value_without_a_second_look_loads_it_twice() {
+    let model = without(
+        ":: lease == id && over -> goto reread",
+        ":: lease == id && over -> goto load",
+    );
+    let v = check("no-reread", &model);
+    assert!(v.errors > 0, "{}", v.report);
+    assert!(v.report.contains("leased"), "{}", v.report);
 }

@@ -150,9 +150,10 @@ async fn an_instance_whose_clock_runs_behind_caches_right_after_an_invalidation(
     assert_eq!(read(&other, &db).await, ("new".into(), true), "from L2");
 }
 
-/// A miss makes three round trips to Redis: the read, the leader's second
-/// read (which brings the invalidation version with it) and the checked
-/// write; the version costs no round trip of its own.
+/// A miss makes four round trips to Redis: the read, the leader's second
+/// read (which brings the invalidation version with it), the lease on the
+/// load across instances and the checked write; the version costs no round
+/// trip of its own.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_miss_reads_the_version_with_the_entry() {
     let server = RedisServer::start();
@@ -179,5 +180,9 @@ async fn a_miss_reads_the_version_with_the_entry() {
         .await
         .unwrap();
     assert!(matches!(fetched, Fetched::Miss(_)));
-    assert_eq!(calls(&server), 3, "read, versioned read, checked write");
+    assert_eq!(
+        calls(&server),
+        4,
+        "read, versioned read, lease, checked write"
+    );
 }

@@ -4,7 +4,10 @@
 //! most every 100 ms, and ends:
 //! - with a fresh entry, which the flight serves without a load;
 //! - when the lease is free again (released, expired, or dropped by a
-//!   remove of the key) and this leader takes it: it loads;
+//!   remove of the key) and this leader takes it: it loads, unless the
+//!   store says the key has a value and it is fresh (its holder stored it
+//!   and released the lease between this leader's look and its lease),
+//!   which it serves;
 //! - at the load timeout, or at the first store error: it loads without
 //!   the lease (the in-process single flight still holds).
 
@@ -72,6 +75,9 @@ impl<St: Store> Cache<St> {
                     token: Some(token),
                 };
             }
+            Ok(Lease::GrantedOverValue) => {
+                return self.reread(key, profile, token, version).await;
+            }
             Ok(Lease::Taken) => {}
             Ok(_) => {
                 return Leased::Load {
@@ -121,9 +127,38 @@ impl<St: Store> Cache<St> {
                         token: Some(token),
                     };
                 }
+                Ok(Lease::GrantedOverValue) => {
+                    return self.reread(key, profile, token, None).await;
+                }
                 Ok(Lease::Taken) => {}
                 Ok(_) | Err(_) => return alone,
             }
+        }
+    }
+
+    /// Holding `key`'s lease under `token` while the key has a value in
+    /// the store: serves it if it is fresh (a holder stored it between
+    /// this leader's last read and its lease), giving the lease up; loads
+    /// otherwise (a stale value being refreshed, or a read that fails).
+    async fn reread(
+        &self,
+        key: &str,
+        profile: &Profile,
+        token: u64,
+        version: Option<u64>,
+    ) -> Leased {
+        if let Ok(Some(entry)) = self.inner.store.get(key).await
+            && matches!(
+                profile.policy().classify(&entry, clock::now_ms()),
+                Freshness::Fresh { .. }
+            )
+        {
+            self.release(key, profile, Some(token)).await;
+            return Leased::Found(entry);
+        }
+        Leased::Load {
+            version,
+            token: Some(token),
         }
     }
 
@@ -156,6 +191,9 @@ mod tests {
         inner: MemoryStore,
         lease: Result<Lease, ()>,
         released: Mutex<Vec<u64>>,
+        /// What a holder stores (and releases its lease with) just before
+        /// the lease is asked for, if anything.
+        stored_before_lease: Mutex<Option<Entry>>,
     }
 
     impl Remote {
@@ -164,6 +202,7 @@ mod tests {
                 inner: MemoryStore::default(),
                 lease,
                 released: Mutex::new(Vec::new()),
+                stored_before_lease: Mutex::new(None),
             })
         }
     }
@@ -181,7 +220,11 @@ mod tests {
         async fn remove_tag(&self, tag: &str) -> Result<(), StoreError> {
             self.inner.remove_tag(tag).await
         }
-        async fn lease(&self, _: &str, _: u64, _: Duration) -> Result<Lease, StoreError> {
+        async fn lease(&self, key: &str, _: u64, _: Duration) -> Result<Lease, StoreError> {
+            let stored = self.stored_before_lease.lock().unwrap().take();
+            if let Some(entry) = stored {
+                self.inner.put(key, entry).await?;
+            }
             self.lease.map_err(|()| StoreError::Unavailable)
         }
         async fn release(&self, _: &str, token: u64) -> Result<(), StoreError> {
@@ -310,5 +353,49 @@ mod tests {
         let off = profile.map_policy(|p| p.cross_instance_lease(false));
         cache.fetch("c", &off, slow(&calls)).await.unwrap();
         assert_eq!(store.released.lock().unwrap().len(), 2, "no lease taken");
+    }
+
+    /// A holder that stored its value and released its lease between a
+    /// leader's read of the key and its lease: the leader gets the lease
+    /// over a value.
+    fn stored_just_before_the_lease(entry: Entry) -> Arc<Remote> {
+        let store = Remote::new(Ok(Lease::GrantedOverValue));
+        *store.stored_before_lease.lock().unwrap() = Some(entry);
+        store
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_value_stored_between_a_read_and_the_lease_is_served_not_loaded_again() {
+        let entry = Entry::new("theirs").with_ttl(Duration::from_secs(60));
+        let store = stored_just_before_the_lease(entry);
+        let cache = Cache::new(store.clone());
+        let calls = Arc::new(AtomicUsize::new(0));
+        let profile = profile(Duration::from_secs(10));
+        let got = cache.fetch("k", &profile, slow(&calls)).await.unwrap();
+        assert_eq!(&got.entry().unwrap().value()[..], b"theirs");
+        assert_eq!(calls.load(Ordering::SeqCst), 0, "not loaded twice");
+        assert_eq!(store.released.lock().unwrap().len(), 1, "lease given up");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_lease_over_a_stale_value_loads() {
+        // Fresh for 60 s from 90 s ago, servable stale for 120 s more.
+        let stored_at = clock::now_ms() - 90_000;
+        let stale = Entry::new("old")
+            .with_ttl(Duration::from_secs(60))
+            .with_stale(Duration::from_secs(120))
+            .with_stored_at(stored_at);
+        let store = stored_just_before_the_lease(stale);
+        let cache = Cache::new(store.clone());
+        let calls = Arc::new(AtomicUsize::new(0));
+        let profile = profile(Duration::from_secs(10));
+        let got = cache.fetch("k", &profile, slow(&calls)).await.unwrap();
+        assert_eq!(&got.entry().unwrap().value()[..], b"v");
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+        assert_eq!(
+            store.released.lock().unwrap().len(),
+            1,
+            "released with its write"
+        );
     }
 }

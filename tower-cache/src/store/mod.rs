@@ -93,6 +93,12 @@ pub enum Lease {
     /// The lease is the caller's: it loads the key, then
     /// [`release`](Store::release)s it.
     Granted,
+    /// The lease is the caller's, and the key has a value in the store:
+    /// one a holder stored (releasing its lease in the same write) after
+    /// the caller last read the key, or a stale one being refreshed. The
+    /// caller reads the key again before it loads, and serves a fresh
+    /// value it finds (releasing the lease) instead of loading it twice.
+    GrantedOverValue,
     /// Another holder has it (a load of the key in flight on another
     /// instance): wait for its value.
     Taken,
@@ -212,7 +218,8 @@ pub trait Store: Send + Sync + 'static {
     }
 
     /// Takes the lease on loading `key` for at most `ttl`, under `token`
-    /// (random per load): [`Lease::Granted`] when the caller now holds it,
+    /// (random per load): [`Lease::Granted`] when the caller now holds it
+    /// ([`Lease::GrantedOverValue`] when `key` also has a value stored),
     /// [`Lease::Taken`] when another does. A lease ends when its holder
     /// [`release`](Store::release)s it, when `ttl` runs out (its holder
     /// died), or at a [`remove`](Store::remove) of `key`.

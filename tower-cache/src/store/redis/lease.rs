@@ -3,7 +3,10 @@
 //! A lease is one small key beside the entry (`P` `l:{K}`, in the entry's
 //! Redis Cluster slot, see `keys.rs`) holding its holder's token, set only if
 //! absent (`SET NX PX`) and expiring by itself: a holder that dies leaves
-//! it for at most its time to live. The holder releases it when its load
+//! it for at most its time to live. The script that takes it also says
+//! whether the entry exists, so that a caller whose read missed just
+//! before a holder stored and released reads the value instead of
+//! loading it again. The holder releases it when its load
 //! is done, in the same script as its write when it has a value to store
 //! (see `tombstone.rs`); a remove of the key deletes it, so that the
 //! instances waiting for the value load it anew instead of waiting for
@@ -11,8 +14,6 @@
 
 use std::sync::LazyLock;
 use std::time::Duration;
-
-use redis::{AsyncCommands, ExistenceCheck, SetExpiry, SetOptions};
 
 use super::connection::{Lua, RedisConnection};
 use super::{RedisStore, redis_error};
@@ -32,6 +33,21 @@ return 0
 
 static RELEASE_SCRIPT: LazyLock<Lua> = LazyLock::new(|| Lua::new(RELEASE));
 
+/// Takes the lease at `KEYS[1]` for `ARGV[2]` ms under the token `ARGV[1]`
+/// if it is free; 0 when it is taken, 1 when granted, 2 when granted
+/// while the entry at `KEYS[2]` exists (stored by a holder since the
+/// caller's last read, or a stale entry being refreshed): one atomic look
+/// at both, so that a load stored and released between a caller's read
+/// and its lease is not loaded again.
+const TAKE: &str = r"
+if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
+  return 1 + redis.call('EXISTS', KEYS[2])
+end
+return 0
+";
+
+static TAKE_SCRIPT: LazyLock<Lua> = LazyLock::new(|| Lua::new(TAKE));
+
 /// A token as it is stored.
 pub(super) fn token_arg(token: u64) -> String {
     format!("{token:016x}")
@@ -39,27 +55,26 @@ pub(super) fn token_arg(token: u64) -> String {
 
 impl RedisStore {
     /// Takes `key`'s lease for `ttl` (at least 1 ms) under `token`: one
-    /// `SET NX PX`.
+    /// `SET NX PX` and a look at the entry's existence, in one script.
     pub(crate) async fn lease_direct(
         &self,
         key: &str,
         token: u64,
         ttl: Duration,
     ) -> Result<Lease, StoreError> {
-        let lkey = self.lease_key(key);
         self.timed(async move {
             let mut c = self.connection();
-            let opts = SetOptions::default()
-                .conditional_set(ExistenceCheck::NX)
-                .with_expiration(SetExpiry::PX(clock::ms(ttl).max(1)));
-            c.set_options::<_, _, Option<String>>(lkey, token_arg(token), opts)
+            TAKE_SCRIPT
+                .key(self.lease_key(key))
+                .key(self.entry_key(key))
+                .arg(token_arg(token))
+                .arg(clock::ms(ttl).max(1))
+                .invoke::<i64>(&mut c)
                 .await
-                .map(|set| {
-                    if set.is_some() {
-                        Lease::Granted
-                    } else {
-                        Lease::Taken
-                    }
+                .map(|taken| match taken {
+                    0 => Lease::Taken,
+                    1 => Lease::Granted,
+                    _ => Lease::GrantedOverValue,
                 })
                 .map_err(redis_error)
         })

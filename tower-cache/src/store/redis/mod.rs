@@ -119,8 +119,10 @@ struct Inner {
 ///   limit: a load that takes longer than `max_load_time` after a remove
 ///   can still store what it read before it.
 /// - **One load per key across instances**: [`Store::lease`] is one
-///   `SET NX PX` of the key's lease with the loader's token, for its load
-///   timeout; the holder's write releases it in the same script
+///   script: `SET NX PX` of the key's lease with the loader's token, for
+///   its load timeout, and whether the entry exists (a value stored and
+///   released since the caller's read is then read, not loaded again);
+///   the holder's write releases it in the same script
 ///   ([`Store::put_released`]), [`Store::release`] otherwise, and a holder
 ///   that dies leaves it until it expires. The limit: a holder slower than
 ///   its lease loses it, and a second instance loads too.

@@ -1,6 +1,7 @@
 /*
  * The cross-instance protocol of RedisStore, as a model checked by spin:
- * loads under a lease (`SET NX PX` with a token), the store-if-unchanged
+ * loads under a lease (`SET NX PX` with a token, and a look at the
+ * entry in the same script), the store-if-unchanged
  * write against the key's tombstone, the remove that leaves a tombstone,
  * lease release by token, lease expiry, and an instance that dies
  * holding its lease.
@@ -26,6 +27,10 @@
  *      instances hold a live lease at once (assertion in `acquired`).
  *   3. Nobody waits forever: every instance that does not die ends with a
  *      value or with its own load (no invalid end state).
+ *   4. A value stored is not loaded again: unless a remove, a lease's
+ *      expiry or a death intervened, one load runs under a lease, even
+ *      for an instance whose read missed before the holder stored and
+ *      released (assertion `loaded_once`).
  *
  * What the model assumes of time (not modelled):
  *   - a tombstone outlives every load that began before it (its keep is
@@ -49,6 +54,8 @@ byte lease = 0;      /* the lease `P l:{K}`: holder's token, 0 when absent */
 bool removed = false;/* the writer's remove has returned */
 bool dead = false;   /* one instance died holding its lease */
 byte holders = 0;    /* instances that hold a live lease */
+byte leased = 0;     /* loads begun under a lease */
+bool trouble = false;/* a remove, an expiry or a death happened */
 bool holding[INSTANCES + 1];
 
 /* One instance reading K: a hit is served; a miss reads the counter,
@@ -57,6 +64,7 @@ proctype instance(byte id) {
     byte v0;       /* the counter when the load began */
     byte got;      /* what was read or loaded */
     byte rounds = 0;
+    bool over;     /* the lease came with an entry in L2 */
 
 read:
     /* GET entry: a hit is served. A read that began after the remove
@@ -74,10 +82,11 @@ read:
     v0 = counter;
     rounds++;
 
-    /* SET lease id NX PX ttl */
+    /* The lease script: SET lease id NX PX ttl, and EXISTS entry */
     atomic {
         if
         :: lease == 0 ->
+            over = (entry != NONE);
             lease = id;
             holding[id] = true;
             holders++;
@@ -86,8 +95,33 @@ read:
         fi
     }
     if
-    :: lease == id -> goto load
+    :: lease == id && !over -> goto load
+    :: lease == id && over -> goto reread
     :: else -> goto wait
+    fi;
+
+reread:
+    /* The lease came over a value (a holder stored it and released its
+     * lease since this instance's read): read it again, and serve it,
+     * giving the lease up (the release script). */
+    atomic {
+        got = entry;
+        assert(!(removed && got == OLD))     /* fresh_after_remove */
+    }
+    if
+    :: got != NONE ->
+        atomic {
+            if
+            :: holding[id] -> holding[id] = false; holders--
+            :: else
+            fi;
+            if
+            :: lease == id -> lease = 0
+            :: else
+            fi
+        }
+        goto done
+    :: else -> goto load
     fi;
 
 wait:
@@ -120,11 +154,20 @@ unleased:
 
 load:
     /* The origin's value, read after v0 */
-    got = origin;
+    atomic {
+        got = origin;
+        if
+        :: holding[id] ->
+            assert(leased == 0 || trouble);  /* loaded_once */
+            leased++
+        :: else
+        fi
+    }
     if
     :: !dead ->                              /* this instance dies here */
         atomic {
             dead = true;
+            trouble = true;
             /* it keeps its lease until the lease expires */
         }
         goto gone
@@ -155,7 +198,7 @@ done:
 gone:
     /* forget the locals, so that end states do not differ by them */
     skip;
-    d_step { v0 = 0; got = 0; rounds = 0 }
+    d_step { v0 = 0; got = 0; rounds = 0; over = false }
 }
 
 /* The application writes the origin, then removes the key. */
@@ -166,6 +209,7 @@ proctype writer() {
     atomic { counter++; v = counter }
     /* The remove script on [entry, tombstone, lease] */
     atomic {
+        trouble = true;
         entry = NONE;
         if
         :: tomb < v -> tomb = v
@@ -188,6 +232,7 @@ proctype expiry() {
     do
     :: atomic {
         lease != 0 ->
+            trouble = true;
             holding[lease] = false;
             holders--;
             lease = 0
