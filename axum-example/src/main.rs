@@ -12,7 +12,9 @@
 //! only store, to measure L2 hits), `CACHE_HOT_KEYS` (with `CACHE_L1=off`:
 //! `off` reads every key from Redis; default on: the hottest keys are kept
 //! in process for 1 s; with an L1, hot keys are only counted and
-//! reported), `VIEWS_FLUSH_MS` (default 250: how
+//! reported), `CACHE_HOT_REPLICAS` (default 0: how many copies of each
+//! key read more than `CACHE_HOT_MIN_RATE` times a second (default 1000)
+//! the L2 keeps in other slots, for a Redis Cluster), `VIEWS_FLUSH_MS` (default 250: how
 //! long the write-behind view counter gathers a batch), `VIEWS_DURABLE`
 //! (`1` with `REDIS_URL` or `REDIS_CLUSTER_URLS`: the view counter logs every acknowledged view in
 //! a Redis Stream first, so a crash loses none, and applies each exactly
@@ -45,12 +47,26 @@ use tower_cache::store::{
 /// node URLs, comma-separated) when set, else on the Redis of `REDIS_URL`
 /// when set, else none.
 fn redis_from_env() -> Option<RedisStoreBuilder> {
-    if let Some(seeds) = views::cluster_seeds() {
+    let builder = if let Some(seeds) = views::cluster_seeds() {
         tracing::info!(?seeds, "L2 on a Redis Cluster");
-        return Some(RedisStore::cluster_builder(seeds));
-    }
-    let url = std::env::var("REDIS_URL").ok().filter(|u| !u.is_empty())?;
-    Some(RedisStore::builder(url))
+        RedisStore::cluster_builder(seeds)
+    } else {
+        let url = std::env::var("REDIS_URL").ok().filter(|u| !u.is_empty())?;
+        RedisStore::builder(url)
+    };
+    let replicas = std::env::var("CACHE_HOT_REPLICAS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
+    let min_rate = std::env::var("CACHE_HOT_MIN_RATE")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(tower_cache::store::DEFAULT_HOT_KEY_MIN_RATE);
+    Some(
+        builder
+            .hot_key_replicas(replicas)
+            .hot_key_min_rate(min_rate),
+    )
 }
 
 #[tokio::main]

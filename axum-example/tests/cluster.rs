@@ -54,3 +54,51 @@ async fn two_instances_on_a_cluster_see_each_others_writes() {
     assert!(counted.is_some(), "every acknowledged view is counted");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hot_product_is_read_from_copies_on_other_masters() {
+    let cluster = RedisCluster::start(3, 0);
+    let seeds = cluster.urls().join(",");
+    let env = [
+        ("REDIS_CLUSTER_URLS", seeds.as_str()),
+        ("CACHE_L1", "off"),
+        ("CACHE_HOT_KEYS", "off"),
+        ("CACHE_HOT_REPLICAS", "3"),
+        ("CACHE_HOT_MIN_RATE", "20"),
+    ];
+    let app = App::start(&env).await;
+    let copies = |cluster: &RedisCluster| -> Vec<String> {
+        cluster
+            .masters()
+            .into_iter()
+            .flat_map(|port| {
+                let keys: Vec<String> = redis::cmd("KEYS")
+                    .arg("*r:{*")
+                    .query(&mut cluster.node(port).connection())
+                    .unwrap();
+                keys
+            })
+            .collect()
+    };
+    let copied = wait_until(PATIENCE, || async {
+        for _ in 0..50 {
+            assert_eq!(app.get("/products/42").await.0, StatusCode::OK);
+        }
+        copies(&cluster).len() >= 3
+    })
+    .await;
+    assert!(
+        copied.is_some(),
+        "three copies of the hot product: {:?}",
+        copies(&cluster)
+    );
+    // A write through the app reaches every copy.
+    let put = app
+        .client
+        .put(app.url("/products/42"))
+        .json(&json!({"name": "Copied", "price_cents": 1}));
+    assert_eq!(app.send(put).await.0, StatusCode::OK);
+    for _ in 0..100 {
+        assert_eq!(app.get("/products/42").await.2["name"], json!("Copied"));
+    }
+}

@@ -11,6 +11,7 @@ use super::breaker::{Breaker, DEFAULT_FAILURE_THRESHOLD, DEFAULT_RETRY_INTERVAL}
 use super::connection::{Lua, RedisConnection};
 use super::keys::Keys;
 use super::replay::{DEFAULT_MAX_PENDING_INVALIDATIONS, ReplayQueue};
+use super::replicas::{DEFAULT_HOT_KEY_MIN_RATE, Replicas};
 use super::scripts::{INVALIDATE, STAMPS, VERSION};
 use super::stamps::KnownStamps;
 use super::{Inner, RedisStore};
@@ -50,9 +51,50 @@ pub struct RedisStoreBuilder {
     failure_threshold: u64,
     retry_interval: Duration,
     max_pending: usize,
+    hot_replicas: usize,
+    hot_min_rate: u64,
 }
 
 impl RedisStoreBuilder {
+    /// Keeps `replicas` copies of every hot key's entry in other slots, for
+    /// a Redis Cluster, where one key read by every instance would
+    /// otherwise load one shard alone: reads of a key read at least
+    /// [`hot_key_min_rate`](Self::hot_key_min_rate) times a second pick
+    /// the entry or one of its copies at random. Every write and remove of
+    /// any key then also writes or removes its copies (one more round
+    /// trip), and every tag invalidation moves one counter copy per
+    /// replica; a remove, write or invalidation is seen through the copies
+    /// exactly as through the entry. [`RedisStore::replicated_keys`] lists
+    /// the keys read from copies. Default: 0 (no copies).
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// use tower_cache::store::RedisStore;
+    ///
+    /// let store = RedisStore::cluster_builder(["redis://127.0.0.1:7000"])
+    ///     .hot_key_replicas(3)
+    ///     .hot_key_min_rate(500)
+    ///     .build()
+    ///     .unwrap();
+    /// assert!(store.replicated_keys().is_empty());
+    /// # }
+    /// ```
+    #[must_use]
+    pub fn hot_key_replicas(mut self, replicas: usize) -> Self {
+        self.hot_replicas = replicas;
+        self
+    }
+
+    /// How many reads a second (counted by this store) make a key hot, for
+    /// [`hot_key_replicas`](Self::hot_key_replicas). Default:
+    /// [`DEFAULT_HOT_KEY_MIN_RATE`](crate::store::DEFAULT_HOT_KEY_MIN_RATE)
+    /// (1 000).
+    #[must_use]
+    pub fn hot_key_min_rate(mut self, reads_per_second: u64) -> Self {
+        self.hot_min_rate = reads_per_second;
+        self
+    }
+
     /// How many distinct removes and tag invalidations (and keys whose
     /// write failed) are kept for replay while Redis cannot be reached.
     /// Past that, they are dropped and every entry of the namespace is
@@ -184,6 +226,8 @@ impl RedisStoreBuilder {
                 version: Lua::new(VERSION),
                 stamps: Lua::new(STAMPS),
                 known: KnownStamps::default(),
+                replicas: (self.hot_replicas > 0)
+                    .then(|| Replicas::new(self.hot_replicas, self.hot_min_rate)),
                 breaker: Breaker::new(self.failure_threshold, self.retry_interval, self.op_timeout),
                 replay: ReplayQueue::new(self.max_pending),
                 errors: ::metrics::counter!(crate::metrics::L2_ERRORS_TOTAL),
@@ -280,6 +324,8 @@ impl RedisStore {
             failure_threshold: DEFAULT_FAILURE_THRESHOLD,
             retry_interval: DEFAULT_RETRY_INTERVAL,
             max_pending: DEFAULT_MAX_PENDING_INVALIDATIONS,
+            hot_replicas: 0,
+            hot_min_rate: DEFAULT_HOT_KEY_MIN_RATE,
         }
     }
 

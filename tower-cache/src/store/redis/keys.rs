@@ -11,6 +11,9 @@
 //! | `{P}all` | the namespace-wide invalidation version | hashed on `P` |
 //! | `{P}t:TAG` | tag `TAG`'s invalidation version | hashed on `P` |
 //! | `P` `f:{F}:…` | existence filter `F`'s snapshot, log and epoch (see `filter.rs`) | hashed on `F` |
+//! | `P` `r:{N:K}` | replica `N` (from 1) of hot key `K`'s entry (see `replicas.rs`) | hashed on `N:K` |
+//! | `P` `q:{N:K}` | replica `N`'s tombstone | hashed on `N:K` |
+//! | `{P#N}v` | copy `N` of the namespace's invalidation counter | hashed on `P#N` |
 //!
 //! An entry's hash tag is its key (Redis hashes what stands between the
 //! first `{` and the next `}`), so entries spread over every slot and
@@ -69,6 +72,35 @@ impl Keys {
         self.family(b'l', key)
     }
 
+    /// The keys of replica `n` (from 1) of `key`'s entry: the entry, its
+    /// tombstone and a lease key the write and remove scripts look at
+    /// (replicas are filled, never leased), all hashed on `n:K`.
+    pub(super) fn replica(&self, key: &str, n: usize) -> Family {
+        let tagged = format!("{n}:{key}");
+        Family {
+            entry: self.family(b'r', &tagged),
+            tombstone: self.family(b'q', &tagged),
+            lease: self.family(b'm', &tagged),
+        }
+    }
+
+    /// The keys of `key`'s own entry.
+    pub(super) fn primary(&self, key: &str) -> Family {
+        Family {
+            entry: self.entry(key),
+            tombstone: self.tombstone(key),
+            lease: self.lease(key),
+        }
+    }
+
+    /// `{P#n}v`: copy `n` (from 1) of the namespace's counter, in a slot of
+    /// its own. A namespace's own keys hash on a tag that ends with its
+    /// closing `:`, these on one that ends with `#n`: no namespace's keys
+    /// are these.
+    pub(super) fn version_copy(&self, n: usize) -> String {
+        format!("{{{}#{n}}}v", self.prefix)
+    }
+
     /// `P` `kind:{K}`: a key of `K`'s own, hashed on `K`.
     fn family(&self, kind: u8, key: &str) -> String {
         let mut k = String::with_capacity(self.prefix.len() + 4 + key.len());
@@ -97,6 +129,15 @@ impl Keys {
     pub(super) fn version(&self) -> &str {
         &self.version
     }
+}
+
+/// The keys kept for one entry, in one slot: what the write and remove
+/// scripts touch.
+#[derive(Debug, Clone)]
+pub(super) struct Family {
+    pub(super) entry: String,
+    pub(super) tombstone: String,
+    pub(super) lease: String,
 }
 
 /// `prefix` closed by the separator, or why it cannot be one.

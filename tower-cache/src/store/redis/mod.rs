@@ -9,6 +9,7 @@ mod lease;
 mod queue;
 mod read;
 pub(super) mod replay;
+mod replicas;
 mod scripts;
 mod stamps;
 mod tombstone;
@@ -38,6 +39,8 @@ use keys::Keys;
 pub use queue::RedisQueue;
 pub use replay::DEFAULT_MAX_PENDING_INVALIDATIONS;
 use replay::{Invalidation, ReplayQueue};
+pub use replicas::DEFAULT_HOT_KEY_MIN_RATE;
+use replicas::Replicas;
 use stamps::KnownStamps;
 
 struct Inner {
@@ -55,6 +58,8 @@ struct Inner {
     stamps: Lua,
     /// The invalidation versions last read, which let a hit be one `MGET`.
     known: KnownStamps,
+    /// Hot keys' replicas, when asked for.
+    replicas: Option<Replicas>,
     breaker: Breaker,
     replay: ReplayQueue,
     /// `tower_cache_l2_errors_total`.
@@ -322,14 +327,19 @@ impl RedisStore {
         let keep_ms = self.keep_ms();
         self.timed(async {
             let mut c = self.connection();
-            self.inner
+            let version = self
+                .inner
                 .invalidate
                 .key(skey)
                 .key(self.version_key())
                 .arg(keep_ms)
                 .invoke::<u64>(&mut c)
                 .await
-                .map_err(redis_error)
+                .map_err(redis_error)?;
+            if let Some(replicas) = &self.inner.replicas {
+                self.raise_copies(replicas, &c, version).await?;
+            }
+            Ok(version)
         })
         .await
     }
@@ -384,11 +394,15 @@ impl RedisStore {
                 }
             );
             removed?;
-            stamps
+            let versions: Vec<u64> = stamps
                 .map_err(redis_error)?
                 .into_iter()
                 .map(|v| redis::from_redis_value::<u64>(v).map_err(parse_error))
-                .collect()
+                .collect::<Result<_, _>>()?;
+            if let (Some(replicas), Some(&latest)) = (&self.inner.replicas, versions.iter().max()) {
+                self.raise_copies(replicas, &c, latest).await?;
+            }
+            Ok(versions)
         })
         .await
     }
@@ -537,14 +551,13 @@ impl RedisStore {
 
     /// [`RedisStore::put_direct`], releasing in the same round trip the
     /// key's lease if `token` holds it.
-    pub(crate) fn put_leased_direct<'a>(
-        &'a self,
-        key: &'a str,
+    pub(crate) async fn put_leased_direct(
+        &self,
+        key: &str,
         entry: Entry,
         token: Option<u64>,
-    ) -> impl Future<Output = Result<bool, StoreError>> + Send + 'a {
-        let rkey = self.entry_key(key);
-        async move {
+    ) -> Result<bool, StoreError> {
+        {
             let entry = if entry.version().is_some() {
                 entry
             } else {
@@ -552,22 +565,56 @@ impl RedisStore {
                 entry.with_version(version)
             };
             self.timed(async move {
-                let now = clock::now_ms();
-                let keep_ms = self.keep_ms();
-                let ttl_ms = entry.stale_until.saturating_sub(now).min(keep_ms);
+                let ttl_ms = self.entry_ttl_ms(&entry);
                 let mut c = self.connection();
+                let family = self.inner.keys.primary(key);
                 if ttl_ms == 0 {
-                    c.del::<_, i64>(rkey).await.map_err(redis_error)?;
+                    c.del::<_, i64>(&family.entry).await.map_err(redis_error)?;
+                    if let Some(replicas) = &self.inner.replicas {
+                        let copies: Vec<String> = (1..=replicas.count())
+                            .map(|n| self.inner.keys.replica(key, n).entry)
+                            .collect();
+                        for copy in copies {
+                            c.del::<_, i64>(copy).await.map_err(redis_error)?;
+                        }
+                    }
                     if let Some(token) = token {
                         self.release_on(&mut c, key, token).await?;
                     }
                     return Ok(true);
                 }
-                self.put_unless_removed(&mut c, key, &rkey, &entry, ttl_ms, token)
-                    .await
+                let kept = self
+                    .put_unless_removed(&mut c, &family, &entry, ttl_ms, token, false)
+                    .await?;
+                if kept && let Some(replicas) = &self.inner.replicas {
+                    self.write_replicas(replicas, &c, key, &entry, ttl_ms)
+                        .await?;
+                }
+                Ok(kept)
             })
             .await
         }
+    }
+
+    /// How long `entry` may be kept in Redis from now, in milliseconds (0:
+    /// not at all).
+    pub(super) fn entry_ttl_ms(&self, entry: &Entry) -> u64 {
+        entry
+            .stale_until
+            .saturating_sub(clock::now_ms())
+            .min(self.keep_ms())
+    }
+
+    /// The keys this store reads from replicas now (see
+    /// [`RedisStoreBuilder::hot_key_replicas`]): those read at least
+    /// [`RedisStoreBuilder::hot_key_min_rate`] times a second in the last
+    /// second. Empty without replicas.
+    #[must_use]
+    pub fn replicated_keys(&self) -> Vec<String> {
+        self.inner
+            .replicas
+            .as_ref()
+            .map_or_else(Vec::new, Replicas::hot)
     }
 
     /// Moves the namespace's invalidation counter forward (one command),

@@ -54,7 +54,7 @@ use bytes::Bytes;
 use redis::aio::ConnectionLike;
 use redis::{AsyncCommands, Value};
 
-use super::stamps::Stamp;
+use super::stamps::{KnownStamps, Stamp};
 use super::{RedisConnection, RedisStore, redis_error};
 use crate::clock;
 use crate::entry::Entry;
@@ -70,18 +70,37 @@ impl RedisStore {
         &'a self,
         key: &'a str,
     ) -> impl Future<Output = Result<Option<Entry>, StoreError>> + Send + 'a {
-        let rkey = self.entry_key(key);
         self.timed(async move {
             let mut c = self.connection();
+            if let Some(replicas) = &self.inner.replicas {
+                let n = replicas.pick(key);
+                if n > 0 {
+                    // Boxed: replicas stay out of the hit's future.
+                    return Box::pin(self.get_replica(replicas, &mut c, key, n)).await;
+                }
+            }
+            self.read_entry(&mut c, key).await
+        })
+    }
+
+    /// [`RedisStore::get_direct`] of `key`'s own entry, on `c`, without a
+    /// timeout of its own.
+    pub(super) async fn read_entry(
+        &self,
+        c: &mut RedisConnection,
+        key: &str,
+    ) -> Result<Option<Entry>, StoreError> {
+        {
+            let rkey = self.entry_key(key);
             let version_key = self.version_key();
-            let (raw, counter) = if let RedisConnection::Single(single) = &mut c {
+            let (raw, counter) = if let RedisConnection::Single(single) = c {
                 // Sized up front: no buffer grows while the command is built.
                 let mut mget = redis::Cmd::with_capacity(3, 4 + rkey.len() + version_key.len());
                 mget.arg("MGET").arg(&rkey).arg(version_key);
                 entry_and_counter(single.req_packed_command(&mget).await)?
             } else {
                 // Boxed: the cluster's read stays out of the single node's future.
-                Box::pin(entry_and_counter_apart(&c, &rkey, version_key)).await?
+                Box::pin(entry_and_counter_apart(c, &rkey, version_key)).await?
             };
             let Some(raw) = raw else {
                 return Ok(None);
@@ -91,7 +110,7 @@ impl RedisStore {
                 Err(error) => {
                     tracing::warn!(key = %rkey, %error, "dropping undecodable cache entry");
                     self.inner.corrupt.increment(1);
-                    delete(&mut c, &rkey).await;
+                    delete(c, &rkey).await;
                     return Ok(None);
                 }
             };
@@ -104,14 +123,14 @@ impl RedisStore {
             let invalidated = match known {
                 Some(invalidated) => invalidated,
                 // Boxed: the rare path stays out of the hit's future.
-                None => Box::pin(self.read_stamps(&mut c, &entry, now)).await?,
+                None => Box::pin(self.read_stamps(c, &entry, now)).await?,
             };
             if invalidated {
-                delete(&mut c, &rkey).await;
+                delete(c, &rkey).await;
                 return Ok(None);
             }
             Ok(Some(entry))
-        })
+        }
     }
 
     /// Reads the namespace's counter and the versions `entry` needs at
@@ -123,6 +142,20 @@ impl RedisStore {
         entry: &Entry,
         now_ms: u64,
     ) -> Result<bool, StoreError> {
+        self.read_stamps_into(c, entry, now_ms, &self.inner.known)
+            .await
+            .map(|(invalidated, _)| invalidated)
+    }
+
+    /// [`RedisStore::read_stamps`], recording the versions in `known`;
+    /// also the namespace's counter they were read at, if it is one.
+    pub(super) async fn read_stamps_into(
+        &self,
+        c: &mut RedisConnection,
+        entry: &Entry,
+        now_ms: u64,
+        known: &KnownStamps,
+    ) -> Result<(bool, Option<u64>), StoreError> {
         let mut stamps = self.inner.stamps.key(self.version_key());
         stamps.key(self.all_key());
         for tag in entry.tags() {
@@ -135,7 +168,7 @@ impl RedisStore {
         let tags: Vec<Stamp> = reply.map(|raw| stamp(raw)).collect();
         if tags.len() != entry.tags().len() {
             // Not the reply the script gives: nothing is known.
-            return Ok(true);
+            return Ok((true, None));
         }
         if let Some(counter) = counter {
             let named = entry
@@ -143,9 +176,9 @@ impl RedisStore {
                 .iter()
                 .map(String::as_str)
                 .zip(tags.iter().copied());
-            self.inner.known.record(counter, now_ms, all, named);
+            known.record(counter, now_ms, all, named);
         }
-        Ok(is_after(entry, all, &tags))
+        Ok((is_after(entry, all, &tags), counter))
     }
 }
 
@@ -189,7 +222,7 @@ fn entry_and_counter(
 /// from a `GET` of each sent at once, to the two slots' nodes. An entry
 /// key of another type reads as none, a counter key of another type as
 /// unset.
-async fn entry_and_counter_apart(
+pub(super) async fn entry_and_counter_apart(
     c: &RedisConnection,
     rkey: &str,
     version_key: &str,

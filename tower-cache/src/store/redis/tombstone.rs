@@ -27,6 +27,7 @@ use std::sync::LazyLock;
 use redis::{AsyncCommands, Value};
 
 use super::connection::{Lua, RedisConnection, Spread, Step};
+use super::keys::Family;
 use super::lease::token_arg;
 use super::read::{is_after, stamp};
 use super::stamps::Stamp;
@@ -70,7 +71,9 @@ return 1
 /// refused. A tombstone holding anything but a version refuses the write
 /// and is deleted. Then releases the key's lease (`KEYS[3]`) if it holds
 /// the token `ARGV[4]` (none when empty), and deletes one that never
-/// expires (every lease does: that one is garbage). Returns 1 when stored.
+/// expires (every lease does: that one is garbage). With `ARGV[5]` = `1`,
+/// stores only where nothing is (a hot key's replica filled from its
+/// entry, which never replaces a newer write). Returns 1 when stored.
 pub(super) const PUT_UNLESS_REMOVED: &str = r"
 local stored = 0
 local raw = redis.pcall('GET', KEYS[2])
@@ -78,8 +81,12 @@ local n = type(raw) == 'string' and tonumber(raw) or nil
 if raw and not n then
   redis.call('DEL', KEYS[2])
 elseif not n or n <= tonumber(ARGV[3]) then
-  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-  stored = 1
+  if ARGV[5] == '1' then
+    if redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2], 'NX') then stored = 1 end
+  else
+    redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+    stored = 1
+  end
 end
 local held = redis.pcall('GET', KEYS[3])
 if (ARGV[4] ~= '' and held == ARGV[4]) or (held and redis.call('PTTL', KEYS[3]) == -1) then
@@ -107,11 +114,11 @@ impl RedisStore {
             .map_err(redis_error)
     }
 
-    /// [`REMOVE`] of `key` at `version`.
-    fn remove_call(&self, key: &str, version: u64) -> Step<'static> {
-        let mut call = REMOVE_SCRIPT.key(self.entry_key(key));
-        call.key(self.tombstone_key(key))
-            .key(self.lease_key(key))
+    /// [`REMOVE`] of the entry `family` holds at `version`.
+    fn remove_call(&self, family: &Family, version: u64) -> Step<'static> {
+        let mut call = REMOVE_SCRIPT.key(&family.entry);
+        call.key(&family.tombstone)
+            .key(&family.lease)
             .arg(version)
             .arg(self.tombstone_ms());
         call.into()
@@ -129,17 +136,28 @@ impl RedisStore {
     }
 
     /// Removes `keys` at `version` (the replay of removes that missed
-    /// Redis too): [`REMOVE`] once per key, each on its key's slot, in one
-    /// pipeline on a single node and all at once on a cluster.
+    /// Redis too): [`REMOVE`] once per key and per replica of it (see
+    /// `replicas.rs`), each on its slot, in one pipeline on a single node
+    /// and all at once on a cluster.
     pub(super) async fn bury_all(
         &self,
         c: &mut RedisConnection,
         keys: &[&str],
         version: u64,
     ) -> Result<(), StoreError> {
+        let replicas = self
+            .inner
+            .replicas
+            .as_ref()
+            .map_or(0, super::replicas::Replicas::count);
         let calls: Vec<Step<'_>> = keys
             .iter()
-            .map(|key| self.remove_call(key, version))
+            .flat_map(|key| {
+                let keys = &self.inner.keys;
+                std::iter::once(keys.primary(key))
+                    .chain((1..=replicas).map(|n| keys.replica(key, n)))
+            })
+            .map(|family| self.remove_call(&family, version))
             .collect();
         c.run(&calls, Spread::AtOnce)
             .await
@@ -147,9 +165,9 @@ impl RedisStore {
             .map_err(redis_error)
     }
 
-    /// Stores `entry` at `rkey` for `ttl_ms` unless a remove of `key` was
-    /// made after its version was read, and releases the lease `token`
-    /// holds ([`PUT_UNLESS_REMOVED`], on the key's slot); then reads the
+    /// Stores `entry` at `family`'s entry key for `ttl_ms` (only where
+    /// none is, with `only_if_absent`) unless a remove of its key was made
+    /// after its version was read, and releases the lease `token` holds ([`PUT_UNLESS_REMOVED`], on the key's slot); then reads the
     /// namespace's and the entry's tags' invalidation versions (single-key
     /// `GET`s, on the namespace's slot; in the same round trip on a single
     /// node), and deletes what it stored when one is after the entry's (a
@@ -163,21 +181,23 @@ impl RedisStore {
     pub(super) async fn put_unless_removed(
         &self,
         c: &mut RedisConnection,
-        key: &str,
-        rkey: &str,
+        family: &Family,
         entry: &Entry,
         ttl_ms: u64,
         token: Option<u64>,
+        only_if_absent: bool,
     ) -> Result<bool, StoreError> {
+        let rkey = family.entry.as_str();
         let payload = entry.encode(rkey);
         let token = token.map(token_arg).unwrap_or_default();
         let mut put = PUT_SCRIPT.key(rkey);
-        put.key(self.tombstone_key(key))
-            .key(self.lease_key(key))
+        put.key(&family.tombstone)
+            .key(&family.lease)
             .arg(payload.as_ref())
             .arg(ttl_ms)
             .arg(entry.version().unwrap_or(0))
-            .arg(&token);
+            .arg(&token)
+            .arg(if only_if_absent { "1" } else { "0" });
         let gets: Vec<redis::Cmd> = std::iter::once(redis::Cmd::get(self.all_key()))
             .chain(
                 entry
