@@ -73,7 +73,7 @@ async fn a_hot_product_is_read_from_copies_on_other_masters() {
             .into_iter()
             .flat_map(|port| {
                 let keys: Vec<String> = redis::cmd("KEYS")
-                    .arg("*r:{*")
+                    .arg("*}r:*")
                     .query(&mut cluster.node(port).connection())
                     .unwrap();
                 keys

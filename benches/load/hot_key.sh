@@ -3,7 +3,7 @@
 # and with hot-key replicas: starts the cluster on free ports, runs
 # `hot_key` against it twice and prints what each master spent per read.
 #
-#   bash benches/load/hot_key.sh            # 5 s, 64 readers, 3 replicas
+#   bash benches/load/hot_key.sh            # 5 s, 64 readers, 6 replicas
 #   bash benches/load/hot_key.sh 10 128 5   # seconds, readers, replicas
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
@@ -11,7 +11,7 @@ root="$(cd "$here/../.." && pwd)"
 cd "$root"
 SECONDS_EACH="${1:-5}"
 READERS="${2:-64}"
-REPLICAS="${3:-3}"
+REPLICAS="${3:-6}"
 
 cargo build --release -q -p tower-cache-benches --bin hot_key
 work="$(mktemp -d)"
@@ -47,7 +47,7 @@ redis-cli --cluster create "${nodes[@]}" --cluster-replicas 0 --cluster-yes >/de
 for _ in $(seq 200); do
   ok=1
   for node in "${nodes[@]}"; do
-    redis-cli -p "${node##*:}" cluster info | grep -q 'cluster_state:ok' || ok=0
+    redis-cli -p "${node##*:}" cluster info 2>/dev/null | grep -q 'cluster_state:ok' || ok=0
   done
   [ "$ok" = 1 ] && break
   sleep 0.1

@@ -60,7 +60,11 @@ impl RedisStoreBuilder {
     /// a Redis Cluster, where one key read by every instance would
     /// otherwise load one shard alone: reads of a key read at least
     /// [`hot_key_min_rate`](Self::hot_key_min_rate) times a second pick
-    /// the entry or one of its copies at random. Every write and remove of
+    /// one of its copies at random, each one `MGET` (the copy and a copy
+    /// of the namespace's counter, in one slot) on the node of that
+    /// copy's slot. Copy `n` of every key is in one slot named by the
+    /// prefix, so the copies spread over the masters as `replicas` slots
+    /// do: ask for a few more than there are masters. Every write and remove of
     /// any key then also writes or removes its copies (one more round
     /// trip), and every tag invalidation moves one counter copy per
     /// replica; a remove, write or invalidation is seen through the copies

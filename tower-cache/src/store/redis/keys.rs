@@ -11,9 +11,9 @@
 //! | `{P}all` | the namespace-wide invalidation version | hashed on `P` |
 //! | `{P}t:TAG` | tag `TAG`'s invalidation version | hashed on `P` |
 //! | `P` `f:{F}:…` | existence filter `F`'s snapshot, log and epoch (see `filter.rs`) | hashed on `F` |
-//! | `P` `r:{N:K}` | replica `N` (from 1) of hot key `K`'s entry (see `replicas.rs`) | hashed on `N:K` |
-//! | `P` `q:{N:K}` | replica `N`'s tombstone | hashed on `N:K` |
-//! | `{P#N}v` | copy `N` of the namespace's invalidation counter | hashed on `P#N` |
+//! | `{P#N}r:K` | replica `N` (from 1) of hot key `K`'s entry (see `replicas.rs`) | hashed on `P#N` |
+//! | `{P#N}q:K` | replica `N`'s tombstone | hashed on `P#N` |
+//! | `{P#N}v` | copy `N` of the namespace's invalidation counter, beside replica `N` of every key | hashed on `P#N` |
 //!
 //! An entry's hash tag is its key (Redis hashes what stands between the
 //! first `{` and the next `}`), so entries spread over every slot and
@@ -74,13 +74,14 @@ impl Keys {
 
     /// The keys of replica `n` (from 1) of `key`'s entry: the entry, its
     /// tombstone and a lease key the write and remove scripts look at
-    /// (replicas are filled, never leased), all hashed on `n:K`.
+    /// (replicas are filled, never leased), all in the slot of counter
+    /// copy `n` (`{P#n}`), so that a read of both is one `MGET`.
     pub(super) fn replica(&self, key: &str, n: usize) -> Family {
-        let tagged = format!("{n}:{key}");
+        let at = |kind: &str| format!("{{{}#{n}}}{kind}:{key}", self.prefix);
         Family {
-            entry: self.family(b'r', &tagged),
-            tombstone: self.family(b'q', &tagged),
-            lease: self.family(b'm', &tagged),
+            entry: at("r"),
+            tombstone: at("q"),
+            lease: at("m"),
         }
     }
 
@@ -94,7 +95,7 @@ impl Keys {
     }
 
     /// `{P#n}v`: copy `n` (from 1) of the namespace's counter, in a slot of
-    /// its own. A namespace's own keys hash on a tag that ends with its
+    /// its own, beside replica `n` of every key. A namespace's own keys hash on a tag that ends with its
     /// closing `:`, these on one that ends with `#n`: no namespace's keys
     /// are these.
     pub(super) fn version_copy(&self, n: usize) -> String {

@@ -196,7 +196,7 @@ pub(super) fn delete<'a>(
 /// The entry's bytes (`None` for none, or a key of another type) and the
 /// counter (`None` when unset or not a number) from an `MGET` reply,
 /// without copying either.
-fn entry_and_counter(
+pub(super) fn entry_and_counter(
     reply: redis::RedisResult<Value>,
 ) -> Result<(Option<Vec<u8>>, Option<u64>), StoreError> {
     let reply = reply.map_err(redis_error)?;
@@ -222,7 +222,7 @@ fn entry_and_counter(
 /// from a `GET` of each sent at once, to the two slots' nodes. An entry
 /// key of another type reads as none, a counter key of another type as
 /// unset.
-pub(super) async fn entry_and_counter_apart(
+async fn entry_and_counter_apart(
     c: &RedisConnection,
     rkey: &str,
     version_key: &str,

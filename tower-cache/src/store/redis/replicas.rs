@@ -9,12 +9,14 @@
 //!   [`hot_key_min_rate`](super::RedisStoreBuilder::hot_key_min_rate)
 //!   times a second (default [`DEFAULT_HOT_KEY_MIN_RATE`]) in the last
 //!   window is hot, for the next one.
-//! - **Reads** of a hot key pick at random the entry itself or one of
-//!   its `N` replicas (`P` `r:{n:K}`, see `keys.rs`), read with copy `n` of
-//!   the namespace's invalidation counter (`{P#n}v`, in a slot of its
-//!   own), two `GET`s at once, as a read of the entry is with the counter.
-//!   A replica that is missing is filled from the entry (a write that
-//!   never replaces a replica already there).
+//! - **Reads** of a hot key pick one of its `N` replicas at random
+//!   (`{P#n}r:K`, see `keys.rs`), read with copy `n` of the namespace's
+//!   invalidation counter (`{P#n}v`), in the same slot: one `MGET` on one
+//!   node, and neither the entry's node nor the namespace's is asked. The
+//!   `N` slots are fixed by the prefix, so the copies spread over the
+//!   masters as `N` slots do: ask for a few more replicas than there are
+//!   masters. A replica that is missing is filled from the entry (a write
+//!   that never replaces a replica already there).
 //! - **Writes** of any key (hot or not here: another instance may find it
 //!   hot) write its replicas too, after the entry; **removes** remove
 //!   them, each leaving a tombstone of the remove's version in its
@@ -44,7 +46,7 @@ use heavykeeper::TopK;
 
 use super::connection::{Lua, RedisConnection};
 use super::keys::Family;
-use super::read::{delete, entry_and_counter_apart};
+use super::read::{delete, entry_and_counter};
 use super::stamps::KnownStamps;
 use super::{RedisStore, redis_error};
 use crate::clock;
@@ -115,7 +117,7 @@ impl Replicas {
     }
 
     /// Counts a read of `key` and says where to read it: 0 for its entry,
-    /// `n` for replica `n` (at random, for a hot key).
+    /// `n` for replica `n` (one at random, for a hot key).
     pub(super) fn pick(&self, key: &str) -> usize {
         let now = clock::now_ms();
         {
@@ -144,7 +146,7 @@ impl Replicas {
             .unwrap_or_else(PoisonError::into_inner)
             .contains(key);
         if hot {
-            rand::random_range(0..=self.count)
+            rand::random_range(1..=self.count)
         } else {
             0
         }
@@ -170,7 +172,9 @@ impl RedisStore {
     ) -> Result<Option<Entry>, StoreError> {
         let family = self.inner.keys.replica(key, n);
         let copy = self.inner.keys.version_copy(n);
-        let (raw, count) = entry_and_counter_apart(c, &family.entry, &copy).await?;
+        let mut mget = redis::cmd("MGET");
+        mget.arg(&family.entry).arg(&copy);
+        let (raw, count) = entry_and_counter(mget.query_async(c).await)?;
         let Some(raw) = raw else {
             let entry = self.read_entry(c, key).await?;
             if let Some(entry) = &entry
