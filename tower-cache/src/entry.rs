@@ -456,13 +456,20 @@ impl Entry {
         if count * 2 > r.remaining() {
             return Err(DecodeError::Truncated);
         }
-        let mut tags = Vec::with_capacity(count);
-        for _ in 0..count {
+        let mut tag = || -> Result<String, DecodeError> {
             let len = r.u16()? as usize;
             let raw = r.take(len)?;
             let tag = std::str::from_utf8(raw).map_err(|_| DecodeError::BadTag)?;
-            tags.push(tag.to_owned());
-        }
+            Ok(tag.to_owned())
+        };
+        let tags: Option<Arc<[String]>> = match count {
+            0 => None,
+            // The common cases, one allocation for the list: no vector
+            // built to be copied.
+            1 => Some(Arc::new([tag()?])),
+            2 => Some(Arc::new([tag()?, tag()?])),
+            _ => Some((0..count).map(|_| tag()).collect::<Result<_, _>>()?),
+        };
         let len = r.u32()? as usize;
         let start = r.pos;
         r.take(len)?;
@@ -474,7 +481,7 @@ impl Entry {
             stored_at,
             fresh_until,
             stale_until,
-            tags: (!tags.is_empty()).then(|| tags.into()),
+            tags,
             version,
             load_ms,
             windows,

@@ -105,6 +105,8 @@ pub mod fuzzing;
 #[cfg(feature = "http")]
 pub mod http;
 pub mod layer;
+#[cfg(any(feature = "http", feature = "redis"))]
+mod memo;
 pub mod metrics;
 pub mod store;
 mod sync;

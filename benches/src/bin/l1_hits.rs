@@ -115,7 +115,9 @@ fn main() {
         .enable_all()
         .build()
         .expect("runtime");
-    let mut app = router(&target);
+    // Given its state once, as `axum::serve` does for each connection:
+    // the routes are built then, not again for each request.
+    let mut app = router(&target).with_state(());
     rt.block_on(async {
         one(&mut app).await;
         for _ in 0..hits {

@@ -199,6 +199,18 @@ impl<St: Store> Cache<St> {
         let profile = profile.clone();
         self.spawn("refresh", async move {
             let _permit = permit;
+            let mut guard = guard;
+            // A reload that ended between this caller's read and its
+            // flight left a fresh entry: nothing to reload.
+            if let Ok(Some(entry)) = cache.inner.store.get(guard.key()).await
+                && matches!(
+                    profile.policy().classify(&entry, clock::now_ms()),
+                    Freshness::Fresh { refresh: false }
+                )
+            {
+                guard.finish(Shared::Stored(entry));
+                return;
+            }
             let (value, streamed) = cache.run_load(guard, &profile, load, None, true).await;
             // No caller reads a streamed value: it is read to its end for
             // the store alone.

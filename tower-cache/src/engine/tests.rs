@@ -259,6 +259,59 @@ async fn stale_while_revalidate_serves_stale_and_reloads_once() {
     assert_eq!(profile.stats().stale, 50);
 }
 
+/// A reader that read the stale entry before another's reload stored the
+/// new one, and asks for its refresh only after that reload ended, finds
+/// the fresh entry and does not load again.
+#[tokio::test(start_paused = true)]
+async fn a_refresh_asked_for_after_another_reload_ended_does_not_load_again() {
+    let cache = cache();
+    let profile = profile(
+        Policy::ttl(Duration::from_secs(10)).stale_while_revalidate(Duration::from_secs(30)),
+    );
+    let calls = Arc::new(AtomicUsize::new(0));
+    cache
+        .fetch("k", &profile, loader(&calls, "old", Duration::ZERO))
+        .await
+        .unwrap();
+    tokio::time::advance(Duration::from_secs(15)).await;
+    // Read while stale, before any reload.
+    let seen = cache.store().get("k").await.unwrap().expect("stale entry");
+
+    let got = cache
+        .fetch("k", &profile, loader(&calls, "new", Duration::ZERO))
+        .await
+        .unwrap();
+    assert!(matches!(got, Fetched::Stale(_)));
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    assert_eq!(calls.load(Ordering::SeqCst), 2, "the first reload");
+
+    let check = |_: &Entry| Verdict::Serve;
+    let late = cache
+        .fetch_found(
+            "k",
+            &profile,
+            Some(seen),
+            check,
+            loader(&calls, "newer", Duration::ZERO),
+        )
+        .await;
+    let Checked::Done(Ok(late)) = late else {
+        panic!("served");
+    };
+    assert_eq!(value(&late), b"old", "served what it read, stale");
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        2,
+        "the entry the first reload stored is fresh: no second load"
+    );
+    let got = cache
+        .fetch("k", &profile, loader(&calls, "x", Duration::ZERO))
+        .await
+        .unwrap();
+    assert_eq!(value(&got), b"new");
+}
+
 #[tokio::test(start_paused = true)]
 async fn stale_if_error_serves_stale_when_reload_fails() {
     let cache = cache();

@@ -3,9 +3,11 @@
 
 use std::time::Duration;
 
-use http::Method;
-use http::header::{AUTHORIZATION, COOKIE};
+use http::header::{
+    AUTHORIZATION, CACHE_CONTROL, COOKIE, IF_MODIFIED_SINCE, IF_NONE_MATCH, PRAGMA,
+};
 use http::request::Parts;
+use http::{HeaderMap, Method};
 
 use super::{CacheControl, HttpRules, path_tag};
 
@@ -65,6 +67,53 @@ impl Wants {
     }
 }
 
+/// Which of the request headers that every request is asked about it
+/// carries.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+#[expect(
+    clippy::struct_excessive_bools,
+    reason = "one flag per header, each read once"
+)]
+struct Present {
+    /// `Cache-Control` or `Pragma`.
+    directives: bool,
+    cookie: bool,
+    authorization: bool,
+    /// `If-None-Match` or `If-Modified-Since`.
+    conditional: bool,
+}
+
+/// Up to this many distinct names, one pass over them finds what
+/// [`Present`] holds; past it, one lookup per header does.
+const SCAN_NAMES: usize = 8;
+
+impl Present {
+    fn of(headers: &HeaderMap) -> Present {
+        if headers.keys_len() > SCAN_NAMES {
+            return Present {
+                directives: headers.contains_key(CACHE_CONTROL) || headers.contains_key(PRAGMA),
+                cookie: headers.contains_key(COOKIE),
+                authorization: headers.contains_key(AUTHORIZATION),
+                conditional: headers.contains_key(IF_NONE_MATCH)
+                    || headers.contains_key(IF_MODIFIED_SINCE),
+            };
+        }
+        let mut present = Present::default();
+        for name in headers.keys() {
+            if *name == CACHE_CONTROL || *name == PRAGMA {
+                present.directives = true;
+            } else if *name == COOKIE {
+                present.cookie = true;
+            } else if *name == AUTHORIZATION {
+                present.authorization = true;
+            } else if *name == IF_NONE_MATCH || *name == IF_MODIFIED_SINCE {
+                present.conditional = true;
+            }
+        }
+        present
+    }
+}
+
 /// What a request means for the cache.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum Decision {
@@ -83,6 +132,9 @@ pub(crate) enum Decision {
         /// What the request's directives ask of a stored response, if
         /// anything (boxed: rare, and a hit moves the decision).
         wants: Option<Box<Wants>>,
+        /// `If-None-Match` or `If-Modified-Since`: a hit is checked
+        /// against them.
+        conditional: bool,
     },
     /// A cacheable gRPC unary call: its key needs the request body.
     GrpcRead { per_user: Option<String> },
@@ -123,12 +175,16 @@ impl HttpRules {
             }
             RequestClass::Bypass => return Decision::Bypass,
         }
-        let cc = CacheControl::parse(&parts.headers);
+        let present = Present::of(&parts.headers);
+        let cc = if present.directives {
+            CacheControl::parse(&parts.headers)
+        } else {
+            CacheControl::default()
+        };
         if cc.no_store {
             return Decision::Bypass;
         }
-        let cookie = parts.headers.contains_key(COOKIE);
-        let authorization = parts.headers.contains_key(AUTHORIZATION);
+        let (cookie, authorization) = (present.cookie, present.authorization);
         let credentials = authorization || cookie;
         // A shared cache may answer `Authorization` with what its origin
         // marked shareable (RFC 9111 §3.5); a `Cookie` always bypasses.
@@ -174,6 +230,7 @@ impl HttpRules {
                     };
                     wants.any().then(|| Box::new(wants))
                 },
+                conditional: present.conditional,
             },
             None => Decision::Bypass,
         }

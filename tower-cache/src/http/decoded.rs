@@ -3,7 +3,6 @@
 
 use std::sync::Mutex;
 
-use http::header::{IF_MODIFIED_SINCE, IF_NONE_MATCH};
 use http::{HeaderMap, Response};
 
 use super::{CacheBody, CacheStatus, HttpRules, Report, StoredResponse};
@@ -62,8 +61,9 @@ impl Decoded {
         })
     }
 
-    /// The answer to a request with `headers` (a `HEAD` when `head`) from
-    /// this fresh entry, `age` seconds old with `ttl` seconds of freshness
+    /// The answer to a request with `headers` (a `HEAD` when `head`;
+    /// carrying `If-None-Match` or `If-Modified-Since` when `conditional`)
+    /// from this fresh entry, `age` seconds old with `ttl` seconds of freshness
     /// left: what the full read path answers for a hit.
     pub(crate) fn hit<B: http_body::Body>(
         &self,
@@ -71,9 +71,10 @@ impl Decoded {
         age: u64,
         ttl: i64,
         head: bool,
+        conditional: bool,
         headers: &HeaderMap,
     ) -> Response<CacheBody<B>> {
-        if head || headers.contains_key(IF_NONE_MATCH) || headers.contains_key(IF_MODIFIED_SINCE) {
+        if head || conditional {
             return self.full(rules, age, ttl, head, headers);
         }
         let mut res = Response::new(CacheBody::cached(

@@ -88,7 +88,7 @@ impl<B: 'static> GrpcMethods<B> for MakeGrpcBody<B> {
 /// A gRPC unary call: the request message is part of the key, so the body
 /// is read first and rebuilt for the inner service.
 pub(super) async fn grpc_read<S, ReqB, ResB, St, G>(
-    layer: CacheAsideLayer<St, G>,
+    layer: Arc<CacheAsideLayer<St, G>>,
     inner: S,
     parts: Parts,
     body: ReqB,
@@ -141,6 +141,7 @@ where
         per_user: per_user.is_some(),
         authorized: false,
         wants: None,
+        conditional: false,
         grpc: true,
     };
     read.run(layer, inner, parts, make_body.body(message)).await

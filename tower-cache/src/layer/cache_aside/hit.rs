@@ -12,7 +12,8 @@ use crate::http::{CacheBody, Decoded};
 use crate::store::Store;
 
 impl<St: Store, G> CacheAsideLayer<St, G> {
-    /// The answer to a read of `key` by a request with `headers` from a
+    /// The answer to a read of `key` by a request with `headers` (with
+    /// `If-None-Match` or `If-Modified-Since` when `conditional`) from a
     /// fresh entry of its variant held in process, decoded once for all
     /// its hits; `None` when there is none (the full read path decides).
     #[inline]
@@ -20,6 +21,7 @@ impl<St: Store, G> CacheAsideLayer<St, G> {
         &self,
         key: &str,
         head: bool,
+        conditional: bool,
         headers: &HeaderMap,
     ) -> Option<Response<CacheBody<B>>> {
         let now = clock::now_ms();
@@ -31,7 +33,8 @@ impl<St: Store, G> CacheAsideLayer<St, G> {
                 }
                 let entry = resident.entry();
                 let age = now.saturating_sub(entry.stored_at()) / 1_000;
-                Some(decoded.hit(&self.rules, age, ttl_secs(entry, now), head, headers))
+                let ttl = ttl_secs(entry, now);
+                Some(decoded.hit(&self.rules, age, ttl, head, conditional, headers))
             })
     }
 }

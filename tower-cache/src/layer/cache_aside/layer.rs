@@ -591,7 +591,7 @@ impl<S, St, G: Clone> Layer<S> for CacheAsideLayer<St, G> {
     fn layer(&self, inner: S) -> Self::Service {
         CacheAside {
             inner,
-            layer: self.clone(),
+            layer: Arc::new(self.clone()),
         }
     }
 }

@@ -35,6 +35,8 @@ pub(super) struct Read {
     /// marked shareable.
     pub authorized: bool,
     pub wants: Option<Box<Wants>>,
+    /// `If-None-Match` or `If-Modified-Since`.
+    pub conditional: bool,
     pub grpc: bool,
 }
 
@@ -230,15 +232,11 @@ fn same_buffer(a: &Bytes, b: &Bytes) -> bool {
 }
 
 impl Read {
-    /// Answers the read. The hit path awaits one future, the engine's
-    /// fetch, in place: no step of its own is a future to build and move.
-    #[expect(
-        clippy::too_many_lines,
-        reason = "the read's steps in the order they run, each a few lines"
-    )]
+    /// Answers the read. The hit path awaits one future, the store's
+    /// read, in place; everything else is a future of its own.
     pub(super) async fn run<S, ReqB, ResB, St, G>(
-        mut self,
-        layer: CacheAsideLayer<St, G>,
+        self,
+        layer: Arc<CacheAsideLayer<St, G>>,
         inner: S,
         parts: Parts,
         body: ReqB,
@@ -253,7 +251,14 @@ impl Read {
         St: Store,
     {
         if self.only_if_cached {
-            return Ok(from_store_only(&layer, &self.key, &parts.headers, self.head).await);
+            // Boxed, as the rest: the hit's future holds only the read.
+            return Ok(Box::pin(from_store_only(
+                &layer,
+                &self.key,
+                &parts.headers,
+                self.head,
+            ))
+            .await);
         }
         // The entry is read before any state for a load is built: a fresh
         // one of the request's variant (an L2 hit, say) is answered at
@@ -264,14 +269,39 @@ impl Read {
             let cached = layer.cache.read_entry(&self.key, &layer.profile).await;
             if self.wants.is_none()
                 && let Some(entry) = &cached
-                && let Some(res) = answer_hit(&layer, &self.key, entry, self.head, &parts.headers)
+                && let Some(res) = answer_hit(&layer, &self, entry, &parts.headers)
             {
                 return Ok(res);
             }
-            Some(cached)
+            cached
         };
+        // Boxed: the hit's future, allocated per read, holds only the
+        // request and the store's read.
+        Box::pin(self.decide_rest(layer, inner, parts, body, cached)).await
+    }
+
+    /// The read after its entry was read (`cached`; not read for a
+    /// reload) and found no hit: the existence filter, the engine's
+    /// verdict, a load.
+    async fn decide_rest<S, ReqB, ResB, St, G>(
+        mut self,
+        layer: Arc<CacheAsideLayer<St, G>>,
+        inner: S,
+        parts: Parts,
+        body: ReqB,
+        cached: Option<Entry>,
+    ) -> Result<Response<CacheBody<ResB>>, S::Error>
+    where
+        S: Service<Request<ReqB>, Response = Response<ResB>> + Send + 'static,
+        S::Future: Send + 'static,
+        S::Error: fmt::Display + Send + 'static,
+        ReqB: Send + 'static,
+        ResB: Body<Data = Bytes> + Send + Unpin + 'static,
+        ResB::Error: Send,
+        St: Store,
+    {
         // No entry: the existence filter may rule the key out.
-        if matches!(cached, None | Some(None))
+        if cached.is_none()
             && let Some(res) = layer.absent_answer(&parts, self.head).await
         {
             return Ok(res);
@@ -302,7 +332,9 @@ impl Read {
         };
         let (cache, profile) = (&layer.cache, &layer.profile);
         let headers = &pending.parts.headers;
-        let fetched = if let Some(cached) = cached {
+        let fetched = if self.reload {
+            Box::pin(cache.reload(&self.key, profile, load)).await
+        } else {
             let check = |entry: &Entry| found.check(entry, headers);
             match cache
                 .fetch_found(&self.key, profile, cached, check, load)
@@ -326,8 +358,6 @@ impl Read {
                     }
                 }
             }
-        } else {
-            Box::pin(cache.reload(&self.key, profile, load)).await
         };
         let rules = &layer.rules;
         let how = How {
@@ -428,22 +458,22 @@ impl Read {
 /// alone) then costs one decoding per change of the entry, not per hit.
 fn answer_hit<B: Body, St: Store, G>(
     layer: &CacheAsideLayer<St, G>,
-    key: &str,
+    read: &Read,
     entry: &Entry,
-    head: bool,
     headers: &HeaderMap,
 ) -> Option<Response<CacheBody<B>>> {
     let now = clock::now_ms();
     if !crate::Cache::<St>::is_hit(entry, &layer.profile, now) {
         return None;
     }
-    let decoded = layer.memo.decoded(key, entry)?;
+    let decoded = layer.memo.decoded(&read.key, entry)?;
     if !decoded.stored.vary_matches(headers) {
         return None;
     }
     layer.profile.record_hit();
     let age = now.saturating_sub(entry.stored_at) / 1_000;
-    Some(decoded.hit(&layer.rules, age, ttl_secs(entry, now), head, headers))
+    let ttl = ttl_secs(entry, now);
+    Some(decoded.hit(&layer.rules, age, ttl, read.head, read.conditional, headers))
 }
 
 /// The answer to `Cache-Control: only-if-cached`: the stored response

@@ -1,4 +1,5 @@
 use std::fmt;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
@@ -19,10 +20,12 @@ use crate::store::{SharedStore, Store};
 /// [`CacheAsideLayer`].
 pub struct CacheAside<S, St = SharedStore, G = NoGrpc> {
     pub(super) inner: S,
-    pub(super) layer: CacheAsideLayer<St, G>,
+    /// Shared by the service's clones: a clone per request (axum makes
+    /// one) copies one pointer.
+    pub(super) layer: Arc<CacheAsideLayer<St, G>>,
 }
 
-impl<S: Clone, St, G: Clone> Clone for CacheAside<S, St, G> {
+impl<S: Clone, St, G> Clone for CacheAside<S, St, G> {
     fn clone(&self) -> Self {
         CacheAside {
             inner: self.inner.clone(),
@@ -75,9 +78,10 @@ where
             reload: false,
             only_if_cached: false,
             wants: None,
+            conditional,
             ..
         } = &decision
-            && let Some(res) = self.layer.hit(key, *head, &parts.headers)
+            && let Some(res) = self.layer.hit(key, *head, *conditional, &parts.headers)
         {
             // The service stays ready for the next call.
             return ResponseFuture::new(Either::Left(ready(Ok(res))));
@@ -114,6 +118,7 @@ where
                 per_user,
                 authorized,
                 wants,
+                conditional,
             } => {
                 let read = Read {
                     key,
@@ -123,6 +128,7 @@ where
                     per_user,
                     authorized,
                     wants,
+                    conditional,
                     grpc: false,
                 };
                 Box::pin(read.run(layer, inner, parts, body))

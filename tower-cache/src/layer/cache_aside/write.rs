@@ -2,6 +2,8 @@
 //! entries of its tags invalidated (and, with write-through, its answer
 //! stored as the entry a `GET` of its URI reads).
 
+use std::sync::Arc;
+
 use bytes::Bytes;
 use http::request::Parts;
 use http::{HeaderMap, Method, Request, Response};
@@ -19,7 +21,7 @@ use crate::store::Store;
 /// `tags` (again after the double-delete delay, if set) and, with
 /// write-through, stores the answer of a `PUT` or `PATCH`.
 pub(super) async fn write<S, ReqB, ResB, St, G>(
-    layer: CacheAsideLayer<St, G>,
+    layer: Arc<CacheAsideLayer<St, G>>,
     inner: S,
     parts: Parts,
     body: ReqB,

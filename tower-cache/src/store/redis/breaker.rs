@@ -29,10 +29,9 @@ pub(crate) struct Breaker {
     open_until: AtomicU64,
     /// Bumped each time the breaker opens.
     generation: AtomicU64,
-    /// When a call last succeeded (0: never).
-    last_success_ms: AtomicU64,
-    /// How long a call may take before it times out.
-    op_timeout_ms: u64,
+    /// Calls that succeeded: a call that times out while this stands
+    /// still was answered no more than any other.
+    successes: AtomicU64,
     /// Breakers open now (`tower_cache_l2_breaker_open`), moved by one at
     /// each opening and closing.
     open: Gauge,
@@ -40,18 +39,27 @@ pub(crate) struct Breaker {
     outages: Tally,
 }
 
+/// What a call allowed through the breaker remembers of it when it
+/// started: the generation (only a success of the current one closes it)
+/// and how many calls had succeeded (none since, and a timeout is an
+/// outage).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Ticket {
+    generation: u64,
+    successes: u64,
+}
+
 impl Breaker {
     /// A breaker opened by `threshold` failures in a row, probing every
-    /// `retry`, for calls that time out after `op_timeout`.
-    pub(crate) fn new(threshold: u64, retry: Duration, op_timeout: Duration) -> Self {
+    /// `retry`.
+    pub(crate) fn new(threshold: u64, retry: Duration) -> Self {
         Breaker {
             threshold,
             retry_ms: clock::ms(retry),
             failures: AtomicU64::new(0),
             open_until: AtomicU64::new(0),
             generation: AtomicU64::new(0),
-            last_success_ms: AtomicU64::new(0),
-            op_timeout_ms: clock::ms(op_timeout),
+            successes: AtomicU64::new(0),
             open: ::metrics::gauge!(crate::metrics::L2_BREAKER_OPEN),
             outages: Tally::named(crate::metrics::L2_OUTAGES_TOTAL),
         }
@@ -62,23 +70,26 @@ impl Breaker {
         self.outages.get()
     }
 
-    /// The current generation, for a call made outside [`Breaker::allow`]
-    /// (a health check) whose success may close the breaker.
-    pub(crate) fn generation(&self) -> u64 {
-        self.generation.load(Ordering::Acquire)
+    /// The ticket of a call made now outside [`Breaker::allow`] (a health
+    /// check), whose success may close the breaker.
+    pub(crate) fn ticket(&self) -> Ticket {
+        Ticket {
+            generation: self.generation.load(Ordering::Acquire),
+            successes: self.successes.load(Ordering::Acquire),
+        }
     }
 
     pub(crate) fn is_open(&self) -> bool {
         self.open_until.load(Ordering::Acquire) != 0
     }
 
-    /// `Some(generation)` when a call may go to L2 (closed, or this call is
+    /// `Some(ticket)` when a call may go to L2 (closed, or this call is
     /// the probe).
-    pub(crate) fn allow(&self) -> Option<u64> {
-        let generation = self.generation.load(Ordering::Acquire);
+    pub(crate) fn allow(&self) -> Option<Ticket> {
+        let ticket = self.ticket();
         let until = self.open_until.load(Ordering::Acquire);
         if until == 0 {
-            return Some(generation);
+            return Some(ticket);
         }
         let now = clock::now_ms();
         let probe = now >= until
@@ -91,15 +102,14 @@ impl Breaker {
                     Ordering::Acquire,
                 )
                 .is_ok();
-        probe.then_some(generation)
+        probe.then_some(ticket)
     }
 
-    /// Records a success of a call started in `generation`; `true` when it
+    /// Records a success of the call that `call` started; `true` when it
     /// closed the breaker.
-    pub(crate) fn on_success(&self, generation: u64) -> bool {
-        self.last_success_ms
-            .fetch_max(clock::now_ms(), Ordering::AcqRel);
-        if self.generation.load(Ordering::Acquire) != generation {
+    pub(crate) fn on_success(&self, call: Ticket) -> bool {
+        self.successes.fetch_add(1, Ordering::AcqRel);
+        if self.generation.load(Ordering::Acquire) != call.generation {
             return false;
         }
         self.failures.store(0, Ordering::Relaxed);
@@ -110,13 +120,14 @@ impl Breaker {
         closed
     }
 
-    /// Records a failure; `true` when it opened the breaker. It opens at
-    /// once when the server is gone ([`StoreError::Unavailable`]:
-    /// connection refused, reset or closed) or stuck (a timeout, and no
-    /// call succeeded during the whole time this one waited: every call in
-    /// flight is waiting too); after `threshold` failures in a row
-    /// otherwise (one slow call among answered ones).
-    pub(crate) fn on_failure(&self, error: &StoreError) -> bool {
+    /// Records a failure of the call that `call` started; `true` when it
+    /// opened the breaker. It opens at once when the server is gone
+    /// ([`StoreError::Unavailable`]: connection refused, reset or closed)
+    /// or stuck (a timeout, and no call succeeded during the whole time
+    /// this one waited: every call in flight is waiting too); after
+    /// `threshold` failures in a row otherwise (one slow call among
+    /// answered ones).
+    pub(crate) fn on_failure(&self, error: &StoreError, call: Ticket) -> bool {
         let failures = self.failures.fetch_add(1, Ordering::Relaxed) + 1;
         // A failed probe: wait another interval (unless a success closed
         // the breaker meanwhile; then this failure counts as any other).
@@ -130,11 +141,7 @@ impl Breaker {
         {
             return false;
         }
-        let stuck = || {
-            let quiet =
-                clock::now_ms().saturating_sub(self.last_success_ms.load(Ordering::Acquire));
-            quiet >= self.op_timeout_ms
-        };
+        let stuck = || self.successes.load(Ordering::Acquire) == call.successes;
         let fatal = match error {
             StoreError::Unavailable => true,
             StoreError::Timeout => stuck(),
@@ -174,10 +181,10 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn success_of_a_call_started_before_the_breaker_opened_does_not_close_it() {
-        let breaker = Breaker::new(3, Duration::from_secs(1), Duration::from_millis(200));
+        let breaker = Breaker::new(3, Duration::from_secs(1));
         let slow = breaker.allow().expect("closed");
         for _ in 0..3 {
-            breaker.on_failure(&StoreError::Timeout);
+            breaker.on_failure(&StoreError::Timeout, breaker.ticket());
         }
         assert!(breaker.is_open());
         assert!(!breaker.on_success(slow), "an old success is ignored");
@@ -200,16 +207,15 @@ mod tests {
         let recorder = crate::test_support::Metrics::default();
         let open = || recorder.sum(crate::metrics::L2_BREAKER_OPEN, &[]);
         let outages = || recorder.sum(crate::metrics::L2_OUTAGES_TOTAL, &[]);
-        let breaker = ::metrics::with_local_recorder(&recorder, || {
-            Breaker::new(3, Duration::from_secs(1), Duration::from_millis(200))
-        });
+        let breaker =
+            ::metrics::with_local_recorder(&recorder, || Breaker::new(3, Duration::from_secs(1)));
         assert_eq!(open(), 0.0);
-        assert!(breaker.on_failure(&StoreError::Unavailable));
+        assert!(breaker.on_failure(&StoreError::Unavailable, breaker.ticket()));
         assert_eq!((open(), outages()), (1.0, 1.0));
 
         tokio::time::advance(Duration::from_millis(1_001)).await;
         breaker.allow().expect("a probe");
-        assert!(!breaker.on_failure(&StoreError::Unavailable));
+        assert!(!breaker.on_failure(&StoreError::Unavailable, breaker.ticket()));
         assert_eq!(
             (open(), outages()),
             (1.0, 1.0),
@@ -221,7 +227,7 @@ mod tests {
         assert!(breaker.on_success(probe));
         assert_eq!(open(), 0.0);
 
-        assert!(breaker.on_failure(&StoreError::Unavailable));
+        assert!(breaker.on_failure(&StoreError::Unavailable, breaker.ticket()));
         assert_eq!((open(), outages()), (1.0, 2.0));
         drop(breaker);
         assert_eq!(open(), 0.0, "a breaker gone is open no more");
@@ -229,17 +235,18 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_server_that_is_gone_opens_it_at_once() {
-        let breaker = Breaker::new(3, Duration::from_secs(1), Duration::from_millis(200));
+        let breaker = Breaker::new(3, Duration::from_secs(1));
         let call = breaker.allow().expect("closed");
+        let waiting = breaker.allow().expect("closed");
         tokio::time::advance(Duration::from_millis(150)).await;
         breaker.on_success(call);
         tokio::time::advance(Duration::from_millis(100)).await;
         assert!(
-            !breaker.on_failure(&StoreError::Timeout),
+            !breaker.on_failure(&StoreError::Timeout, waiting),
             "a timeout while others were answered is not an outage"
         );
         assert!(
-            breaker.on_failure(&StoreError::Unavailable),
+            breaker.on_failure(&StoreError::Unavailable, breaker.ticket()),
             "a refused connection is"
         );
         assert!(breaker.is_open());
@@ -248,13 +255,14 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_server_that_answered_nothing_for_a_whole_timeout_opens_it_at_once() {
-        let breaker = Breaker::new(3, Duration::from_secs(1), Duration::from_millis(200));
+        let breaker = Breaker::new(3, Duration::from_secs(1));
         let call = breaker.allow().expect("closed");
         breaker.on_success(call);
+        let waiting = breaker.allow().expect("closed");
         // A millisecond more: the clock reads whole milliseconds.
         tokio::time::advance(Duration::from_millis(201)).await;
         assert!(
-            breaker.on_failure(&StoreError::Timeout),
+            breaker.on_failure(&StoreError::Timeout, waiting),
             "stuck: nothing answered"
         );
         assert_eq!(breaker.allow(), None);

@@ -9,6 +9,7 @@ use redis::{Client, IntoConnectionInfo};
 
 use super::breaker::{Breaker, DEFAULT_FAILURE_THRESHOLD, DEFAULT_RETRY_INTERVAL};
 use super::connection::{Lua, RedisConnection};
+use super::decoded::DecodedEntries;
 use super::keys::Keys;
 use super::replay::{DEFAULT_MAX_PENDING_INVALIDATIONS, ReplayQueue};
 use super::replicas::{DEFAULT_HOT_KEY_MIN_RATE, Replicas};
@@ -230,9 +231,10 @@ impl RedisStoreBuilder {
                 version: Lua::new(VERSION),
                 stamps: Lua::new(STAMPS),
                 known: KnownStamps::default(),
+                decoded: DecodedEntries::default(),
                 replicas: (self.hot_replicas > 0)
                     .then(|| Replicas::new(self.hot_replicas, self.hot_min_rate)),
-                breaker: Breaker::new(self.failure_threshold, self.retry_interval, self.op_timeout),
+                breaker: Breaker::new(self.failure_threshold, self.retry_interval),
                 replay: ReplayQueue::new(self.max_pending),
                 errors: ::metrics::counter!(crate::metrics::L2_ERRORS_TOTAL),
                 corrupt: ::metrics::counter!(crate::metrics::STORE_CORRUPT_TOTAL),

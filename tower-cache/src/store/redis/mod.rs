@@ -3,6 +3,7 @@
 pub(super) mod breaker;
 mod builder;
 mod connection;
+mod decoded;
 mod filter;
 mod keys;
 mod lease;
@@ -35,6 +36,7 @@ pub use builder::{
 };
 use connection::Lua;
 pub use connection::RedisConnection;
+use decoded::DecodedEntries;
 use keys::Keys;
 pub use queue::RedisQueue;
 pub use replay::DEFAULT_MAX_PENDING_INVALIDATIONS;
@@ -58,6 +60,8 @@ struct Inner {
     stamps: Lua,
     /// The invalidation versions last read, which let a hit be one `MGET`.
     known: KnownStamps,
+    /// The entries lately read, decoded once for the same bytes.
+    decoded: DecodedEntries,
     /// Hot keys' replicas, when asked for.
     replicas: Option<Replicas>,
     breaker: Breaker,
@@ -466,7 +470,7 @@ impl RedisStore {
         Fut: Future<Output = Result<T, StoreError>>,
     {
         let breaker = &self.inner.breaker;
-        let Some(generation) = breaker.allow() else {
+        let Some(call) = breaker.allow() else {
             return Err(StoreError::Unavailable);
         };
         let replayed = if self.inner.replay.has_pending() {
@@ -481,14 +485,14 @@ impl RedisStore {
         };
         match outcome {
             Ok(v) => {
-                if breaker.on_success(generation) {
+                if breaker.on_success(call) {
                     tracing::info!(prefix = %self.prefix(), "cache Redis is back");
                 }
                 Ok(v)
             }
             Err(error) => {
                 self.inner.errors.increment(1);
-                if breaker.on_failure(&error) {
+                if breaker.on_failure(&error, call) {
                     tracing::warn!(prefix = %self.prefix(), %error, "cache Redis unavailable; going to the origin until it returns");
                 } else {
                     tracing::debug!(%error, "cache Redis call failed");

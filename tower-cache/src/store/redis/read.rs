@@ -50,7 +50,6 @@
 
 use std::future::Future;
 
-use bytes::Bytes;
 use redis::aio::ConnectionLike;
 use redis::{AsyncCommands, Value};
 
@@ -105,7 +104,7 @@ impl RedisStore {
             let Some(raw) = raw else {
                 return Ok(None);
             };
-            let entry = match Entry::decode(&rkey, Bytes::from(raw)) {
+            let entry = match self.inner.decoded.decode(&rkey, raw) {
                 Ok(entry) => entry,
                 Err(error) => {
                     tracing::warn!(key = %rkey, %error, "dropping undecodable cache entry");

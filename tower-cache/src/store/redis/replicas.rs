@@ -41,7 +41,6 @@
 use std::collections::HashSet;
 use std::sync::{Mutex, PoisonError, RwLock};
 
-use bytes::Bytes;
 use heavykeeper::TopK;
 
 use super::connection::{Lua, RedisConnection};
@@ -184,7 +183,7 @@ impl RedisStore {
             }
             return Ok(entry);
         };
-        let entry = match Entry::decode(&family.entry, Bytes::from(raw)) {
+        let entry = match self.inner.decoded.decode(&family.entry, raw) {
             Ok(entry) => entry,
             Err(error) => {
                 tracing::warn!(key = %family.entry, %error, "dropping undecodable cache entry");

@@ -2,7 +2,6 @@
 
 use std::future::Future;
 
-use bytes::Bytes;
 use redis::Value;
 
 use super::connection::Spread;
@@ -70,7 +69,7 @@ impl RedisStore {
             let Some(Value::BulkString(raw)) = replies.pop() else {
                 return Ok((None, counter));
             };
-            let entry = match Entry::decode(&rkey, Bytes::from(raw)) {
+            let entry = match self.inner.decoded.decode(&rkey, raw) {
                 Ok(entry) => entry,
                 Err(error) => {
                     tracing::warn!(key = %rkey, %error, "dropping undecodable cache entry");

@@ -106,7 +106,6 @@ impl TieredStoreBuilder {
             .unwrap_or_else(|| format!("{}invalidate", self.l2.prefix()));
         let instance = format!("{:016x}", rand::random::<u64>());
         let l1_ttl = self.l1_ttl.min(self.l2.max_ttl());
-        let op_timeout = self.l2.op_timeout();
         let seen = Seen::new(self.l2.max_ttl());
         let shared = Arc::new(Shared {
             l1: self.l1,
@@ -115,7 +114,7 @@ impl TieredStoreBuilder {
             publish_puts: self.publish_puts,
             channel: channel.clone(),
             instance,
-            breaker: Breaker::new(self.failure_threshold, self.retry_interval, op_timeout),
+            breaker: Breaker::new(self.failure_threshold, self.retry_interval),
             counters: Counters::new(),
             fences: Fences::new(),
             seen,

@@ -90,9 +90,9 @@ pub(super) async fn listen(shared: Arc<Shared>, subscribed: watch::Sender<bool>)
 /// sync once L2 answers or the channel has been down `max_unsynced` since
 /// `lost`. `true` when L1 was marked.
 async fn settle(shared: &Shared, lost: Instant) -> bool {
-    let generation = shared.breaker.generation();
+    let check = shared.breaker.ticket();
     let answers = !shared.breaker.is_open() || shared.l2.ping().await.is_ok();
-    if answers && shared.on_l2_success(generation).await {
+    if answers && shared.on_l2_success(check).await {
         return true;
     }
     if answers || Instant::now() >= lost + shared.max_unsynced {

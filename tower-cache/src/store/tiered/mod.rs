@@ -14,7 +14,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use super::redis::breaker::Breaker;
+use super::redis::breaker::{Breaker, Ticket};
 use super::redis::replay::{Invalidation, ReplayQueue};
 use super::{Lease, MemoryStore, RedisStore, Resident, Store, StoreError};
 use crate::clock;
@@ -336,23 +336,23 @@ impl Shared {
     where
         Fut: Future<Output = Result<T, StoreError>>,
     {
-        let Some(generation) = self.breaker.allow() else {
+        let Some(call) = self.breaker.allow() else {
             self.counters.l2_skipped.incr();
             return None;
         };
         if self.replay.has_pending()
             && let Err(error) = self.replay_pending().await
         {
-            self.on_l2_error(&error);
+            self.on_l2_error(&error, call);
             return None;
         }
         match op().await {
             Ok(v) => {
-                self.on_l2_success(generation).await;
+                self.on_l2_success(call).await;
                 Some(v)
             }
             Err(error) => {
-                self.on_l2_error(&error);
+                self.on_l2_error(&error, call);
                 None
             }
         }
@@ -361,8 +361,8 @@ impl Shared {
     /// Records a call that succeeded; when it closed the breaker, marks L1
     /// out of sync (it may have missed invalidations meanwhile) and
     /// returns `true`.
-    async fn on_l2_success(&self, generation: u64) -> bool {
-        if !self.breaker.on_success(generation) {
+    async fn on_l2_success(&self, call: Ticket) -> bool {
+        if !self.breaker.on_success(call) {
             return false;
         }
         tracing::info!("cache L2 (Redis) is back; L1 entries are revalidated as they are read");
@@ -370,9 +370,9 @@ impl Shared {
         true
     }
 
-    fn on_l2_error(&self, error: &StoreError) {
+    fn on_l2_error(&self, error: &StoreError, call: Ticket) {
         self.counters.l2_errors.incr();
-        if self.breaker.on_failure(error) {
+        if self.breaker.on_failure(error, call) {
             tracing::warn!(%error, "cache L2 (Redis) unavailable; serving from L1 until it returns");
         } else {
             tracing::debug!(%error, "cache L2 (Redis) call failed");
