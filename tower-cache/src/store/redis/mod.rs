@@ -90,7 +90,10 @@ struct Inner {
 ///   value they were read at; every invalidation moves the counter, so
 ///   while it has not moved they are current. They are read again (one
 ///   more round trip) after an invalidation, for a tag not read before,
-///   and at least every 10 s.
+///   and at least every 10 s. The entries last read are kept decoded
+///   beside the key and bytes they came from (64 of them, of at most
+///   8 KiB each: at most 512 KiB a store), and bytes read again the same
+///   under the same key are that entry, not checked and parsed again.
 /// - **A key namespace**, the same on a single node and a cluster: for
 ///   the prefix `P` (default [`DEFAULT_PREFIX`], `tc:`), the entry of key
 ///   `K` lives under `P` `e:{K}` (hashed on `K`, so entries spread over
