@@ -25,7 +25,8 @@ case "$TARGET" in
   moka) exe="$root/target/release/handwritten"; path=/moka/products/42 ;;
   *) echo "unknown target '$TARGET' (l2, redis, l1, moka)" >&2; exit 2 ;;
 esac
-cargo build --release -q -p axum-example -p tower-cache-benches --bin handwritten
+cargo build --release -q -p axum-example
+cargo build --release -q -p tower-cache-benches --bin handwritten
 
 work="$(mktemp -d)"
 pids=()

@@ -105,6 +105,13 @@ impl RedisServer {
         Self::start_with(|_| Vec::new())
     }
 
+    /// [`start`](Self::start) with more arguments for `redis-server`
+    /// (`["--rename-command", "HELLO", ""]`).
+    pub fn start_with_args(args: &[&str]) -> RedisServer {
+        let args: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
+        Self::start_with(move |_| args.clone())
+    }
+
     /// [`start`](Self::start) with more arguments, made from the port
     /// chosen.
     fn start_with(extra: impl Fn(u16) -> Vec<String>) -> RedisServer {
@@ -259,6 +266,18 @@ impl RedisServer {
             .status()
             .expect("run kill");
         assert!(sent.success(), "kill {signal} {pid}");
+    }
+
+    /// Zeroes the server's statistics (`CONFIG RESETSTAT`), so that
+    /// [`command_calls`] counts from here.
+    ///
+    /// # Panics
+    /// When the server does not answer.
+    pub fn reset_stats(&self) {
+        let _: () = redis::cmd("CONFIG")
+            .arg("RESETSTAT")
+            .query(&mut self.connection())
+            .expect("CONFIG RESETSTAT");
     }
 
     /// A blocking redis-rs connection, for inspecting or corrupting state.

@@ -1,11 +1,13 @@
 //! The cross-instance protocol's model (`tower-cache/src/store/redis/protocol.pml`)
-//! checked exhaustively with Debian's `spin`: no interleaving breaks its
-//! invariants, and each rule it relies on, taken out, breaks one.
+//! and the tracked hit's (`tower-cache/src/store/redis/tracking.pml`),
+//! checked exhaustively with Debian's `spin`: no interleaving breaks their
+//! invariants, and each rule they rely on, taken out, breaks one.
 
 use std::path::Path;
 use std::process::Command;
 
 const MODEL: &str = include_str!("../../tower-cache/src/store/redis/protocol.pml");
+const TRACKING: &str = include_str!("../../tower-cache/src/store/redis/tracking.pml");
 
 /// What `pan` said of one model.
 struct Verdict {
@@ -61,15 +63,19 @@ fn without(rule: &str, instead: &str) -> String {
     MODEL.replacen(rule, instead, 1)
 }
 
-#[test]
-fn no_interleaving_breaks_the_protocol() {
-    let v = check("whole", MODEL);
+/// The search went through every state and found no error.
+fn assert_clean(v: &Verdict) {
     assert_eq!(v.errors, 0, "{}", v.report);
     assert!(
         !v.report.contains("Search not completed"),
         "the search must be exhaustive:\n{}",
         v.report
     );
+}
+
+#[test]
+fn no_interleaving_breaks_the_protocol() {
+    assert_clean(&check("whole", MODEL));
 }
 
 #[test]
@@ -118,4 +124,39 @@ fn a_lease_taken_over_a_stored_value_without_a_second_look_loads_it_twice() {
     let v = check("no-reread", &model);
     assert!(v.errors > 0, "{}", v.report);
     assert!(v.report.contains("leased"), "{}", v.report);
+}
+
+/// `TRACKING` with one rule replaced; the rule must be there.
+fn tracking_without(rule: &str, instead: &str) -> String {
+    assert!(TRACKING.contains(rule), "the model no longer has {rule:?}");
+    TRACKING.replacen(rule, instead, 1)
+}
+
+#[test]
+fn no_interleaving_serves_an_invalidated_entry_through_the_tracked_hit() {
+    assert_clean(&check("tracking", TRACKING));
+}
+
+#[test]
+fn a_hit_that_does_not_look_at_the_epoch_after_its_reply_serves_an_invalidated_entry() {
+    let model = tracking_without(":: e2 == e -> ck = c", ":: true -> ck = c");
+    let v = check("tracking-no-second-look", &model);
+    assert!(v.report.contains("assertion violated"), "{}", v.report);
+}
+
+#[test]
+fn a_counter_read_without_client_caching_serves_an_invalidated_entry() {
+    let model = tracking_without("tracked = true;", "skip;");
+    let v = check("tracking-untracked", &model);
+    assert!(v.report.contains("assertion violated"), "{}", v.report);
+}
+
+#[test]
+fn a_message_that_does_not_move_the_epoch_serves_an_invalidated_entry() {
+    let model = tracking_without(
+        ":: kind == MESSAGE -> epoch++; armed = false",
+        ":: kind == MESSAGE -> armed = false",
+    );
+    let v = check("tracking-no-epoch", &model);
+    assert!(v.report.contains("assertion violated"), "{}", v.report);
 }

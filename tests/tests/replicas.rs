@@ -112,10 +112,7 @@ async fn a_hot_key_is_read_on_every_master() {
     store.put(key, entry("hot")).await.unwrap();
     heat_under(&cluster, &store, &prefix, key).await;
     for port in cluster.masters() {
-        let _: () = redis::cmd("CONFIG")
-            .arg("RESETSTAT")
-            .query(&mut cluster.node(port).connection())
-            .unwrap();
+        cluster.node(port).reset_stats();
     }
     assert_eq!(reads(&store, key, 900).await, [Some("hot".into())].into());
     let calls: Vec<u64> = cluster

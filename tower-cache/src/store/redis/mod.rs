@@ -14,6 +14,7 @@ mod replicas;
 mod scripts;
 mod stamps;
 mod tombstone;
+mod tracked;
 mod versioned;
 
 use std::future::Future;
@@ -62,6 +63,8 @@ struct Inner {
     known: KnownStamps,
     /// The entries lately read, decoded once for the same bytes.
     decoded: DecodedEntries,
+    /// The single node's tracked connection, on which a hit is one `GET`.
+    tracker: Option<Arc<tracked::Tracker>>,
     /// Hot keys' replicas, when asked for.
     replicas: Option<Replicas>,
     breaker: Breaker,
@@ -83,9 +86,12 @@ struct Inner {
 /// - **One timeout per operation** (default [`DEFAULT_OP_TIMEOUT`],
 ///   200 ms), however many commands the operation sends: a slow Redis
 ///   costs a request at most that long.
-/// - **A hit is one plain command**: `MGET` of the entry and the
-///   namespace's invalidation counter (on a cluster, where they are in
-///   two slots, two `GET`s sent at once: one round trip). The invalidation versions that
+/// - **A hit is one plain command**: on a single node, a `GET` of the
+///   entry on a second connection on which Redis tracks the namespace's
+///   invalidation counter and says when it changes (RESP3 client
+///   tracking, [`RedisStoreBuilder::client_tracking`], default on);
+///   without it, `MGET` of the entry and the counter (on a cluster, where
+///   they are in two slots, two `GET`s sent at once: one round trip). The invalidation versions that
 ///   decide whether it may be served are kept in process with the counter
 ///   value they were read at; every invalidation moves the counter, so
 ///   while it has not moved they are current. They are read again (one

@@ -1,4 +1,4 @@
-//! The read path of the Redis store: a hit is one `MGET` of the entry and the namespace's invalidation counter (on a cluster, two `GET`s at once).
+//! The read path of the Redis store: a hit is one `MGET` of the entry and the namespace's invalidation counter (on a cluster, two `GET`s at once), or on a single node one `GET` on the connection where Redis tracks the counter (`tracked.rs`).
 //!
 //! # Why a hit is one plain command
 //!
@@ -38,6 +38,13 @@
 //! made while the read runs is concurrent with it, and the read may be
 //! ordered before it, as a read of both at once could have been.
 //!
+//! On a single node with client tracking, the counter is not read with
+//! every entry: Redis says, on the connection the entry is read on, when
+//! the counter changes, and a `GET` of the entry whose reply comes before
+//! any such message is decided on the counter value read before it,
+//! exactly as an `MGET` bringing that value back would be (see
+//! `tracked.rs`, and the model beside it, `tracking.pml`).
+//!
 //! An entry that does not decode, or that is invalidated, is deleted (one
 //! more command, on that path only). A counter that is lost and seeded
 //! again starts above every value handed out before (see
@@ -70,65 +77,79 @@ impl RedisStore {
         key: &'a str,
     ) -> impl Future<Output = Result<Option<Entry>, StoreError>> + Send + 'a {
         self.timed(async move {
-            let mut c = self.connection();
             if let Some(replicas) = &self.inner.replicas {
                 let n = replicas.pick(key);
                 if n > 0 {
                     // Boxed: replicas stay out of the hit's future.
+                    let mut c = self.connection();
                     return Box::pin(self.get_replica(replicas, &mut c, key, n)).await;
                 }
             }
-            self.read_entry(&mut c, key).await
+            self.read_entry(key).await
         })
     }
 
-    /// [`RedisStore::get_direct`] of `key`'s own entry, on `c`, without a
-    /// timeout of its own.
-    pub(super) async fn read_entry(
-        &self,
-        c: &mut RedisConnection,
-        key: &str,
-    ) -> Result<Option<Entry>, StoreError> {
-        {
-            let rkey = self.entry_key(key);
-            let version_key = self.version_key();
-            let (raw, counter) = if let RedisConnection::Single(single) = c {
-                // Sized up front: no buffer grows while the command is built.
-                let mut mget = redis::Cmd::with_capacity(3, 4 + rkey.len() + version_key.len());
-                mget.arg("MGET").arg(&rkey).arg(version_key);
-                entry_and_counter(single.req_packed_command(&mget).await)?
-            } else {
-                // Boxed: the cluster's read stays out of the single node's future.
-                Box::pin(entry_and_counter_apart(c, &rkey, version_key)).await?
-            };
-            let Some(raw) = raw else {
-                return Ok(None);
-            };
-            let entry = match self.inner.decoded.decode(&rkey, raw) {
-                Ok(entry) => entry,
-                Err(error) => {
-                    tracing::warn!(key = %rkey, %error, "dropping undecodable cache entry");
-                    self.inner.corrupt.increment(1);
-                    delete(c, &rkey).await;
-                    return Ok(None);
-                }
-            };
-            let now = clock::now_ms();
-            if !entry.is_servable_at(now) {
+    /// [`RedisStore::get_direct`] of `key`'s own entry, without a timeout
+    /// of its own: one `GET` on the tracked connection while it is up (see
+    /// `tracked.rs`), else one `MGET` on the main one.
+    pub(super) async fn read_entry(&self, key: &str) -> Result<Option<Entry>, StoreError> {
+        let rkey = self.entry_key(key);
+        let version_key = self.version_key();
+        let tracked = self.inner.tracker.as_ref().and_then(|t| t.link());
+        let (raw, counter) = if let Some(link) = tracked {
+            link.read(&rkey, version_key).await?
+        } else {
+            // Boxed: the main connection's read stays out of the hit's future.
+            Box::pin(self.read_main(&rkey)).await?
+        };
+        let Some(raw) = raw else {
+            return Ok(None);
+        };
+        let entry = match self.inner.decoded.decode(&rkey, raw) {
+            Ok(entry) => entry,
+            Err(error) => {
+                tracing::warn!(key = %rkey, %error, "dropping undecodable cache entry");
+                self.inner.corrupt.increment(1);
+                delete(&mut self.connection(), &rkey).await;
                 return Ok(None);
             }
-            let known =
-                counter.and_then(|counter| self.inner.known.invalidated(&entry, counter, now));
-            let invalidated = match known {
-                Some(invalidated) => invalidated,
-                // Boxed: the rare path stays out of the hit's future.
-                None => Box::pin(self.read_stamps(c, &entry, now)).await?,
-            };
-            if invalidated {
-                delete(c, &rkey).await;
-                return Ok(None);
+        };
+        let now = clock::now_ms();
+        if !entry.is_servable_at(now) {
+            return Ok(None);
+        }
+        let known = counter.and_then(|counter| self.inner.known.invalidated(&entry, counter, now));
+        let invalidated = match known {
+            Some(invalidated) => invalidated,
+            // Boxed: the rare path stays out of the hit's future.
+            None => {
+                Box::pin(async {
+                    let mut c = self.connection();
+                    self.read_stamps(&mut c, &entry, now).await
+                })
+                .await?
             }
-            Ok(Some(entry))
+        };
+        if invalidated {
+            delete(&mut self.connection(), &rkey).await;
+            return Ok(None);
+        }
+        Ok(Some(entry))
+    }
+
+    /// The entry at `rkey` and the namespace's counter, on the main
+    /// connection: one `MGET` on a single node, a `GET` of each at once on
+    /// a cluster.
+    async fn read_main(&self, rkey: &str) -> Result<(Option<Vec<u8>>, Option<u64>), StoreError> {
+        let version_key = self.version_key();
+        let mut c = self.connection();
+        if let RedisConnection::Single(single) = &mut c {
+            // Sized up front: no buffer grows while the command is built.
+            let mut mget = redis::Cmd::with_capacity(3, 4 + rkey.len() + version_key.len());
+            mget.arg("MGET").arg(rkey).arg(version_key);
+            entry_and_counter(single.req_packed_command(&mget).await)
+        } else {
+            entry_and_counter_apart(&c, rkey, version_key).await
         }
     }
 

@@ -175,7 +175,7 @@ impl RedisStore {
         mget.arg(&family.entry).arg(&copy);
         let (raw, count) = entry_and_counter(mget.query_async(c).await)?;
         let Some(raw) = raw else {
-            let entry = self.read_entry(c, key).await?;
+            let entry = self.read_entry(key).await?;
             if let Some(entry) = &entry
                 && let Err(error) = self.fill(c, &family, entry).await
             {
@@ -189,12 +189,12 @@ impl RedisStore {
                 tracing::warn!(key = %family.entry, %error, "dropping undecodable cache entry");
                 self.inner.corrupt.increment(1);
                 delete(c, &family.entry).await;
-                return self.read_entry(c, key).await;
+                return self.read_entry(key).await;
             }
         };
         let now = clock::now_ms();
         if !entry.is_servable_at(now) {
-            return self.read_entry(c, key).await;
+            return self.read_entry(key).await;
         }
         let known = &replicas.known[n - 1];
         let invalidated = if let Some(invalidated) =
@@ -218,7 +218,7 @@ impl RedisStore {
         };
         if invalidated {
             delete(c, &family.entry).await;
-            return self.read_entry(c, key).await;
+            return self.read_entry(key).await;
         }
         Ok(Some(entry))
     }

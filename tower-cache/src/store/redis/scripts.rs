@@ -3,8 +3,8 @@
 //! Every script declares every key it touches in `KEYS`, and the keys of
 //! one script share a slot (see `keys.rs`): each touches the namespace's
 //! keys alone (those in `tombstone.rs` and `lease.rs` one key's family
-//! alone), and runs on one node of a Redis Cluster. An L2 hit runs none of them: it is one `MGET`
-//! on a single node, two `GET`s at once on a cluster (see `read.rs`).
+//! alone), and runs on one node of a Redis Cluster. An L2 hit runs none of them: it is one `GET`
+//! or `MGET` on a single node, two `GET`s at once on a cluster (see `read.rs`).
 
 /// Lua: `num(key)`, the number stored at `key`, or `nil` when none is;
 /// a key holding another type or a value that is not a number is deleted
