@@ -11,7 +11,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use redis::Commands;
 use tower_cache::Entry;
-use tower_cache::store::{RedisStore, Store};
+use tower_cache::store::{RedisStore, Store, StoreError};
 use tower_cache_tests::{PATIENCE, RedisServer, wait_until};
 
 fn entry(v: &str) -> Entry {
@@ -372,4 +372,44 @@ async fn a_server_without_resp3_serves_hits_with_mget() {
     assert!(tracking_clients(&server).is_empty());
     writer.remove_tag("p").await.unwrap();
     assert_eq!(value(&reader, "tagged").await, None);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_redis_never_holds_a_tracked_read() {
+    let server = RedisServer::start();
+    let store = RedisStore::builder(server.url())
+        .op_timeout(Duration::from_millis(200))
+        .build()
+        .unwrap();
+    until_tracking(&server, 1).await;
+    store.put("k", entry("v")).await.unwrap();
+    until_one_get(&server, &store, "k", "v").await;
+
+    server.pause();
+    // Many reads waiting on the tracked connection at once: each comes
+    // back, timed out (a layer answers it from the origin), though Redis
+    // answers nothing.
+    let started = std::time::Instant::now();
+    let reads: Vec<_> = (0..100)
+        .map(|_| {
+            let store = store.clone();
+            tokio::spawn(async move { store.get("k").await })
+        })
+        .collect();
+    for read in reads {
+        let got = tokio::time::timeout(PATIENCE, read)
+            .await
+            .expect("a read waited on a stalled Redis")
+            .unwrap();
+        assert!(matches!(got, Err(StoreError::Timeout)), "{got:?}");
+    }
+    println!("every read came back after {:?}", started.elapsed());
+    server.resume();
+    let back = wait_until(PATIENCE, || async {
+        matches!(store.get("k").await, Ok(Some(_)))
+    })
+    .await;
+    assert!(back.is_some(), "reads never came back");
+    // And through the tracked connection again.
+    until_one_get(&server, &store, "k", "v").await;
 }

@@ -140,8 +140,31 @@ fn main() {
             );
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
-        let res = svc.call(request()).await.expect("infallible");
-        assert_eq!(res.headers()["x-cache"], "HIT");
+        // The store's tracked connection (on which a hit is one `GET`)
+        // is made in the background: wait until Redis tracks for it.
+        while !redis::cmd("CLIENT")
+            .arg("LIST")
+            .query_async::<String>(&mut conn)
+            .await
+            .expect("CLIENT LIST")
+            .lines()
+            .any(|client| {
+                client
+                    .split(' ')
+                    .any(|f| f.starts_with("flags=") && f.contains('t'))
+            })
+        {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "no tracked connection after 30 s"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        // The first hits read the versions and the counter.
+        for _ in 0..2 {
+            let res = svc.call(request()).await.expect("infallible");
+            assert_eq!(res.headers()["x-cache"], "HIT");
+        }
         redis::cmd("CONFIG")
             .arg("RESETSTAT")
             .query_async::<()>(&mut conn)

@@ -180,7 +180,11 @@ impl RedisStoreBuilder {
     /// Timeout of one whole operation (`get`, `put`, `remove`,
     /// `remove_tag`), all its commands together. Default:
     /// [`DEFAULT_OP_TIMEOUT`] (200 ms): the longest a request waits on a
-    /// Redis that stops answering before the circuit breaker opens.
+    /// Redis that stops answering before the circuit breaker opens. A
+    /// hit on the tracked connection ([`client_tracking`](Self::client_tracking))
+    /// is bounded instead by that connection's watch, every half timeout:
+    /// a request unanswered for two looks drops the connection and fails
+    /// every read waiting on it.
     #[must_use]
     pub fn op_timeout(mut self, timeout: Duration) -> Self {
         self.op_timeout = timeout;
@@ -244,7 +248,7 @@ impl RedisStoreBuilder {
                 let conn = ConnectionManager::new_lazy_with_config(client.clone(), config)
                     .map_err(backend)?;
                 if self.tracking {
-                    tracker = Tracker::start(&client, self.connect_timeout);
+                    tracker = Tracker::start(&client, self.connect_timeout, self.op_timeout);
                 }
                 (vec![client], RedisConnection::Single(conn))
             }

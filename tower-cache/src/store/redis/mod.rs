@@ -85,7 +85,11 @@ struct Inner {
 ///   redirects and finds a promoted replica after a failover.
 /// - **One timeout per operation** (default [`DEFAULT_OP_TIMEOUT`],
 ///   200 ms), however many commands the operation sends: a slow Redis
-///   costs a request at most that long.
+///   costs a request at most that long. A hit on the tracked connection
+///   (below) starts no timer: that connection is watched every half
+///   timeout, and one on which a request waited that long twice over is
+///   dropped, which fails every read waiting on it at once (the rare
+///   second round trip of such a read has the timeout of its own).
 /// - **A hit is one plain command**: on a single node, a `GET` of the
 ///   entry on a second connection on which Redis tracks the namespace's
 ///   invalidation counter and says when it changes (RESP3 client

@@ -67,41 +67,58 @@ use crate::entry::Entry;
 use crate::store::StoreError;
 
 impl RedisStore {
-    /// One `MGET` of the entry and the namespace's counter; a second
-    /// round trip for the invalidation versions only when those known
-    /// here were not read at that counter value (see the module docs).
-    /// An invalidated or undecodable entry is deleted. All of it runs
-    /// under one [`RedisStoreBuilder::op_timeout`].
-    pub(crate) fn get_direct<'a>(
-        &'a self,
-        key: &'a str,
-    ) -> impl Future<Output = Result<Option<Entry>, StoreError>> + Send + 'a {
-        self.timed(async move {
+    /// One `GET` of the entry on the tracked connection while it is up
+    /// (see `tracked.rs`), else one `MGET` of the entry and the
+    /// namespace's counter; a second round trip for the invalidation
+    /// versions only when those known here were not read at that counter
+    /// value (see the module docs). An invalidated or undecodable entry is
+    /// deleted. On the main connection all of it runs under one
+    /// [`RedisStoreBuilder::op_timeout`]; on the tracked one the `GET` is
+    /// bounded by the connection's watch (`tracked.rs`), and each further
+    /// round trip by the operation timeout.
+    pub(crate) async fn get_direct(&self, key: &str) -> Result<Option<Entry>, StoreError> {
+        if self.inner.replicas.is_none()
+            && let Some(link) = self.inner.tracker.as_ref().and_then(|t| t.link())
+        {
+            let rkey = self.entry_key(key);
+            let (raw, counter) = link.read(&rkey, self.version_key()).await?;
+            drop(link);
+            return self.settle(rkey, raw, counter, true).await;
+        }
+        // Boxed: the main connection's read stays out of the hit's future.
+        Box::pin(self.timed(async move {
             if let Some(replicas) = &self.inner.replicas {
                 let n = replicas.pick(key);
                 if n > 0 {
-                    // Boxed: replicas stay out of the hit's future.
                     let mut c = self.connection();
-                    return Box::pin(self.get_replica(replicas, &mut c, key, n)).await;
+                    return self.get_replica(replicas, &mut c, key, n).await;
                 }
             }
             self.read_entry(key).await
-        })
+        }))
+        .await
     }
 
-    /// [`RedisStore::get_direct`] of `key`'s own entry, without a timeout
-    /// of its own: one `GET` on the tracked connection while it is up (see
-    /// `tracked.rs`), else one `MGET` on the main one.
+    /// [`RedisStore::get_direct`] of `key`'s own entry on the main
+    /// connection, without a timeout of its own.
     pub(super) async fn read_entry(&self, key: &str) -> Result<Option<Entry>, StoreError> {
         let rkey = self.entry_key(key);
-        let version_key = self.version_key();
-        let tracked = self.inner.tracker.as_ref().and_then(|t| t.link());
-        let (raw, counter) = if let Some(link) = tracked {
-            link.read(&rkey, version_key).await?
-        } else {
-            // Boxed: the main connection's read stays out of the hit's future.
-            Box::pin(self.read_main(&rkey)).await?
-        };
+        let (raw, counter) = self.read_main(&rkey).await?;
+        self.settle(rkey, raw, counter, false).await
+    }
+
+    /// Decides the entry read at `rkey` (its bytes, and the counter's
+    /// value at that instant when known): decoded, checked against the
+    /// invalidation versions (read again when those known are not at
+    /// that counter value), deleted when undecodable or invalidated. When
+    /// `timed`, each further round trip runs under the operation timeout.
+    async fn settle(
+        &self,
+        rkey: String,
+        raw: Option<Vec<u8>>,
+        counter: Option<u64>,
+        timed: bool,
+    ) -> Result<Option<Entry>, StoreError> {
         let Some(raw) = raw else {
             return Ok(None);
         };
@@ -110,7 +127,7 @@ impl RedisStore {
             Err(error) => {
                 tracing::warn!(key = %rkey, %error, "dropping undecodable cache entry");
                 self.inner.corrupt.increment(1);
-                delete(&mut self.connection(), &rkey).await;
+                self.delete_under(&rkey, timed).await;
                 return Ok(None);
             }
         };
@@ -125,16 +142,32 @@ impl RedisStore {
             None => {
                 Box::pin(async {
                     let mut c = self.connection();
-                    self.read_stamps(&mut c, &entry, now).await
+                    let stamps = self.read_stamps(&mut c, &entry, now);
+                    if timed {
+                        self.timed(stamps).await
+                    } else {
+                        stamps.await
+                    }
                 })
                 .await?
             }
         };
         if invalidated {
-            delete(&mut self.connection(), &rkey).await;
+            self.delete_under(&rkey, timed).await;
             return Ok(None);
         }
         Ok(Some(entry))
+    }
+
+    /// Deletes an entry found undecodable or invalidated, under the
+    /// operation timeout when `timed`.
+    async fn delete_under(&self, rkey: &str, timed: bool) {
+        let mut c = self.connection();
+        if timed {
+            let _ = tokio::time::timeout(self.inner.op_timeout, delete(&mut c, rkey)).await;
+        } else {
+            delete(&mut c, rkey).await;
+        }
     }
 
     /// The entry at `rkey` and the namespace's counter, on the main

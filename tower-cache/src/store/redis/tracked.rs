@@ -36,15 +36,29 @@
 //! While the connection is not up (not made yet, broken, or refused by a
 //! server without RESP3 or client tracking), reads go through the main
 //! connection's `MGET`. The connection is remade in the background.
+//!
+//! # No timer per read
+//!
+//! A read on this connection starts no timer of its own. The task that
+//! keeps the connection looks at it every half operation timeout: when a
+//! request sent two looks ago is still unanswered (replies come in the
+//! order requests went), the connection is dropped at once, which fails
+//! every request waiting on it, and reads go to the main connection, where
+//! the operation timeout and the circuit breaker apply. So no read waits
+//! on a stalled Redis much longer than one operation timeout.
 
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use arc_swap::ArcSwapOption;
 use redis::aio::MultiplexedConnection;
-use redis::{AsyncConnectionConfig, Client, ProtocolVersion, PushInfo, PushKind, Value};
+use redis::{
+    AsyncConnectionConfig, Client, ConnectionAddr, ProtocolVersion, PushInfo, PushKind, Value,
+};
 use tokio::sync::Notify;
+use tokio::task::AbortHandle;
 
 use super::read::counter;
 use super::redis_error;
@@ -75,6 +89,14 @@ impl Drop for Tracker {
 pub(super) struct Link {
     conn: MultiplexedConnection,
     state: Arc<LinkState>,
+    /// The task that writes and reads the connection's socket.
+    driver: AbortHandle,
+}
+
+impl Drop for Link {
+    fn drop(&mut self) {
+        self.driver.abort();
+    }
 }
 
 #[derive(Debug, Default)]
@@ -86,6 +108,28 @@ struct LinkState {
     armed: AtomicU64,
     /// Set once the connection is closed.
     dead: AtomicBool,
+    /// Set when it is given up for a request unanswered too long: the
+    /// reads it fails timed out.
+    stalled: AtomicBool,
+    /// Requests sent, and answered (or given up by their callers).
+    sent: AtomicU64,
+    answered: AtomicU64,
+}
+
+/// One request on the connection, counted answered when dropped.
+struct Pending<'a>(&'a LinkState);
+
+impl<'a> Pending<'a> {
+    fn start(state: &'a LinkState) -> Self {
+        state.sent.fetch_add(1, Ordering::Relaxed);
+        Pending(state)
+    }
+}
+
+impl Drop for Pending<'_> {
+    fn drop(&mut self) {
+        self.0.answered.fetch_add(1, Ordering::Relaxed);
+    }
 }
 
 impl LinkState {
@@ -97,6 +141,13 @@ impl LinkState {
             self.dead.store(true, Ordering::SeqCst);
             wake.notify_one();
         }
+    }
+
+    /// The connection is given up: no read uses it any more.
+    fn close(&self) {
+        self.dead.store(true, Ordering::SeqCst);
+        self.epoch.fetch_add(1, Ordering::SeqCst);
+        self.armed.store(0, Ordering::SeqCst);
     }
 
     fn epoch(&self) -> u64 {
@@ -128,22 +179,34 @@ impl LinkState {
 pub(super) type Read = (Option<Vec<u8>>, Option<u64>);
 
 impl Tracker {
-    /// A tracker for the single node `client` connects to, making its
-    /// connection in the background (within the current Tokio runtime;
-    /// none outside one).
-    pub(super) fn start(client: &Client, connect_timeout: Duration) -> Option<Arc<Tracker>> {
+    /// A tracker for the single node `client` connects to over TCP,
+    /// making its connection in the background (within the current Tokio
+    /// runtime; none outside one, nor for TLS or a Unix socket).
+    pub(super) fn start(
+        client: &Client,
+        connect_timeout: Duration,
+        op_timeout: Duration,
+    ) -> Option<Arc<Tracker>> {
         let runtime = tokio::runtime::Handle::try_current().ok()?;
-        let info = client.get_connection_info().clone();
-        let settings = info
-            .redis_settings()
-            .clone()
-            .set_protocol(ProtocolVersion::RESP3);
-        let client = Client::open(info.set_redis_settings(settings)).ok()?;
+        let info = client.get_connection_info();
+        let ConnectionAddr::Tcp(host, port) = info.addr() else {
+            return None;
+        };
+        let target = Target {
+            host: host.clone(),
+            port: *port,
+            settings: info
+                .redis_settings()
+                .clone()
+                .set_protocol(ProtocolVersion::RESP3),
+            connect_timeout,
+            op_timeout,
+        };
         let tracker = Arc::new(Tracker {
             link: ArcSwapOption::empty(),
             wake: Arc::new(Notify::new()),
         });
-        runtime.spawn(keep(Arc::downgrade(&tracker), client, connect_timeout));
+        runtime.spawn(keep(Arc::downgrade(&tracker), target));
         Some(tracker)
     }
 
@@ -158,9 +221,20 @@ impl Link {
     /// Reads the entry at `rkey` and the counter at `counter_key` as at
     /// one instant (see the module docs): one `GET` while the counter is
     /// known, else one pipeline that reads it again.
+    /// A read on a connection given up as stalled fails with
+    /// [`StoreError::Timeout`].
     pub(super) async fn read(&self, rkey: &str, counter_key: &str) -> Result<Read, StoreError> {
+        let read = self.read_now(rkey, counter_key).await;
+        match read {
+            Err(_) if self.state.stalled.load(Ordering::SeqCst) => Err(StoreError::Timeout),
+            read => read,
+        }
+    }
+
+    async fn read_now(&self, rkey: &str, counter_key: &str) -> Result<Read, StoreError> {
         let mut conn = self.conn.clone();
         let state = &self.state;
+        let _pending = Pending::start(state);
         let epoch = state.epoch();
         if let Some(known) = state.armed_at(epoch) {
             let mut get = redis::Cmd::with_capacity(2, 3 + rkey.len());
@@ -215,10 +289,19 @@ fn entry(reply: redis::RedisResult<Value>) -> Result<Option<Vec<u8>>, StoreError
     }
 }
 
-/// Makes the tracker's connection, and again whenever it closes, until
-/// the tracker is dropped; gives up for good on a server that refuses
-/// RESP3 or client tracking.
-async fn keep(tracker: Weak<Tracker>, client: Client, connect_timeout: Duration) {
+/// Where the tracked connection goes, and its timeouts.
+struct Target {
+    host: String,
+    port: u16,
+    settings: redis::RedisConnectionInfo,
+    connect_timeout: Duration,
+    op_timeout: Duration,
+}
+
+/// Makes the tracker's connection, and again whenever it closes or
+/// stalls, until the tracker is dropped; gives up for good on a server
+/// that refuses RESP3 or client tracking.
+async fn keep(tracker: Weak<Tracker>, target: Target) {
     const FIRST_DELAY: Duration = Duration::from_millis(50);
     const MAX_DELAY: Duration = Duration::from_secs(1);
     let mut delay = FIRST_DELAY;
@@ -226,22 +309,24 @@ async fn keep(tracker: Weak<Tracker>, client: Client, connect_timeout: Duration)
         let Some(wake) = tracker.upgrade().map(|t| Arc::clone(&t.wake)) else {
             return;
         };
-        match open(&client, connect_timeout, &wake).await {
+        match open(&target, &wake).await {
             Ok(link) => {
                 let state = Arc::clone(&link.state);
+                let driver = link.driver.clone();
                 let Some(live) = tracker.upgrade() else {
                     return;
                 };
                 live.link.store(Some(Arc::new(link)));
                 drop(live);
                 delay = FIRST_DELAY;
-                while !state.dead.load(Ordering::SeqCst) {
-                    wake.notified().await;
-                    if tracker.strong_count() == 0 {
-                        return;
-                    }
+                let closed = watch(&tracker, &state, &wake, target.op_timeout).await;
+                // Fails at once whatever still waits on the connection.
+                driver.abort();
+                if !closed {
+                    return;
                 }
                 if let Some(live) = tracker.upgrade() {
+                    // Dropping the last handle on the link stops its driver.
                     live.link.store(None);
                 }
             }
@@ -257,6 +342,44 @@ async fn keep(tracker: Weak<Tracker>, client: Client, connect_timeout: Duration)
     }
 }
 
+/// Watches a live connection until it closes (true) or the tracker is
+/// dropped (false): every half operation timeout, a request sent two
+/// looks ago and still unanswered means the connection stalled, and it
+/// is given up.
+async fn watch(
+    tracker: &Weak<Tracker>,
+    state: &LinkState,
+    wake: &Notify,
+    op_timeout: Duration,
+) -> bool {
+    let look = (op_timeout / 2).max(Duration::from_millis(1));
+    // `sent` at the last two looks, the older first.
+    let mut marks: VecDeque<u64> = VecDeque::with_capacity(3);
+    loop {
+        tokio::select! {
+            () = wake.notified() => {}
+            () = tokio::time::sleep(look) => {}
+        }
+        if tracker.strong_count() == 0 {
+            return false;
+        }
+        if state.dead.load(Ordering::SeqCst) {
+            return true;
+        }
+        let answered = state.answered.load(Ordering::Relaxed);
+        if marks.len() == 2 && marks.front().is_some_and(|&sent| answered < sent) {
+            tracing::debug!("the tracked Redis connection stalled; reads go to the main one");
+            state.stalled.store(true, Ordering::SeqCst);
+            state.close();
+            return true;
+        }
+        if marks.len() == 2 {
+            marks.pop_front();
+        }
+        marks.push_back(state.sent.load(Ordering::Relaxed));
+    }
+}
+
 enum Open {
     /// The server does not do RESP3 or client tracking.
     Refused(redis::RedisError),
@@ -266,8 +389,10 @@ enum Open {
 
 /// Connects in RESP3 with a callback for Redis's messages, and turns
 /// tracking on (opt-in: only keys read right after `CLIENT CACHING yes`
-/// are tracked).
-async fn open(client: &Client, timeout: Duration, wake: &Arc<Notify>) -> Result<Link, Open> {
+/// are tracked). The connection's driver runs in a task of its own, which
+/// dropping the link stops.
+async fn open(target: &Target, wake: &Arc<Notify>) -> Result<Link, Open> {
+    let timeout = target.connect_timeout;
     let state = Arc::new(LinkState::default());
     let on_message = {
         let state = Arc::clone(&state);
@@ -277,10 +402,8 @@ async fn open(client: &Client, timeout: Duration, wake: &Arc<Notify>) -> Result<
             Ok(())
         }
     };
-    // No response timeout of the connection's own: every read on it runs
-    // under the store's operation timeout.
+    // No response timeout: the keeper watches the connection instead.
     let config = AsyncConnectionConfig::new()
-        .set_connection_timeout(Some(timeout))
         .set_response_timeout(None)
         .set_push_sender(on_message);
     let classify = |e: redis::RedisError| {
@@ -295,10 +418,18 @@ async fn open(client: &Client, timeout: Duration, wake: &Arc<Notify>) -> Result<
         }
     };
     let on = async {
-        let mut conn = client
-            .get_multiplexed_async_connection_with_config(&config)
+        let stream = tokio::net::TcpStream::connect((target.host.as_str(), target.port))
             .await
-            .map_err(classify)?;
+            .map_err(|_| Open::Failed)?;
+        let _ = stream.set_nodelay(true);
+        let (mut conn, driver) =
+            MultiplexedConnection::new_with_config(&target.settings, stream, config)
+                .await
+                .map_err(classify)?;
+        let driver = tokio::spawn(driver).abort_handle();
+        let link_driver = driver.clone();
+        // Stops the driver if what follows fails or times out.
+        let guard = AbortOnDrop(Some(driver));
         redis::cmd("CLIENT")
             .arg("TRACKING")
             .arg("ON")
@@ -306,12 +437,34 @@ async fn open(client: &Client, timeout: Duration, wake: &Arc<Notify>) -> Result<
             .query_async::<()>(&mut conn)
             .await
             .map_err(classify)?;
-        Ok(conn)
+        guard.defuse();
+        Ok((conn, link_driver))
     };
-    let conn = tokio::time::timeout(timeout, on)
+    let (conn, driver) = tokio::time::timeout(timeout, on)
         .await
         .unwrap_or(Err(Open::Failed))?;
-    Ok(Link { conn, state })
+    Ok(Link {
+        conn,
+        state,
+        driver,
+    })
+}
+
+/// Aborts a task when dropped, unless defused.
+struct AbortOnDrop(Option<AbortHandle>);
+
+impl AbortOnDrop {
+    fn defuse(mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        if let Some(task) = self.0.take() {
+            task.abort();
+        }
+    }
 }
 
 #[cfg(test)]
