@@ -195,6 +195,7 @@ impl Tracker {
         let target = Target {
             host: host.clone(),
             port: *port,
+            nodelay: info.tcp_settings().nodelay(),
             settings: info
                 .redis_settings()
                 .clone()
@@ -293,6 +294,7 @@ fn entry(reply: redis::RedisResult<Value>) -> Result<Option<Vec<u8>>, StoreError
 struct Target {
     host: String,
     port: u16,
+    nodelay: bool,
     settings: redis::RedisConnectionInfo,
     connect_timeout: Duration,
     op_timeout: Duration,
@@ -421,7 +423,10 @@ async fn open(target: &Target, wake: &Arc<Notify>) -> Result<Link, Open> {
         let stream = tokio::net::TcpStream::connect((target.host.as_str(), target.port))
             .await
             .map_err(|_| Open::Failed)?;
-        let _ = stream.set_nodelay(true);
+        // As redis-rs sets its own connections' sockets (Nagle's
+        // algorithm on unless the URL's settings turn it off): the
+        // commands of concurrent reads go out together.
+        let _ = stream.set_nodelay(target.nodelay);
         let (mut conn, driver) =
             MultiplexedConnection::new_with_config(&target.settings, stream, config)
                 .await
